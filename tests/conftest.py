@@ -1,0 +1,65 @@
+"""Session-wide real servers for the whole suite.
+
+Each server starts once per test run, on first use, and is shared by every test that asks
+for it; tests isolate themselves with their own database, key prefix, topic or namespace.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+if TYPE_CHECKING:
+    from kommerce.testbed.kafka import KafkaBroker
+    from kommerce.testbed.kube import ControlPlane
+    from kommerce.testbed.postgres import PostgresServer
+    from kommerce.testbed.redis import RedisServer
+    from kommerce.testbed.stripe_mock import StripeMock
+
+
+@pytest.fixture(scope="session")
+def postgres_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PostgresServer]:
+    from kommerce.testbed.postgres import PostgresServer
+
+    server = PostgresServer(tmp_path_factory.mktemp("postgres") / "data").start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    from kommerce.testbed.redis import RedisServer
+
+    server = RedisServer(tmp_path_factory.mktemp("redis")).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    from kommerce.testbed.kafka import KafkaBroker
+
+    broker = KafkaBroker(tmp_path_factory.mktemp("kafka")).start()
+    yield broker
+    broker.stop()
+
+
+@pytest.fixture(scope="session")
+def stripe_mock() -> Iterator[StripeMock]:
+    from kommerce.testbed.stripe_mock import StripeMock
+
+    server = StripeMock().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
+    from kommerce.testbed.kube import ControlPlane
+
+    plane = ControlPlane(Path(tmp_path_factory.mktemp("kube"))).start()
+    yield plane
+    plane.stop()
