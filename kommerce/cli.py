@@ -1,0 +1,18 @@
+"""The ``kommerce`` command: one entry point for operators, the local platform and the test bed."""
+
+from __future__ import annotations
+
+import typer
+
+from kommerce.testbed_cli import testbed_app
+
+app = typer.Typer(
+    help="Kommerce: an operator-driven commerce platform on Kubernetes.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+)
+app.add_typer(testbed_app, name="testbed")
+
+
+if __name__ == "__main__":
+    app()
