@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import typer
 
+from kommerce.operator_cli import run_operator
 from kommerce.testbed_cli import testbed_app
 
 app = typer.Typer(
@@ -12,6 +13,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(testbed_app, name="testbed")
+app.command("operator")(run_operator)
 
 
 if __name__ == "__main__":

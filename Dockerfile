@@ -1,0 +1,20 @@
+# One image for the operator and every service: `kommerce operator` or
+# `uvicorn services.<name>.app:app`. Multi-stage: wheels are built in the first stage, the
+# runtime stage carries only the installed packages and runs as a non-root user.
+FROM python:3.11-slim AS build
+WORKDIR /src
+COPY pyproject.toml README.md ./
+COPY kommerce ./kommerce
+COPY operators ./operators
+COPY services ./services
+RUN pip wheel --no-cache-dir --wheel-dir /wheels .
+
+FROM python:3.11-slim
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+RUN useradd --system --uid 10001 --no-create-home kommerce
+COPY --from=build /wheels /wheels
+RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
+USER 10001
+EXPOSE 8000 8080 9090
+ENTRYPOINT ["kommerce"]
+CMD ["operator"]

@@ -1,0 +1,53 @@
+"""How the operator process runs: Kopf settings, the API client, metrics and liveness.
+
+Kept apart from the handlers so every kind's handlers share one client, one field manager and
+one set of settings.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from functools import cache
+from typing import Any
+
+import kopf
+from prometheus_client import start_http_server
+
+from operators.kube import Kube
+
+GROUP = "kommerce.io"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+PEERING_NAME = "kommerce"
+
+
+@cache
+def kube() -> Kube:
+    """The one API client of this process (in-cluster credentials or ``KUBECONFIG``)."""
+    return Kube.from_environment(os.environ.get("KUBECONFIG"))
+
+
+@kopf.on.startup()
+def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+    # Keep Kopf's bookkeeping in annotations under our own prefix, so that status holds only
+    # what users read: observedGeneration, conditions, replicas.
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+        prefix=GROUP, key="last-handled-configuration")
+    settings.persistence.finalizer = f"{GROUP}/finalizer"
+    # Events are for what the operator did and what went wrong, not Kopf's handler chatter:
+    # handlers post their own Events; warnings and errors still go out.
+    settings.posting.level = logging.WARNING
+    settings.execution.max_workers = int(os.environ.get("KOMMERCE_OPERATOR_WORKERS", "16"))
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    settings.networking.request_timeout = 30
+    settings.peering.name = PEERING_NAME
+    settings.peering.clusterwide = True
+    settings.peering.mandatory = False
+
+
+def serve_metrics(port: int) -> None:
+    """Expose the process's Prometheus registry (reconcile counters, durations)."""
+    start_http_server(port)
