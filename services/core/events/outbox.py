@@ -1,0 +1,202 @@
+"""The transactional outbox: events are rows written with the data, published afterwards.
+
+``add_event(session, envelope)`` inserts the event into ``outbox`` inside the caller's
+transaction, so the event exists if and only if the data change committed. The
+:class:`OutboxRelay` then publishes pending rows and marks them sent. Several relays (one per
+replica) share the table safely: each batch is taken with ``SELECT … FOR UPDATE SKIP
+LOCKED``, so a row is in one relay's hands at a time, and a crash between publish and mark
+only causes a re-publish, which idempotent consumers absorb.
+
+A commit that added events wakes this process's relays at once (no waiting for the next
+poll); other replicas' relays find the rows on their next poll.
+
+Order: one relay publishes in commit-sequence order, and Kafka keeps that order per key.
+With several relays, two batches can overlap in time, so a consumer that must apply one
+aggregate's events in order should carry a version in the payload and ignore stale ones.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import weakref
+from datetime import timedelta
+
+import orjson
+from sqlalchemy import delete, event, func, select, update
+from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
+
+from services.core.db import Database
+from services.core.events.bus import EventBus, OutgoingMessage
+from services.core.events.envelope import EventEnvelope
+from services.core.events.tables import outbox
+from services.core.metrics import counter, gauge
+
+log = logging.getLogger(__name__)
+
+_PENDING_FLAG = "kommerce.outbox.pending"
+_relays: weakref.WeakSet[OutboxRelay] = weakref.WeakSet()
+
+OUTBOX_PUBLISHED = counter("outbox_published_total", "Outbox events published", ["topic"])
+OUTBOX_PUBLISH_FAILURES = counter("outbox_publish_failures_total",
+                                  "Outbox batches the bus refused")
+OUTBOX_LAG = gauge("outbox_oldest_pending_seconds",
+                   "Age of the oldest unpublished outbox row at the last relay pass",
+                   ["schema"])
+
+
+def default_topic(envelope: EventEnvelope) -> str:
+    """Each service publishes on its own topic, ``<source>.events``."""
+    return f"{envelope.source}.events"
+
+
+async def add_event(session: AsyncSession, envelope: EventEnvelope,
+                    topic: str | None = None) -> None:
+    """Publish ``envelope`` as part of the session's current transaction.
+
+    The one way a service publishes an event: nothing reaches the bus unless (and until)
+    the transaction commits.
+    """
+    await session.execute(
+        outbox.insert().values(
+            event_id=envelope.id,
+            topic=topic or default_topic(envelope),
+            event_key=envelope.key,
+            event_type=envelope.type,
+            envelope=envelope.to_json(),
+        )
+    )
+    session.sync_session.info[_PENDING_FLAG] = True
+
+
+@event.listens_for(Session, "after_commit")
+def _wake_relays_after_commit(session: Session) -> None:
+    if session.info.pop(_PENDING_FLAG, False):
+        for relay in list(_relays):
+            relay.wake()
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back_events(session: Session) -> None:
+    session.info.pop(_PENDING_FLAG, None)
+
+
+class OutboxRelay:
+    """Publishes pending outbox rows of one database schema to the bus."""
+
+    def __init__(
+        self,
+        database: Database,
+        bus: EventBus,
+        *,
+        batch_size: int = 200,
+        poll_interval: float = 0.5,
+        retention: timedelta = timedelta(days=3),
+        purge_every_seconds: float = 600.0,
+    ) -> None:
+        self.database = database
+        self.bus = bus
+        self.batch_size = batch_size
+        self.poll_interval = poll_interval
+        self.retention = retention
+        self.purge_every_seconds = purge_every_seconds
+        self._wakeup = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._next_purge = 0.0
+        _relays.add(self)
+
+    def wake(self) -> None:
+        self._wakeup.set()
+
+    def stop(self) -> None:
+        self._stopping.set()
+        self._wakeup.set()
+
+    async def publish_pending(self) -> int:
+        """Publish one batch; returns how many rows were published (0: nothing pending).
+
+        Raises when the bus refuses the batch; the rows stay pending, with the attempt and
+        error recorded for operators.
+        """
+        async with self.database.session() as session, session.begin():
+            rows = (await session.execute(
+                select(outbox.c.seq, outbox.c.topic, outbox.c.event_key, outbox.c.envelope,
+                       outbox.c.created_at)
+                .where(outbox.c.published_at.is_(None))
+                .order_by(outbox.c.seq)
+                .limit(self.batch_size)
+                .with_for_update(skip_locked=True)
+            )).all()
+            if not rows:
+                OUTBOX_LAG.labels(self.database.schema).set(0)
+                return 0
+            seqs = [row.seq for row in rows]
+            refused: Exception | None = None
+            try:
+                await self.bus.publish([
+                    OutgoingMessage(row.topic, row.event_key, orjson.dumps(row.envelope))
+                    for row in rows
+                ])
+            except Exception as exc:
+                refused = exc
+                await session.execute(
+                    update(outbox).where(outbox.c.seq.in_(seqs))
+                    .values(attempts=outbox.c.attempts + 1, last_error=str(exc)[:2000])
+                )
+            else:
+                await session.execute(
+                    update(outbox).where(outbox.c.seq.in_(seqs))
+                    .values(published_at=func.now())
+                )
+        if refused is not None:
+            OUTBOX_PUBLISH_FAILURES.inc()
+            raise refused
+        oldest = rows[0].created_at
+        OUTBOX_LAG.labels(self.database.schema).set(
+            max(0.0, time.time() - oldest.timestamp()))
+        for row in rows:
+            OUTBOX_PUBLISHED.labels(row.topic).inc()
+        return len(rows)
+
+    async def purge_published(self) -> int:
+        """Delete rows published longer ago than the retention (they are on the bus)."""
+        async with self.database.session() as session, session.begin():
+            result = await session.execute(
+                delete(outbox).where(
+                    outbox.c.published_at < func.now() - self.retention
+                )
+            )
+        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+    async def run(self) -> None:
+        """Publish until stopped; back off while the database or bus is down."""
+        failures = 0
+        while not self._stopping.is_set():
+            self._wakeup.clear()
+            try:
+                published = await self.publish_pending()
+                failures = 0
+                await self._maybe_purge()
+            except Exception as exc:
+                failures += 1
+                delay = min(10.0, 0.1 * 2 ** min(failures, 7))
+                log.warning("outbox relay pass failed (%s); next try in %.1fs", exc, delay)
+                await self._wait(delay)
+                continue
+            if published < self.batch_size:
+                await self._wait(self.poll_interval)
+
+    async def _maybe_purge(self) -> None:
+        now = time.monotonic()
+        if now >= self._next_purge:
+            self._next_purge = now + self.purge_every_seconds
+            purged = await self.purge_published()
+            if purged:
+                log.info("purged %d published outbox row(s)", purged)
+
+    async def _wait(self, seconds: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._wakeup.wait(), timeout=seconds)

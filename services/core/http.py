@@ -1,0 +1,281 @@
+"""The one way a service calls another over HTTP: httpx behind a circuit breaker.
+
+Each called service (``target``) gets an ``httpx.AsyncClient`` with timeouts and a
+:class:`~services.core.breaker.CircuitBreaker` configured from the JSON the
+CircuitBreakerPolicy operator renders into a ConfigMap (hot-reloaded), so a service's own
+calls trip the way the mesh does. Failures are transport errors, timeouts and 5xx answers;
+4xx answers are the caller's problem and count as successes. An open breaker fails fast
+with :class:`CircuitOpenError` (503 + ``Retry-After``), which the event consumer also treats
+as "retry later". Calls carry the request id and trace context on.
+
+Config file format (one file, or a folder of them whose ``targets`` are merged)::
+
+    {"default": {"timeoutSeconds": 3, "errorThresholdPercentage": 50,
+                 "resetTimeoutSeconds": 30, "rollingWindowSeconds": 10,
+                 "rollingWindowBuckets": 10, "volumeThreshold": 5},
+     "targets": {"payment": {"timeoutSeconds": 5}}}
+
+A target's entry overrides only the fields it names; a file may instead hold a single
+policy with a ``"target"`` key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import orjson
+from pydantic import BaseModel, Field
+
+from services.core.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from services.core.errors import DomainError, ServiceUnavailable
+from services.core.logging import current_request_id
+from services.core.metrics import counter, gauge, histogram
+from services.core.reload import WatchedFile
+from services.core.tracing import inject_context
+
+log = logging.getLogger(__name__)
+
+BREAKER_STATE = gauge("circuit_breaker_state",
+                      "Client-side breaker state per target (0 closed, 1 half-open, 2 open)",
+                      ["target"])
+BREAKER_TRANSITIONS = counter("circuit_breaker_transitions_total",
+                              "Breaker state changes", ["target", "state"])
+CLIENT_CALLS = counter("http_client_requests_total",
+                       "Outgoing calls by outcome (success, failure, timeout, rejected)",
+                       ["target", "outcome"])
+CLIENT_DURATION = histogram("http_client_request_duration_seconds",
+                            "Duration of outgoing calls", ["target"])
+_STATE_VALUE = {BreakerState.CLOSED: 0, BreakerState.HALF_OPEN: 1, BreakerState.OPEN: 2}
+
+
+class CircuitOpenError(ServiceUnavailable):
+    code = "circuit_open"
+
+    def __init__(self, target: str, retry_after: float) -> None:
+        super().__init__(f"{target} is unavailable (circuit open); retry later",
+                         headers={"Retry-After": str(max(1, round(retry_after)))},
+                         details={"target": target})
+        self.target = target
+
+
+class UpstreamUnavailable(ServiceUnavailable):
+    code = "upstream_unavailable"
+
+
+class UpstreamTimeout(DomainError):
+    status_code, code = 504, "upstream_timeout"
+
+
+# -- configuration ---------------------------------------------------------------------------
+
+
+class BreakerConfig(BaseModel):
+    default: BreakerPolicy = Field(default_factory=BreakerPolicy)
+    targets: dict[str, dict[str, Any]] = Field(default_factory=dict)
+
+    def policy_for(self, target: str) -> BreakerPolicy:
+        override = self.targets.get(target)
+        return self.default.updated(override) if override else self.default
+
+    def validate_targets(self) -> BreakerConfig:
+        for target in self.targets:
+            self.policy_for(target)  # raises on a bad override
+        return self
+
+
+def parse_breaker_config(data: dict[str, Any]) -> BreakerConfig:
+    if "target" in data:
+        data = dict(data)
+        target = str(data.pop("target"))
+        return BreakerConfig(targets={target: data}).validate_targets()
+    return BreakerConfig.model_validate(data).validate_targets()
+
+
+def load_breaker_config(path: Path) -> BreakerConfig:
+    """Read a config file, or merge a folder of them (one per CircuitBreakerPolicy)."""
+    files = sorted(p for p in path.iterdir() if p.suffix == ".json" and p.is_file()) \
+        if path.is_dir() else [path]
+    merged = BreakerConfig()
+    for file in files:
+        data = orjson.loads(file.read_bytes())
+        if not isinstance(data, dict):
+            raise ValueError(f"{file}: expected a JSON object")
+        config = parse_breaker_config(data)
+        if "default" in data:
+            merged.default = config.default
+        merged.targets.update(config.targets)
+    return merged.validate_targets()
+
+
+class Breakers:
+    """The breakers of one process, one per target, following the config as it changes."""
+
+    def __init__(self, config: BreakerConfig | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.config = config or BreakerConfig()
+        self._clock = clock
+        self._breakers: dict[str, CircuitBreaker] = {}
+
+    def get(self, target: str) -> CircuitBreaker:
+        breaker = self._breakers.get(target)
+        if breaker is None:
+            breaker = CircuitBreaker(target, self.config.policy_for(target), clock=self._clock,
+                                     on_transition=_report_transition)
+            BREAKER_STATE.labels(target).set(0)
+            self._breakers[target] = breaker
+        return breaker
+
+    def apply(self, config: BreakerConfig) -> None:
+        self.config = config
+        for target, breaker in self._breakers.items():
+            breaker.policy = config.policy_for(target)
+
+    @classmethod
+    def watching(cls, path: Path | None) -> tuple[Breakers, WatchedFile[BreakerConfig] | None]:
+        """Breakers following the config file at ``path`` (reference defaults if None or
+        absent); run the returned watcher's ``watch()`` to pick up changes."""
+        if path is None:
+            return cls(), None
+        watched = WatchedFile("circuit-breaker", path, load_breaker_config,
+                              initial=BreakerConfig())
+        breakers = cls(watched.value)
+        watched.subscribe(breakers.apply)
+        return breakers, watched
+
+
+def _report_transition(breaker: CircuitBreaker, old: BreakerState, new: BreakerState) -> None:
+    BREAKER_STATE.labels(breaker.name).set(_STATE_VALUE[new])
+    BREAKER_TRANSITIONS.labels(breaker.name, new.value).inc()
+    level = logging.WARNING if new is BreakerState.OPEN else logging.INFO
+    log.log(level, "circuit breaker for %s: %s -> %s", breaker.name, old.value, new.value,
+            extra={"target": breaker.name, "breaker_state": new.value})
+
+
+# -- the client ------------------------------------------------------------------------------
+
+
+class ServiceClient:
+    """Calls to one target service, guarded by its breaker."""
+
+    def __init__(self, target: str, client: httpx.AsyncClient, breaker: CircuitBreaker) -> None:
+        self.target = target
+        self.client = client
+        self.breaker = breaker
+
+    def _acquire(self) -> None:
+        if not self.breaker.try_acquire():
+            CLIENT_CALLS.labels(self.target, "rejected").inc()
+            raise CircuitOpenError(self.target, self.breaker.retry_after())
+
+    def _headers(self, headers: Any) -> httpx.Headers:
+        merged = httpx.Headers(headers)
+        if (request_id := current_request_id()) and "x-request-id" not in merged:
+            merged["x-request-id"] = request_id
+        carrier: dict[str, str] = {}
+        inject_context(carrier)
+        for name, value in carrier.items():
+            merged.setdefault(name, value)
+        return merged
+
+    def _record(self, response: httpx.Response | None, started: float,
+                error: BaseException | None = None) -> None:
+        CLIENT_DURATION.labels(self.target).observe(time.perf_counter() - started)
+        if error is not None or (response is not None and response.status_code >= 500):
+            self.breaker.record_failure()
+            outcome = "timeout" if isinstance(error, TimeoutError | httpx.TimeoutException) \
+                else "failure"
+        else:
+            self.breaker.record_success()
+            outcome = "success"
+        CLIENT_CALLS.labels(self.target, outcome).inc()
+
+    async def request(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """Send and read the whole response. 5xx responses are returned (and counted as
+        failures); transport errors and timeouts raise 503/504 domain errors."""
+        async with self.stream(method, url, **kwargs) as response:
+            await response.aread()
+            return response
+
+    @asynccontextmanager
+    async def stream(self, method: str, url: str, **kwargs: Any
+                     ) -> AsyncIterator[httpx.Response]:
+        """Send and yield the response with its body unread (the gateway streams it on).
+
+        The breaker's timeout covers connecting and receiving the headers."""
+        self._acquire()
+        kwargs["headers"] = self._headers(kwargs.get("headers"))
+        started = time.perf_counter()
+        request = self.client.build_request(method, url, **kwargs)
+        try:
+            async with asyncio.timeout(self.breaker.policy.timeout_seconds):
+                response = await self.client.send(request, stream=True)
+        except asyncio.CancelledError:
+            self.breaker.release()
+            raise
+        except (TimeoutError, httpx.TimeoutException) as exc:
+            self._record(None, started, exc)
+            raise UpstreamTimeout(f"{self.target} did not answer in time",
+                                  details={"target": self.target}) from exc
+        except httpx.TransportError as exc:
+            self._record(None, started, exc)
+            raise UpstreamUnavailable(f"{self.target} cannot be reached",
+                                      details={"target": self.target}) from exc
+        self._record(response, started)
+        try:
+            yield response
+        finally:
+            await response.aclose()
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("GET", url, **kwargs)
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("POST", url, **kwargs)
+
+    async def put(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PUT", url, **kwargs)
+
+    async def patch(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("PATCH", url, **kwargs)
+
+    async def delete(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.request("DELETE", url, **kwargs)
+
+
+class HttpClients:
+    """The factory: one :class:`ServiceClient` per target, sharing the process's breakers."""
+
+    def __init__(self, breakers: Breakers | None = None, *, user_agent: str = "kommerce",
+                 max_connections: int = 100) -> None:
+        self.breakers = breakers or Breakers()
+        self.user_agent = user_agent
+        self.max_connections = max_connections
+        self._clients: dict[tuple[str, str], ServiceClient] = {}
+
+    def client(self, target: str, base_url: str) -> ServiceClient:
+        key = (target, base_url)
+        if key not in self._clients:
+            policy = self.breakers.get(target).policy
+            http = httpx.AsyncClient(
+                base_url=base_url,
+                # The breaker's asyncio timeout bounds the call up to the headers; these
+                # bound a stalled body read or a full pool.
+                timeout=httpx.Timeout(30.0, connect=policy.timeout_seconds,
+                                      pool=policy.timeout_seconds),
+                limits=httpx.Limits(max_connections=self.max_connections,
+                                    max_keepalive_connections=self.max_connections // 2),
+                headers={"user-agent": self.user_agent},
+            )
+            self._clients[key] = ServiceClient(target, http, self.breakers.get(target))
+        return self._clients[key]
+
+    async def aclose(self) -> None:
+        clients, self._clients = self._clients, {}
+        await asyncio.gather(*(c.client.aclose() for c in clients.values()))

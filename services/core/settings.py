@@ -1,0 +1,229 @@
+"""Settings from the environment, one object per service.
+
+Every value has a default that runs the platform locally on the embedded servers, and a
+description that says what it is for; production overrides them with environment variables
+(``KOMMERCE_DATABASE_URL`` …). A service that needs more values subclasses
+:class:`ServiceSettings`, keeping the ``KOMMERCE_`` prefix so one Secret can feed them all,
+or sets its own prefix in ``model_config``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+#: The JWT secret used when none is configured. Start-up refuses it in production.
+DEVELOPMENT_JWT_SECRET = "kommerce-development-secret-change-me-0123456789"
+
+
+def _env(field: str, *extra: str) -> AliasChoices:
+    """The field's own ``KOMMERCE_`` variable first, then the names the operator sets, and
+    the field name for keyword construction. (An alias replaces the prefix, so it is
+    spelled out here.)"""
+    return AliasChoices(f"KOMMERCE_{field.upper()}", *extra, field)
+
+
+class ServiceSettings(BaseSettings):
+    """Everything the core needs to run one service."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="KOMMERCE_",
+        env_file=None,
+        extra="ignore",
+        validate_default=True,
+        populate_by_name=True,
+    )
+
+    # -- identity ---------------------------------------------------------------------------
+    service_name: str = Field(
+        "kommerce",
+        pattern=r"^[a-z][a-z0-9-]{0,62}$",
+        description="Name of this service (user, product, order …): log field, metric and "
+        "trace resource, event source, default database schema.",
+    )
+    environment: Literal["local", "test", "production"] = Field(
+        "local",
+        description="Where this runs; 'production' refuses development-only defaults such as "
+        "the built-in JWT secret.",
+    )
+    version: str = Field("0.1.0", description="Version reported in the OpenAPI document.")
+    host: str = Field("0.0.0.0", description="Address the HTTP server binds (all interfaces, "
+                      "as a container needs).")
+    port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server listens on.")
+
+    # -- database ---------------------------------------------------------------------------
+    database_url: str = Field(
+        "postgresql+asyncpg://kommerce@127.0.0.1:5432/kommerce",
+        validation_alias=_env("database_url", "DATABASE_URL"),
+        description="SQLAlchemy URL of this service's PostgreSQL database (asyncpg driver); "
+        "also read from DATABASE_URL, which the CommerceService operator sets.",
+    )
+    database_schema: str | None = Field(
+        None,
+        pattern=r"^[a-z_][a-z0-9_]{0,62}$",
+        description="Schema holding this service's tables (schema-per-service in one "
+        "database). Default: the service name with '-' replaced by '_'.",
+    )
+    database_pool_size: int = Field(10, ge=1, description="Connections kept open per process.")
+    database_max_overflow: int = Field(
+        20, ge=0, description="Extra connections allowed beyond the pool under bursts."
+    )
+    database_pool_timeout_seconds: float = Field(
+        10.0, gt=0, description="How long a request waits for a pooled connection."
+    )
+    database_statement_timeout_ms: int = Field(
+        15_000, ge=0, description="PostgreSQL statement_timeout for every session (0 = none)."
+    )
+    migrate_on_startup: bool = Field(
+        True,
+        description="Run this service's Alembic migrations when the app starts (under an "
+        "advisory lock, so replicas starting together migrate once).",
+    )
+
+    # -- redis & cache -----------------------------------------------------------------------
+    redis_url: str = Field(
+        "redis://127.0.0.1:6379/0",
+        validation_alias=_env("redis_url", "REDIS_URL"),
+        description="Redis URL for the cache, rate limits, carts and (by default) the bus; "
+        "also read from REDIS_URL.",
+    )
+    cache_prefix: str | None = Field(
+        None, description="Prefix of every cache key. Default: '<service_name>:'."
+    )
+    cache_ttl_seconds: int = Field(3600, ge=1, description="Default cache-aside TTL.")
+
+    # -- events ------------------------------------------------------------------------------
+    event_bus: Literal["redis", "kafka"] = Field(
+        "redis",
+        description="Event bus backend: 'redis' (Redis Streams, the embedded default) or "
+        "'kafka' (production).",
+    )
+    kafka_bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        validation_alias=_env("kafka_bootstrap_servers", "KAFKA_BOOTSTRAP_SERVERS"),
+        description="Comma-separated Kafka bootstrap servers; also read from "
+        "KAFKA_BOOTSTRAP_SERVERS.",
+    )
+    kafka_topic_partitions: int = Field(
+        3, ge=1, description="Partitions of topics the service creates (ordering is per key).")
+    kafka_replication_factor: int = Field(
+        1, ge=1, description="Replicas of topics the service creates (3 in production).")
+    event_topic_prefix: str = Field(
+        "kommerce.",
+        description="Prefix of every stream/topic name, so several platforms (or test runs) "
+        "can share one broker.",
+    )
+    event_max_attempts: int = Field(
+        5,
+        ge=1,
+        description="Attempts a consumer makes at one event before it goes to the "
+        "dead-letter stream/topic. Infrastructure outages do not count as attempts.",
+    )
+    outbox_poll_interval_seconds: float = Field(
+        0.5,
+        gt=0,
+        description="How often the outbox relay looks for rows when nothing woke it "
+        "(a commit in this process wakes it at once).",
+    )
+    outbox_batch_size: int = Field(200, ge=1, description="Outbox rows published per batch.")
+    outbox_enabled: bool = Field(
+        True, description="Run the outbox relay in this process."
+    )
+
+    # -- auth --------------------------------------------------------------------------------
+    jwt_secret: SecretStr = Field(
+        SecretStr(DEVELOPMENT_JWT_SECRET),
+        description="Key that signs and verifies JWTs (HS256). Must be set in production.",
+    )
+    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = Field(
+        "HS256", description="JWT signing algorithm."
+    )
+    jwt_issuer: str = Field("kommerce", description="'iss' claim written and required.")
+    access_token_ttl_seconds: int = Field(
+        15 * 60, ge=1, description="Access token lifetime (15 minutes)."
+    )
+    refresh_token_ttl_seconds: int = Field(
+        7 * 24 * 3600, ge=1, description="Refresh token lifetime (7 days)."
+    )
+    jwt_leeway_seconds: int = Field(
+        5, ge=0, description="Clock skew tolerated when checking exp/iat."
+    )
+    trust_gateway_headers: bool = Field(
+        False,
+        description="Accept the gateway's X-User-Id/X-User-Roles headers as the caller's "
+        "identity. Only for services reachable solely through the gateway.",
+    )
+
+    # -- http --------------------------------------------------------------------------------
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list,
+        description="Origins allowed by CORS (comma-separated or a JSON list); empty = CORS off.",
+    )
+    breaker_config_path: Path | None = Field(
+        None,
+        validation_alias=_env("breaker_config_path", "KOMMERCE_CIRCUIT_BREAKERS_DIR"),
+        description="JSON file (or folder of them) rendered from CircuitBreakerPolicy "
+        "ConfigMaps; hot-reloaded; also read from KOMMERCE_CIRCUIT_BREAKERS_DIR. None or "
+        "absent = the reference defaults (3 s, 50 %, 30 s, 10 s in 10 buckets).",
+    )
+    config_reload_interval_seconds: float = Field(
+        2.0, gt=0, description="How often mounted config files are checked for changes."
+    )
+    shard_map_path: Path | None = Field(
+        None, description="Shard map file (or mounted ConfigMap folder) rendered from the "
+        "ShardLayout; hot-reloaded."
+    )
+    secrets_dir: Path = Field(
+        Path("/etc/kommerce/secrets"),
+        description="Where Secrets named by the shard map are mounted (<dir>/<secret>/<key>).",
+    )
+
+    # -- observability -----------------------------------------------------------------------
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field(
+        "INFO", description="Root log level."
+    )
+    log_json: bool = Field(True, description="JSON log lines (False: plain text for humans).")
+    otel_enabled: bool = Field(
+        False, description="Create an OpenTelemetry tracer provider (otherwise no-op tracing)."
+    )
+    otel_exporter: Literal["none", "console", "otlp"] = Field(
+        "none",
+        description="Where spans go when tracing is on: nowhere (in-process only), stdout, "
+        "or OTLP (needs the opentelemetry-exporter-otlp package).",
+    )
+    otel_endpoint: str | None = Field(None, description="OTLP endpoint when otel_exporter=otlp.")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                import orjson  # only for this input form
+
+                return orjson.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
+
+    @model_validator(mode="after")
+    def _refuse_development_secret_in_production(self) -> ServiceSettings:
+        if (
+            self.environment == "production"
+            and self.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
+        ):
+            raise ValueError("KOMMERCE_JWT_SECRET must be set in production")
+        if len(self.jwt_secret.get_secret_value()) < 32:
+            raise ValueError("jwt_secret must be at least 32 characters (HMAC key strength)")
+        return self
+
+    @property
+    def schema_name(self) -> str:
+        """The database schema actually used."""
+        return self.database_schema or self.service_name.replace("-", "_")
+
+    @property
+    def cache_key_prefix(self) -> str:
+        return self.cache_prefix if self.cache_prefix is not None else f"{self.service_name}:"
