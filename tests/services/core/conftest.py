@@ -4,9 +4,7 @@ rows, keys or streams."""
 
 from __future__ import annotations
 
-import asyncio
-import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 import pytest
@@ -14,6 +12,7 @@ from redis.asyncio import Redis
 
 from services.core.db import Database, create_engine
 from services.core.settings import ServiceSettings
+from tests.services.support import unique
 
 if TYPE_CHECKING:
     from kommerce.testbed.postgres import PostgresServer
@@ -23,10 +22,6 @@ if TYPE_CHECKING:
 @pytest.fixture(scope="session")
 def core_database_url(postgres_server: PostgresServer) -> str:
     return postgres_server.create_database("core_tests")
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}_{uuid.uuid4().hex[:10]}"
 
 
 @pytest.fixture
@@ -53,16 +48,6 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[Redis]:
     client = Redis.from_url(redis_server.url)
     yield client
     await client.aclose()
-
-
-async def eventually(check: Callable[[], Awaitable[bool]], within: float = 15.0,
-                     what: str = "condition") -> None:
-    """Poll an async ``check`` until it holds; fail after ``within`` seconds."""
-    deadline = asyncio.get_running_loop().time() + within
-    while not await check():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"{what} did not happen within {within}s")
-        await asyncio.sleep(0.05)
 
 
 @pytest.fixture

@@ -19,8 +19,8 @@ from services.core.auth import (
     verify_password,
 )
 from services.core.errors import Unauthorized
+from tests.services.support import running
 
-from .apps import running
 from .conftest import make_settings
 
 SETTINGS = make_settings()

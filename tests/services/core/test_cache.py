@@ -10,8 +10,7 @@ from redis.asyncio import Redis
 
 from kommerce.testbed.redis import RedisServer
 from services.core.cache import CACHE_REQUESTS, Cache
-
-from .conftest import unique
+from tests.services.support import unique
 
 pytestmark = pytest.mark.redis
 

@@ -7,8 +7,8 @@ from pydantic import BaseModel, Field
 
 from services.core.app import create_service_app
 from services.core.errors import Conflict, InvalidRequest, NotFound, TooManyRequests
+from tests.services.support import running
 
-from .apps import running
 from .conftest import make_settings
 
 

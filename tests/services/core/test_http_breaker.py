@@ -25,8 +25,7 @@ from services.core.http import (
     load_breaker_config,
 )
 from services.core.logging import bind_request_id
-
-from .conftest import eventually
+from tests.services.support import eventually
 
 
 @dataclass

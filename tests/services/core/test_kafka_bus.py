@@ -20,8 +20,8 @@ from services.core.events.envelope import EventEnvelope
 from services.core.events.kafka import KafkaBus
 from services.core.events.outbox import OutboxRelay
 from services.core.events.tables import outbox
+from tests.services.support import eventually, unique
 
-from .conftest import eventually, unique
 from .sample_service.models import Widget
 from .test_outbox_and_consumers import counting_handlers, create_widget, widget_count
 

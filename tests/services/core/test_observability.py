@@ -16,8 +16,8 @@ from services.core.app import create_service_app
 from services.core.logging import JsonFormatter, bind_request_id
 from services.core.metrics import counter
 from services.core.tracing import setup_tracing
+from tests.services.support import running
 
-from .apps import running
 from .conftest import make_settings
 
 

@@ -27,8 +27,8 @@ from services.core.events.outbox import OutboxRelay, add_event
 from services.core.events.redis_streams import RedisStreamsBus
 from services.core.events.tables import outbox
 from services.core.transient import RetryLater
+from tests.services.support import eventually, unique
 
-from .conftest import eventually, unique
 from .sample_service.models import Widget
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]

@@ -15,9 +15,9 @@ from services.core.db import SessionDep
 from services.core.errors import NotFound
 from services.core.events.envelope import EventEnvelope
 from services.core.events.outbox import add_event
+from tests.services.support import eventually, running, unique
 
-from .apps import running
-from .conftest import eventually, make_settings, unique
+from .conftest import make_settings
 from .sample_service.models import MIGRATIONS, Widget
 from .test_outbox_and_consumers import counting_handlers
 
