@@ -18,7 +18,8 @@ console = Console(stderr=True)
 @testbed_app.command()
 def prepare() -> None:
     """Build or download every test-bed server once (cached), and print what each step took."""
-    from kommerce.testbed.kafka import kafka_jars
+    from kommerce.testbed.elasticsearch import elasticsearch_home, es_java
+    from kommerce.testbed.kafka import kafka_libs
     from kommerce.testbed.kube import control_plane_binaries, istio_crds_file
     from kommerce.testbed.stripe_mock import stripe_mock_binary
 
@@ -26,7 +27,8 @@ def prepare() -> None:
         "kubernetes control plane + kwok + kubectl": control_plane_binaries,
         "istio CRDs": istio_crds_file,
         "stripe-mock": stripe_mock_binary,
-        "kafka jars": kafka_jars,
+        "kafka jars": kafka_libs,
+        "elasticsearch node": lambda: elasticsearch_home(es_java()),
     }
     table = Table("step", "seconds")
     for name, action in steps.items():

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from kommerce.testbed.elasticsearch import SearchEngine
     from kommerce.testbed.kafka import KafkaBroker
     from kommerce.testbed.kube import ControlPlane
     from kommerce.testbed.postgres import PostgresServer
@@ -63,3 +64,12 @@ def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlP
     plane = ControlPlane(Path(tmp_path_factory.mktemp("kube"))).start()
     yield plane
     plane.stop()
+
+
+@pytest.fixture(scope="session")
+def search_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SearchEngine]:
+    from kommerce.testbed.elasticsearch import SearchEngine
+
+    engine = SearchEngine(tmp_path_factory.mktemp("elasticsearch")).start()
+    yield engine
+    engine.stop()
