@@ -16,7 +16,7 @@ from typing import Any
 
 from kubernetes import client, config
 
-FIELD_MANAGER = "kommerce-operator"
+from operators.meta import FIELD_MANAGER
 
 Manifest = dict[str, Any]
 

@@ -17,7 +17,7 @@ from operators.commerceservice.render import (
     render_route_table,
     route_conflicts,
 )
-from operators.commerceservice.spec import CommerceServiceSpec
+from operators.commerceservice.spec import OPERATOR_ENV, CommerceServiceSpec
 from operators.schema import InvalidSpec
 
 UID = "5b0e1f52-0000-4000-8000-000000000001"
@@ -306,3 +306,11 @@ def test_a_prefix_claimed_twice_goes_to_the_first_service_and_is_reported() -> N
     (conflict,) = route_conflicts(services)
     assert conflict.services == ("a-service", "b-service")
     assert "remove it from b-service" in conflict.message
+
+
+def test_every_variable_the_operator_sets_is_reserved_from_spec_env() -> None:
+    for component in ("product", "gateway"):
+        spec = {"component": component, "image": "kommerce:1"}
+        (deployment,) = [c for c in render("svc", "shop", spec, UID) if c["kind"] == "Deployment"]
+        names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
+        assert names <= set(OPERATOR_ENV)

@@ -92,9 +92,35 @@ def test_operator_deployment_runs_one_peered_instance_with_liveness_and_metrics(
     assert pod["serviceAccountName"] == "kommerce-operator"
     (container,) = pod["containers"]
     assert container["args"][0] == "operator"
-    assert "--peering=kommerce" in container["args"]
     assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "health"}
-    assert {p["name"] for p in container["ports"]} == {"health", "metrics"}
+    ports = {p["name"]: p["containerPort"] for p in container["ports"]}
+    assert ports == {"health": 8080, "metrics": 9090}
+
+
+def test_operator_deployment_args_are_ones_the_kommerce_operator_command_accepts() -> None:
+    import typer
+    from typer.main import get_command
+
+    from kommerce.operator_cli import run_operator
+
+    (deployment,) = [d for d in _operator_documents() if d["kind"] == "Deployment"]
+    args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+    app = typer.Typer()
+    app.command("operator")(run_operator)
+    app.command("unused")(lambda: None)  # a group, so the first argument names the command
+    group = get_command(app)
+    context = group.make_context("kommerce", list(args), resilient_parsing=False)
+    name, command, rest = group.resolve_command(context, list(args))
+    params = command.make_context(name, rest).params
+    assert (params["liveness_port"], params["metrics_port"]) == (8080, 9090)
+    assert not params["standalone"], "the in-cluster operator must peer"
+
+
+def test_peering_object_is_the_one_the_operator_joins() -> None:
+    from operators.runtime import PEERING_NAME
+
+    (peering,) = [d for d in _operator_documents() if d["kind"] == "ClusterKopfPeering"]
+    assert peering["metadata"]["name"] == PEERING_NAME
 
 
 def test_operator_manifests_pass_the_real_kubernetes_schemas(api_schemas: Any) -> None:

@@ -30,7 +30,7 @@ def test_client_breaker_settings_are_plain_seconds_per_target() -> None:
         "policy": "pay", "target": "payment-service",
         "host": "payment-service.shop.svc.cluster.local", "timeoutSeconds": 3.0,
         "errorThresholdPercentage": 50, "resetTimeoutSeconds": 30.0,
-        "rollingWindowSeconds": 10.0, "rollingBuckets": 10, "volumeThreshold": 0}
+        "rollingWindowSeconds": 10.0, "rollingBuckets": 10, "volumeThreshold": 5}
 
 
 def test_deleting_a_policy_drops_only_its_own_settings() -> None:

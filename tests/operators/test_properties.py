@@ -13,7 +13,6 @@ from hypothesis import strategies as st
 
 from operators.commerceservice.render import RoutedService, render, render_route_table
 from operators.commerceservice.spec import (
-    OPERATOR_ENV_PREFIX,
     RESERVED_ENV,
     CommerceServiceSpec,
     Component,
@@ -35,7 +34,7 @@ namespaces = st.from_regex(r"[a-z]([-a-z0-9]{0,20}[a-z0-9])?", fullmatch=True)
 object_names = st.from_regex(r"[a-z0-9]([-a-z0-9]{0,30}[a-z0-9])?", fullmatch=True)
 images = st.from_regex(r"[a-z][a-z0-9./-]{0,30}(:[A-Za-z0-9_.-]{1,100})?", fullmatch=True)
 env_names = st.from_regex(r"[A-Z_][A-Z0-9_]{0,20}", fullmatch=True).filter(
-    lambda name: name not in RESERVED_ENV and not name.startswith(OPERATOR_ENV_PREFIX))
+    lambda name: name not in RESERVED_ENV)
 prefixes = st.from_regex(r"/[a-z0-9][-a-z0-9/._~]{0,40}", fullmatch=True)
 durations = st.integers(1, 120).map(lambda seconds: f"{seconds}s")
 

@@ -1,0 +1,119 @@
+"""CircuitBreakerPolicy -> callers' client-breaker settings; pure, no I/O.
+
+The mesh side of a policy is merged into the target's DestinationRule and VirtualService by
+``operators.commerceservice.render.render(..., breaker=...)`` (via ``operators.istio``), so
+there is one DestinationRule per service whoever contributes to it. The client side is one
+ConfigMap per namespace, a JSON file per target, mounted into every service's Pods: the
+kubelet refreshes the files in place and the shared HTTP client hot-reloads them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from operators.circuitbreaker.spec import CircuitBreakerPolicySpec
+from operators.meta import (
+    LABEL_COMPONENT,
+    LABEL_MANAGED_BY,
+    LABEL_NAME,
+    LABEL_PART_OF,
+    MANAGED_BY,
+    PART_OF,
+    object_meta,
+    service_host,
+    shared_owner_reference,
+)
+from operators.units import parse_duration
+
+KIND = "CircuitBreakerPolicy"
+BREAKERS_CONFIGMAP = "kommerce-circuit-breakers"
+BREAKERS_DIR = "/etc/kommerce/circuit-breakers"
+
+
+@dataclass(frozen=True)
+class PolicyRef:
+    """One CircuitBreakerPolicy as the renderers need it."""
+
+    name: str
+    uid: str
+    spec: CircuitBreakerPolicySpec
+
+
+@dataclass(frozen=True)
+class PolicyConflict:
+    """Several policies target one service; the first by name applies."""
+
+    target: str
+    policies: tuple[str, ...]
+
+    @property
+    def message(self) -> str:
+        winner, *others = self.policies
+        return (f"policies {', '.join(self.policies)} all target {self.target}; {winner} "
+                f"applies, delete or retarget {', '.join(others)}")
+
+
+def _by_target(policies: Sequence[PolicyRef]) -> dict[str, list[PolicyRef]]:
+    targets: dict[str, list[PolicyRef]] = {}
+    for policy in sorted(policies, key=lambda p: p.name):
+        targets.setdefault(policy.spec.target_ref.name, []).append(policy)
+    return dict(sorted(targets.items()))
+
+
+def policy_for_target(policies: Sequence[PolicyRef],
+                      target: str) -> CircuitBreakerPolicySpec | None:
+    """The policy that governs ``target`` (first by name if several do), for
+    ``commerceservice.render.render(..., breaker=...)``."""
+    chosen = _by_target(policies).get(target)
+    return chosen[0].spec if chosen else None
+
+
+def policy_conflicts(policies: Sequence[PolicyRef]) -> list[PolicyConflict]:
+    """Targets governed by more than one policy, for a ``Degraded`` condition on the rest."""
+    return [PolicyConflict(target, tuple(p.name for p in chosen))
+            for target, chosen in _by_target(policies).items() if len(chosen) > 1]
+
+
+def _seconds(duration: str) -> float:
+    return float(parse_duration(duration))
+
+
+def client_settings(policy: PolicyRef, namespace: str) -> dict[str, Any]:
+    """What a caller's breaker for the target needs, in plain numbers (seconds, percent)."""
+    client = policy.spec.client
+    target = policy.spec.target_ref.name
+    return {
+        "policy": policy.name,
+        "target": target,
+        "host": service_host(target, namespace),
+        "timeoutSeconds": _seconds(client.timeout),
+        "errorThresholdPercentage": client.error_threshold_percentage,
+        "resetTimeoutSeconds": _seconds(client.reset_timeout),
+        "rollingWindowSeconds": _seconds(client.rolling_window),
+        "rollingBuckets": client.rolling_buckets,
+        "volumeThreshold": client.volume_threshold,
+    }
+
+
+def render_client_breakers(namespace: str, policies: Sequence[PolicyRef]) -> dict[str, Any]:
+    """The ConfigMap of every target's client-breaker settings in ``namespace``: key
+    ``<target>.json``. Every policy is a non-controller owner, so the ConfigMap goes with
+    the last of them and deleting one policy only drops its own file."""
+    data = {
+        f"{target}.json": json.dumps(client_settings(chosen[0], namespace), sort_keys=True,
+                                     indent=2) + "\n"
+        for target, chosen in _by_target(policies).items()
+    }
+    owners = [shared_owner_reference(KIND, p.name, p.uid)
+              for p in sorted(policies, key=lambda p: p.name)]
+    labels = {LABEL_NAME: "circuit-breakers", LABEL_COMPONENT: "client-config",
+              LABEL_PART_OF: PART_OF, LABEL_MANAGED_BY: MANAGED_BY}
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": object_meta(BREAKERS_CONFIGMAP, namespace, labels, owners),
+        "data": data,
+    }

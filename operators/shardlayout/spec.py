@@ -1,0 +1,171 @@
+"""ShardLayout: which database holds which product categories (the reference's sharding by
+category), rendered into a versioned shard map that the product service hot-reloads.
+
+Lists are bounded (16 shards, 32 categories each) so the CEL rule that keeps a category in
+one shard stays inside the apiserver's cost budget; top-level categories are few.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import Field
+
+from operators.conditions import ResourceStatus
+from operators.resources import CustomResource, PrinterColumn, age_column, ready_column
+from operators.schema import CelRule, ConfigKey, DnsLabel, KubeModel, ObjectName
+
+MAX_SHARDS = 16
+MAX_CATEGORIES_PER_SHARD = 32
+
+Category = Annotated[str, Field(min_length=1, max_length=63,
+                                pattern=r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")]
+
+
+class UnlistedPlacement(StrEnum):
+    """Where products of a category that no shard lists are stored."""
+
+    DEFAULT_SHARD = "DefaultShard"  # all on spec.defaultShard
+    HASH = "Hash"  # spread over all shards by a stable hash of the category
+
+
+class SecretKeySelector(KubeModel):
+    """A key of a Secret in the layout's namespace."""
+
+    name: ObjectName = Field(description="Name of the Secret.")
+    key: ConfigKey = Field(default="url", description="Key holding the database URL.")
+
+
+class Shard(KubeModel):
+    """One database and the categories it owns."""
+
+    name: DnsLabel = Field(description="Shard name, e.g. shard-1; referenced by defaultShard.")
+    database: SecretKeySelector = Field(description="Secret key with the shard's PostgreSQL URL.")
+    categories: list[Category] = Field(
+        default_factory=list, max_length=MAX_CATEGORIES_PER_SHARD,
+        description="Categories whose products live on this shard.",
+        json_schema_extra={"x-kubernetes-list-type": "set"})
+
+
+_UNIQUE_NAMES = "self.shards.all(s, self.shards.exists_one(o, o.name == s.name))"
+_ONE_SHARD_PER_CATEGORY = (
+    "self.shards.all(a, self.shards.all(b, a.name == b.name || "
+    "a.categories.all(c, !(c in b.categories))))"
+)
+
+
+def _one_shard_per_category(spec: ShardLayoutSpec) -> bool:
+    seen: set[str] = set()
+    for shard in spec.shards:
+        if seen & set(shard.categories):
+            return False
+        seen |= set(shard.categories)
+    return True
+
+
+class ShardLayoutSpec(KubeModel):
+    """The shards of the product catalog and the categories each one owns."""
+
+    cel_rules = (
+        CelRule(_UNIQUE_NAMES, "shard names must be unique",
+                lambda s: len({shard.name for shard in s.shards}) == len(s.shards),
+                field_path=".shards"),
+        CelRule(_ONE_SHARD_PER_CATEGORY,
+                "a category may belong to only one shard: remove it from all shards but one",
+                _one_shard_per_category, field_path=".shards"),
+        CelRule("self.shards.exists(s, s.name == self.defaultShard)",
+                "defaultShard must name one of spec.shards",
+                lambda s: any(shard.name == s.default_shard for shard in s.shards),
+                field_path=".defaultShard", reason="FieldValueInvalid"),
+    )
+
+    shards: list[Shard] = Field(min_length=1, max_length=MAX_SHARDS,
+                                description="The shards, each with its database and categories.")
+    default_shard: DnsLabel = Field(
+        description="Shard for catalog-wide data, and for unlisted categories unless "
+                    "unlistedCategories is Hash.")
+    unlisted_categories: UnlistedPlacement = Field(
+        default=UnlistedPlacement.DEFAULT_SHARD,
+        description="DefaultShard keeps products of unlisted categories on defaultShard; Hash "
+                    "spreads them over all shards by a stable hash of the category.")
+
+    def shard_for(self, category: str) -> str:
+        """The shard that owns ``category``: the shard listing it, else by placement."""
+        for shard in self.shards:
+            if category in shard.categories:
+                return shard.name
+        if self.unlisted_categories is UnlistedPlacement.HASH:
+            return rendezvous_shard(category, [shard.name for shard in self.shards])
+        return self.default_shard
+
+
+HASH_ALGORITHM = "rendezvous-sha256"
+
+
+def rendezvous_shard(category: str, shard_names: list[str]) -> str:
+    """Highest-random-weight hashing: adding or removing a shard moves only the categories
+    that hash to it, not a reshuffle of everything (as ``hash % n`` would)."""
+    def weight(shard: str) -> bytes:
+        return hashlib.sha256(f"{shard}/{category}".encode()).digest()
+    return max(sorted(shard_names), key=weight)
+
+
+class ReshardPhase(StrEnum):
+    """Progress of an online move of categories between shards."""
+
+    STABLE = "Stable"  # the map in force matches the spec
+    COPYING = "Copying"  # bulk copy of the moving categories' rows to the new shard
+    CATCHING_UP = "CatchingUp"  # replaying writes made during the copy
+    CUTTING_OVER = "CuttingOver"  # writes paused for the moving categories; new map published
+    CLEANING_UP = "CleaningUp"  # deleting the moved rows from the old shard
+    FAILED = "Failed"  # stopped; the previous map is still in force
+
+
+class CategoryMove(KubeModel):
+    """One category moving between shards."""
+
+    category: str = Field(max_length=63, description="The category being moved.")
+    from_shard: str = Field(max_length=63, description="Shard it is leaving.")
+    to_shard: str = Field(max_length=63, description="Shard it is moving to.")
+    phase: ReshardPhase = Field(description="How far the move has come.")
+    rows_copied: int | None = Field(default=None, ge=0, description="Rows copied so far.")
+    started_at: datetime | None = Field(default=None, description="When the move started.")
+
+
+class ShardLayoutStatus(ResourceStatus):
+    """The shard map in force and any resharding under way."""
+
+    map_version: str | None = Field(default=None, max_length=64,
+                                    description="Version of the shard map in force (a content "
+                                                "hash); the product service reports the one it "
+                                                "has loaded.")
+    config_map: str | None = Field(default=None, max_length=253,
+                                   description="ConfigMap holding the shard map.")
+    phase: ReshardPhase | None = Field(default=None, description="Resharding progress.")
+    moves: list[CategoryMove] | None = Field(
+        default=None, max_length=MAX_SHARDS * MAX_CATEGORIES_PER_SHARD,
+        description="Categories being moved between shards.")
+
+
+RESOURCE = CustomResource(
+    kind="ShardLayout",
+    plural="shardlayouts",
+    singular="shardlayout",
+    short_names=("shl",),
+    spec_model=ShardLayoutSpec,
+    status_model=ShardLayoutStatus,
+    description=(
+        "The product catalog's shards: each shard's database and the categories it owns, "
+        "and a default shard. Rendered into a versioned shard map that the product service "
+        "hot-reloads; moving a category between shards is an online resharding."),
+    printer_columns=(
+        PrinterColumn("Default", ".spec.defaultShard", "string", "Default shard."),
+        PrinterColumn("Version", ".status.mapVersion", "string", "Shard map in force."),
+        PrinterColumn("Phase", ".status.phase", "string", "Resharding progress."),
+        ready_column(),
+        age_column(),
+    ),
+)
