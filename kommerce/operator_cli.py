@@ -30,6 +30,10 @@ def run_operator(
 
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    if not verbose:
+        # Kopf logs every handler success per object at INFO; with hundreds of objects that
+        # drowns what matters. Our own Events and warnings still show.
+        logging.getLogger("kopf.objects").setLevel(logging.WARNING)
     for module in HANDLER_MODULES:
         importlib.import_module(module)
     serve_metrics(metrics_port)

@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from kommerce.testbed.elasticsearch import SearchEngine
     from kommerce.testbed.kafka import KafkaBroker
     from kommerce.testbed.kube import ControlPlane
+    from kommerce.testbed.operator import OperatorProcess
     from kommerce.testbed.postgres import PostgresServer
     from kommerce.testbed.redis import RedisServer
     from kommerce.testbed.stripe_mock import StripeMock
@@ -60,6 +61,7 @@ def stripe_mock() -> Iterator[StripeMock]:
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     from kommerce.testbed.kube import ControlPlane
+    from kommerce.testbed.operator import OperatorProcess
 
     plane = ControlPlane(Path(tmp_path_factory.mktemp("kube"))).start()
     yield plane
@@ -73,3 +75,13 @@ def search_engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SearchEn
     engine = SearchEngine(tmp_path_factory.mktemp("elasticsearch")).start()
     yield engine
     engine.stop()
+
+
+@pytest.fixture(scope="session")
+def kommerce_operator(control_plane: ControlPlane) -> Iterator[OperatorProcess]:
+    """The operator, running as its own ServiceAccount against the session cluster."""
+    from kommerce.testbed.operator import OperatorProcess
+
+    operator = OperatorProcess(control_plane).start()
+    yield operator
+    operator.stop()

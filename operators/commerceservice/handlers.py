@@ -1,0 +1,265 @@
+"""Kopf handlers for CommerceService: apply what ``render`` says, report status, repair drift.
+
+Level-triggered: every run reads the resource, renders its whole footprint and server-side
+applies it; nothing is remembered between runs that the cluster does not hold (the in-memory
+index is a cache of the watch stream, rebuilt on restart). Applying an unchanged footprint
+writes nothing, so a second run with no change is a no-op on the server.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+from operators.circuitbreaker.render import PolicyRef, policy_for_target
+from operators.circuitbreaker.spec import RESOURCE as BREAKER
+from operators.circuitbreaker.spec import CircuitBreakerPolicySpec
+from operators.commerceservice.render import CHILD_KINDS, RoutedService, render, route_conflicts
+from operators.commerceservice.spec import RESOURCE, CommerceServiceSpec
+from operators.commerceservice.status import (
+    MissingReference,
+    build_status,
+    invalid_spec_status,
+)
+from operators.drift import differs
+from operators.kube import PLURALS, KubeError, Manifest
+from operators.meta import API_VERSION, LABEL_MANAGED_BY, MANAGED_BY
+from operators.metrics import reconcile_timer
+from operators.route_tables import route_table_publisher
+from operators.runtime import kube
+from operators.schema import InvalidSpec, parse_spec
+
+KIND = "CommerceService"
+RETRY_DEGRADED_SECONDS = 20
+
+
+# -- indexes: the watch stream's view of every CommerceService and policy, by namespace --
+
+@kopf.index(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
+def commerce_services(namespace: str, name: str, uid: str, spec: kopf.Spec,
+                      **_: Any) -> dict[str, RoutedService | None]:
+    """Parsed specs by namespace: the route table and drift repair read them without a GET."""
+    try:
+        return {namespace: RoutedService(name, uid, parse_spec(CommerceServiceSpec, dict(spec)))}
+    except InvalidSpec:
+        return {namespace: None}
+
+
+@kopf.index(BREAKER.group, BREAKER.version, BREAKER.plural)
+def breaker_policies(namespace: str, name: str, uid: str, spec: kopf.Spec,
+                     **_: Any) -> dict[str, PolicyRef | None]:
+    try:
+        return {namespace: PolicyRef(name, uid, parse_spec(CircuitBreakerPolicySpec, dict(spec)))}
+    except InvalidSpec:
+        return {namespace: None}
+
+
+def _services_in(index: kopf.Index[str, RoutedService | None],
+                 namespace: str) -> list[RoutedService]:
+    return [entry for entry in index.get(namespace, []) if entry is not None]
+
+
+def _policies_in(index: kopf.Index[str, PolicyRef | None], namespace: str) -> list[PolicyRef]:
+    return [entry for entry in index.get(namespace, []) if entry is not None]
+
+
+# -- the reconcile ----------------------------------------------------------------------
+
+@kopf.on.resume(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
+@kopf.on.create(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
+@kopf.on.update(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
+@kopf.timer(RESOURCE.group, RESOURCE.version, RESOURCE.plural, interval=RETRY_DEGRADED_SECONDS,
+            initial_delay=RETRY_DEGRADED_SECONDS, idle=RETRY_DEGRADED_SECONDS,
+            when=lambda status, **_: _is_degraded(status))
+def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.Spec,
+              meta: kopf.Meta, status: kopf.Status,
+              commerce_services: kopf.Index[str, RoutedService | None],
+              breaker_policies: kopf.Index[str, PolicyRef | None], **_: Any) -> None:
+    """Render and apply every child, prune what is no longer rendered, publish routes, and
+    write status. The timer re-runs it while ``Degraded`` so a Secret created later clears
+    the condition without anyone touching the resource."""
+    generation = int(meta.get("generation") or 0)
+    with reconcile_timer(KIND):
+        try:
+            parsed = parse_spec(CommerceServiceSpec, dict(spec))
+        except InvalidSpec as invalid:
+            _write_status(namespace, name, status, invalid_spec_status(
+                generation=generation, message=str(invalid),
+                previous_conditions=status.get("conditions"), now=_now()))
+            kopf.event(body, type="Warning", reason="InvalidSpec", message=str(invalid))
+            raise kopf.PermanentError(str(invalid)) from invalid
+
+        breaker = policy_for_target(_policies_in(breaker_policies, namespace), name)
+        children = render(name, namespace, parsed, uid, breaker=breaker)
+        try:
+            applied = [kube().apply(child) for child in children]
+            _prune(namespace, name, uid, children)
+        except KubeError as error:
+            kopf.event(body, type="Warning", reason="ApplyFailed", message=error.message)
+            raise kopf.TemporaryError(f"applying children failed: {error}", delay=10) \
+                from error
+        publisher = route_table_publisher()
+        publisher.attach(lambda ns: _services_in(commerce_services, ns))
+        publisher.mark_dirty(namespace)
+
+        deployment = next(m for m in applied if m["kind"] == "Deployment")
+        conflicts = [c for c in route_conflicts(_services_in(commerce_services, namespace))
+                     if name in c.services]
+        new_status = build_status(
+            generation=generation, namespace=namespace, deployment=deployment,
+            missing=_missing_references(namespace, parsed), conflicts=conflicts,
+            previous_conditions=status.get("conditions"), now=_now())
+        if _write_status(namespace, name, status, new_status):
+            kopf.event(body, type="Normal", reason="Reconciled",
+                       message=f"applied {len(children)} children for generation {generation}")
+
+
+def _prune(namespace: str, name: str, uid: str, children: list[Manifest]) -> None:
+    """Delete children this resource owns that ``render`` no longer returns (the HPA after
+    autoscaling was switched off, the PDB after the budget was). Children are named after
+    their owner, so only the kinds missing from this render need a look."""
+    rendered = {child["kind"] for child in children}
+    for api_version, kind in CHILD_KINDS:
+        if kind in rendered:
+            continue
+        live = kube().get(api_version, kind, namespace, name)
+        owners = (live or {}).get("metadata", {}).get("ownerReferences", [])
+        if any(ref.get("uid") == uid for ref in owners):
+            kube().delete(api_version, kind, namespace, name)
+
+
+def _missing_references(namespace: str, spec: CommerceServiceSpec) -> list[MissingReference]:
+    missing = []
+    for kind, references in (("Secret", spec.referenced_secrets()),
+                             ("ConfigMap", spec.referenced_config_maps())):
+        for ref_name, optional in sorted(references.items()):
+            if not optional and kube().get("v1", kind, namespace, ref_name) is None:
+                missing.append(MissingReference(kind, ref_name))
+    return missing
+
+
+def _write_status(namespace: str, name: str, current: kopf.Status,
+                  new_status: dict[str, Any]) -> bool:
+    """Patch status only when it changed, so a no-op reconcile writes nothing at all."""
+    if all(current.get(key) == value for key, value in new_status.items()):
+        return False
+    kube().patch_status(API_VERSION, KIND, namespace, name, new_status)
+    return True
+
+
+def _is_degraded(status: kopf.Status) -> bool:
+    return any(c.get("type") == "Degraded" and c.get("status") == "True"
+               for c in status.get("conditions") or [])
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- drift repair and status from the children's own events ------------------------------
+
+def _owner_name(meta: kopf.Meta) -> str | None:
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == KIND and ref.get("controller"):
+            return str(ref["name"])
+    return None
+
+
+def _on_child_event(event: kopf.RawEvent, body: kopf.Body, meta: kopf.Meta,
+                    namespace: str | None,
+                    commerce_services: kopf.Index[str, RoutedService | None],
+                    breaker_policies: kopf.Index[str, PolicyRef | None]) -> None:
+    """A child changed or vanished: if it no longer matches what its owner renders, put it
+    back (a hand edit of an owned field, a hand delete). Kubernetes' own additions (defaults,
+    status, fields owned by other managers) are not drift."""
+    owner = _owner_name(meta)
+    if owner is None or namespace is None:
+        return
+    entry = next((e for e in _services_in(commerce_services, namespace) if e.name == owner),
+                 None)
+    if entry is None:
+        return  # owner gone (garbage collection will follow) or its spec is invalid
+    breaker = policy_for_target(_policies_in(breaker_policies, namespace), owner)
+    kind, child_name = body.get("kind"), meta.get("name")
+    desired = next((m for m in render(owner, namespace, entry.spec, entry.uid, breaker=breaker)
+                    if m["kind"] == kind and m["metadata"]["name"] == child_name), None)
+    if desired is None:
+        return
+    deleted = event.get("type") == "DELETED"
+    if deleted or differs(desired, dict(body)):
+        kube().apply(desired)
+        owner_ref = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {
+            "name": owner, "namespace": namespace, "uid": entry.uid}}
+        what = "recreated" if deleted else "restored"
+        kopf.event(owner_ref, type="Normal", reason="DriftRepaired",
+                   message=f"{kind} {child_name} was {'deleted' if deleted else 'edited'} "
+                           f"by hand; {what} from the spec")
+
+
+def _register_child_watchers() -> None:
+    """One event handler per child kind, limited to objects this operator manages."""
+    labels = {LABEL_MANAGED_BY: MANAGED_BY}
+    for api_version, kind in CHILD_KINDS:
+        group, _, version = api_version.rpartition("/")
+        plural = PLURALS[kind]
+        kopf.on.event(group, version, plural, labels=labels,
+                      id=f"drift-{plural}")(_child_event_handler)
+
+
+def _child_event_handler(event: kopf.RawEvent, body: kopf.Body, meta: kopf.Meta,
+                         namespace: str | None,
+                         commerce_services: kopf.Index[str, RoutedService | None],
+                         breaker_policies: kopf.Index[str, PolicyRef | None],
+                         **_: Any) -> None:
+    _on_child_event(event, body, meta, namespace, commerce_services, breaker_policies)
+    if body.get("kind") == "Deployment":
+        _refresh_status_from_deployment(body, meta, namespace, commerce_services)
+
+
+def _refresh_status_from_deployment(deployment: kopf.Body, meta: kopf.Meta,
+                                    namespace: str | None,
+                                    commerce_services: kopf.Index[str, RoutedService | None],
+                                    ) -> None:
+    """Ready/Progressing and readyReplicas follow the Deployment as its Pods come and go."""
+    owner = _owner_name(meta)
+    if owner is None or namespace is None:
+        return
+    if not any(e.name == owner for e in _services_in(commerce_services, namespace)):
+        return
+    current = kube().get(API_VERSION, KIND, namespace, owner)
+    if current is None:
+        return
+    status = current.get("status") or {}
+    entry = next(e for e in _services_in(commerce_services, namespace) if e.name == owner)
+    conflicts = [c for c in route_conflicts(_services_in(commerce_services, namespace))
+                 if owner in c.services]
+    new_status = build_status(
+        generation=int(current["metadata"].get("generation") or 0), namespace=namespace,
+        deployment=dict(deployment), missing=_missing_references(namespace, entry.spec),
+        conflicts=conflicts, previous_conditions=status.get("conditions"), now=_now())
+    if all(status.get(key) == value for key, value in new_status.items()):
+        return
+    kube().patch_status(API_VERSION, KIND, namespace, owner, new_status)
+    if _became_ready(status, new_status):
+        kopf.event(current, type="Normal", reason="Ready",
+                   message=f"all {new_status.get('readyReplicas', 0)} replicas are available")
+
+
+def _became_ready(old: dict[str, Any], new: dict[str, Any]) -> bool:
+    def ready(status: dict[str, Any]) -> bool:
+        return any(c.get("type") == "Ready" and c.get("status") == "True"
+                   for c in status.get("conditions") or [])
+    return ready(new) and not ready(old)
+
+
+@kopf.on.event(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
+def republish_routes_on_delete(event: kopf.RawEvent, namespace: str | None, **_: Any) -> None:
+    """Children go with the owner by garbage collection; the shared route table is
+    re-rendered without the deleted service."""
+    if event.get("type") == "DELETED" and namespace:
+        route_table_publisher().mark_dirty(namespace)
+
+
+_register_child_watchers()
