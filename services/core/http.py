@@ -216,9 +216,6 @@ class ServiceClient:
         try:
             async with asyncio.timeout(self.breaker.policy.timeout_seconds):
                 response = await self.client.send(request, stream=True)
-        except asyncio.CancelledError:
-            self.breaker.release()
-            raise
         except (TimeoutError, httpx.TimeoutException) as exc:
             self._record(None, started, exc)
             raise UpstreamTimeout(f"{self.target} did not answer in time",
@@ -227,6 +224,12 @@ class ServiceClient:
             self._record(None, started, exc)
             raise UpstreamUnavailable(f"{self.target} cannot be reached",
                                       details={"target": self.target}) from exc
+        except BaseException:
+            # Cancelled, or the caller's own request body failed (a streamed upload whose
+            # client went away): no verdict on the target, but a half-open trial slot
+            # must be given back or the breaker would stay half-open and refuse forever.
+            self.breaker.release()
+            raise
         self._record(response, started)
         try:
             yield response

@@ -1,0 +1,264 @@
+"""Routes of the user service: parse, call the service, shape the response.
+
+``/auth/*`` needs no access token (it is how one gets one), ``/users/me*`` acts on the
+caller's own account, ``/admin/*`` needs the admin role. Every error response has the
+core's ``{code, message, details}`` shape.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Query, Request, Response, status
+
+from services.core.app import Runtime
+from services.core.auth import AdminUser, CurrentUser, Principal
+from services.core.db import SessionDep
+from services.core.errors import Unauthorized
+from services.user.models import Address, User
+from services.user.schemas import (
+    AddressCreate,
+    AddressOut,
+    AddressUpdate,
+    LoginRequest,
+    PasswordChange,
+    Preferences,
+    PreferencesUpdate,
+    ProfileUpdate,
+    RefreshRequest,
+    RegisterRequest,
+    Role,
+    RoleGrant,
+    TokenPair,
+    UserOut,
+    UserPage,
+)
+from services.user.service import Accounts, AddressBook, Administration, Profiles
+from services.user.settings import UserSettings
+from services.user.throttle import LoginThrottle
+
+# -- dependencies ---------------------------------------------------------------------------
+
+
+def _settings(runtime: Runtime) -> UserSettings:
+    settings = runtime.settings
+    assert isinstance(settings, UserSettings)
+    return settings
+
+
+def get_accounts(request: Request, session: SessionDep, runtime: Runtime) -> Accounts:
+    throttle: LoginThrottle = request.app.state.login_throttle
+    return Accounts(session, runtime.tokens, _settings(runtime), throttle)
+
+
+def get_profiles(session: SessionDep, runtime: Runtime) -> Profiles:
+    return Profiles(session, _settings(runtime))
+
+
+def get_address_book(session: SessionDep, runtime: Runtime) -> AddressBook:
+    return AddressBook(session, _settings(runtime))
+
+
+def get_administration(session: SessionDep, runtime: Runtime) -> Administration:
+    return Administration(session, _settings(runtime))
+
+
+AccountsDep = Annotated[Accounts, Depends(get_accounts)]
+ProfilesDep = Annotated[Profiles, Depends(get_profiles)]
+AddressBookDep = Annotated[AddressBook, Depends(get_address_book)]
+AdministrationDep = Annotated[Administration, Depends(get_administration)]
+
+
+def client_address(request: Request) -> str:
+    """Who is knocking, for the per-address login limit. The server (uvicorn with proxy
+    headers) has already put the forwarded client address here when behind the gateway."""
+    return request.client.host if request.client else "unknown"
+
+
+def caller_id(principal: Principal) -> uuid.UUID:
+    try:
+        return uuid.UUID(principal.user_id)
+    except ValueError as exc:
+        raise Unauthorized("the token does not name an account", code="token_invalid") from exc
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(id=user.id, email=user.email, full_name=user.full_name, phone=user.phone,
+                   roles=sorted(user.roles),  # type: ignore[arg-type]
+                   preferences=Preferences.from_stored(user.preferences),
+                   created_at=user.created_at, updated_at=user.updated_at)
+
+
+def address_out(address: Address) -> AddressOut:
+    return AddressOut.model_validate(address, from_attributes=True)
+
+
+# -- /auth ------------------------------------------------------------------------------------
+
+auth_router = APIRouter(prefix="/auth", tags=["auth"])
+
+
+@auth_router.post("/register", status_code=status.HTTP_201_CREATED)
+async def register(body: RegisterRequest, accounts: AccountsDep) -> UserOut:
+    """Create a customer account. 409 ``email_taken`` when the address has one."""
+    return user_out(await accounts.register(body.email, body.password, body.full_name))
+
+
+@auth_router.post("/login")
+async def login(body: LoginRequest, request: Request, accounts: AccountsDep) -> TokenPair:
+    """Exchange email and password for an access token (15 min) and a refresh token
+    (7 days). 401 ``invalid_credentials``; 429 ``login_throttled`` with Retry-After after
+    too many failures for the account or from the client address."""
+    return await accounts.login(body.email, body.password, client_address(request))
+
+
+@auth_router.post("/refresh")
+async def refresh(body: RefreshRequest, accounts: AccountsDep) -> TokenPair:
+    """Spend a refresh token for a new pair. Each refresh token works once: presenting a
+    spent one (401 ``refresh_token_reused``) ends its whole session."""
+    return await accounts.refresh(body.refresh_token)
+
+
+@auth_router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
+async def logout(body: RefreshRequest, accounts: AccountsDep) -> Response:
+    """End the session of this refresh token. Access tokens already issued stay valid
+    until they expire (at most 15 minutes)."""
+    await accounts.logout(body.refresh_token)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@auth_router.post("/logout-all", status_code=status.HTTP_204_NO_CONTENT)
+async def logout_everywhere(principal: CurrentUser, accounts: AccountsDep) -> Response:
+    """End every session of the caller (e.g. after losing a device)."""
+    await accounts.logout_everywhere(caller_id(principal))
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# -- /users/me --------------------------------------------------------------------------------
+
+me_router = APIRouter(prefix="/users/me", tags=["profile"])
+
+
+@me_router.get("")
+async def read_profile(principal: CurrentUser, profiles: ProfilesDep) -> UserOut:
+    return user_out(await profiles.get(caller_id(principal)))
+
+
+@me_router.patch("")
+async def update_profile(body: ProfileUpdate, principal: CurrentUser,
+                         profiles: ProfilesDep) -> UserOut:
+    """Change name or phone; fields left out stay, ``null`` clears one."""
+    return user_out(await profiles.update_profile(caller_id(principal), body))
+
+
+@me_router.post("/password")
+async def change_password(body: PasswordChange, request: Request, principal: CurrentUser,
+                          accounts: AccountsDep) -> TokenPair:
+    """Set a new password. Every session ends; the returned pair starts a new one.
+    400 ``wrong_current_password``; the same brute-force limits as login apply."""
+    return await accounts.change_password(caller_id(principal), body.current_password,
+                                          body.new_password, client_address(request))
+
+
+@me_router.get("/preferences")
+async def read_preferences(principal: CurrentUser, profiles: ProfilesDep) -> Preferences:
+    return Preferences.from_stored((await profiles.get(caller_id(principal))).preferences)
+
+
+@me_router.patch("/preferences")
+async def update_preferences(body: PreferencesUpdate, principal: CurrentUser,
+                             profiles: ProfilesDep) -> Preferences:
+    """Change some preferences; the others stay."""
+    user = await profiles.update_preferences(caller_id(principal), body)
+    return Preferences.from_stored(user.preferences)
+
+
+@me_router.get("/addresses")
+async def list_addresses(principal: CurrentUser, book: AddressBookDep) -> list[AddressOut]:
+    """The address book, default first."""
+    return [address_out(a) for a in await book.list(caller_id(principal))]
+
+
+@me_router.post("/addresses", status_code=status.HTTP_201_CREATED)
+async def add_address(body: AddressCreate, principal: CurrentUser,
+                      book: AddressBookDep) -> AddressOut:
+    """Add an address; the first one becomes the default, as does one sent with
+    ``is_default: true``. 409 ``address_book_full`` at the size limit."""
+    return address_out(await book.create(caller_id(principal), body))
+
+
+@me_router.get("/addresses/{address_id}")
+async def read_address(address_id: uuid.UUID, principal: CurrentUser,
+                       book: AddressBookDep) -> AddressOut:
+    return address_out(await book.get(caller_id(principal), address_id))
+
+
+@me_router.patch("/addresses/{address_id}")
+async def update_address(address_id: uuid.UUID, body: AddressUpdate, principal: CurrentUser,
+                         book: AddressBookDep) -> AddressOut:
+    """Change an address; ``is_default: true`` moves the default here. 409
+    ``default_required`` for ``is_default: false`` on the default."""
+    return address_out(await book.update(caller_id(principal), address_id, body))
+
+
+@me_router.post("/addresses/{address_id}/default")
+async def make_default_address(address_id: uuid.UUID, principal: CurrentUser,
+                               book: AddressBookDep) -> AddressOut:
+    """Make this the default address."""
+    return address_out(await book.update(caller_id(principal), address_id,
+                                         AddressUpdate(is_default=True)))
+
+
+@me_router.delete("/addresses/{address_id}", status_code=status.HTTP_204_NO_CONTENT)
+async def delete_address(address_id: uuid.UUID, principal: CurrentUser,
+                         book: AddressBookDep) -> Response:
+    """Delete an address; deleting the default promotes the most recently changed other."""
+    await book.delete(caller_id(principal), address_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+# -- /admin -----------------------------------------------------------------------------------
+
+admin_router = APIRouter(prefix="/admin/users", tags=["admin"])
+
+EmailFilter = Annotated[str | None, Query(
+    min_length=1, max_length=254, pattern=r"^[^\x00-\x1f\x7f]+$",
+    description="Only users whose email contains this text (case-insensitive).")]
+
+
+@admin_router.get("")
+async def list_users(
+    _: AdminUser, admin: AdministrationDep,
+    limit: Annotated[int, Query(ge=1, le=100)] = 50,
+    offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
+    email: EmailFilter = None,
+) -> UserPage:
+    """All accounts, oldest first."""
+    users, total = await admin.page(limit=limit, offset=offset, email_contains=email)
+    return UserPage(items=[user_out(u) for u in users], total=total, limit=limit,
+                    offset=offset)
+
+
+@admin_router.get("/{user_id}")
+async def read_user(user_id: uuid.UUID, _: AdminUser, admin: AdministrationDep) -> UserOut:
+    return user_out(await admin.get(user_id))
+
+
+@admin_router.post("/{user_id}/roles")
+async def grant_role(user_id: uuid.UUID, body: RoleGrant, _: AdminUser,
+                     admin: AdministrationDep) -> UserOut:
+    """Grant a role (granting one the user has is a no-op). It reaches the user's tokens at
+    their next refresh."""
+    return user_out(await admin.grant(user_id, body.role))
+
+
+@admin_router.delete("/{user_id}/roles/{role}")
+async def revoke_role(user_id: uuid.UUID, role: Role, principal: AdminUser,
+                      admin: AdministrationDep) -> UserOut:
+    """Take a role away and end the user's sessions. 409 for ``customer`` (every account
+    has it) and for one's own roles."""
+    return user_out(await admin.revoke(caller_id(principal), user_id, role))
+
+
+routers = (auth_router, me_router, admin_router)

@@ -1,0 +1,487 @@
+"""The user service's rules: accounts and sessions, profile, address book, roles.
+
+No FastAPI here; failures are the core's domain errors. Each public method owns its
+transaction(s): password hashing (deliberately slow) happens outside them so a login never
+holds a database connection while argon2 runs, and a detected refresh-token reuse commits
+the revocation *before* the error is raised, so the rollback that an exception causes
+cannot undo it.
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core.auth import (
+    IssuedToken,
+    TokenService,
+    hash_password,
+    password_needs_rehash,
+    verify_password,
+)
+from services.core.errors import (
+    Conflict,
+    InvalidRequest,
+    NotFound,
+    Unauthorized,
+    Unprocessable,
+)
+from services.core.events.outbox import add_event
+from services.core.metrics import counter
+from services.user import events
+from services.user.models import Address, RefreshFamily, User
+from services.user.repository import UserRepository
+from services.user.schemas import (
+    AddressCreate,
+    AddressUpdate,
+    Preferences,
+    PreferencesUpdate,
+    ProfileUpdate,
+    Role,
+    TokenPair,
+    password_problems,
+)
+from services.user.settings import UserSettings
+from services.user.throttle import LoginThrottle
+
+log = logging.getLogger(__name__)
+
+REGISTRATIONS = counter("user_registrations_total", "Accounts registered")
+LOGINS = counter("user_logins_total", "Logins by result", ["result"])
+REFRESHES = counter("user_token_refreshes_total", "Refresh-token presentations by result",
+                    ["result"])
+
+_dummy_hash: str | None = None
+
+
+async def _dummy_password_hash() -> str:
+    """A hash to check against when the email is unknown, so "no such account" takes as
+    long as "wrong password" and response times do not reveal which accounts exist."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = await hash_password(secrets.token_urlsafe(24))
+    return _dummy_hash
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _subject(sub: str) -> uuid.UUID:
+    try:
+        return uuid.UUID(sub)
+    except ValueError as exc:
+        raise Unauthorized("the token does not name an account", code="token_invalid") from exc
+
+
+INVALID_CREDENTIALS = "the email address or password is wrong"
+
+
+@dataclass
+class Accounts:
+    """Registration, login, refresh-token rotation, logout and password changes."""
+
+    session: AsyncSession
+    tokens: TokenService
+    settings: UserSettings
+    throttle: LoginThrottle
+
+    @property
+    def repository(self) -> UserRepository:
+        return UserRepository(self.session)
+
+    async def register(self, email: str, password: str, full_name: str | None) -> User:
+        """A new customer account; ``user.registered`` commits with it or not at all."""
+        password_hash = await hash_password(password)
+        try:
+            async with self.session.begin():
+                if await self.repository.by_email(email) is not None:
+                    raise _email_taken()
+                user = await self.repository.add(User(
+                    email=email, password_hash=password_hash, full_name=full_name,
+                    roles=["customer"], preferences=Preferences().model_dump()))
+                await add_event(self.session, events.user_registered(
+                    user, source=self.settings.service_name))
+        except IntegrityError as exc:  # a concurrent registration won the race
+            raise _email_taken() from exc
+        REGISTRATIONS.inc()
+        return user
+
+    async def login(self, email: str, password: str, client_address: str) -> TokenPair:
+        """A fresh session (a new refresh-token family) for the right password."""
+        user = await self._check_password(email, password, client_address)
+        LOGINS.labels("success").inc()
+        # Hashes made with weaker parameters than today's are upgraded while we hold the
+        # plain password, which is the only time we have it.
+        rehashed = (await hash_password(password)
+                    if password_needs_rehash(user.password_hash) else None)
+        async with self.session.begin():
+            user = await self.repository.get(user.id, lock=True)
+            if user is None:
+                raise _account_gone()
+            if rehashed is not None:
+                user.password_hash = rehashed
+            await self.repository.purge_dead_families(user.id, _now())
+            return await self._new_session(user)
+
+    async def refresh(self, refresh_token: str) -> TokenPair:
+        """Rotate: the presented token is spent and a new one of the same family returned.
+
+        A token that is validly signed but no longer the family's current one has been
+        used before — by the user or by whoever stole it, we cannot tell which — so the
+        whole family is revoked and both parties must log in again.
+        """
+        claims = self.tokens.verify(refresh_token, "refresh")
+        user_id = _subject(claims.sub)
+        if not claims.fam:
+            raise Unauthorized("the refresh token has no session", code="token_invalid")
+        reused = False
+        async with self.session.begin():
+            family = await self.repository.family(claims.fam, user_id, lock=True)
+            if family is None:
+                REFRESHES.labels("unknown").inc()
+                raise Unauthorized("the refresh token is not recognised; log in again",
+                                   code="token_invalid")
+            if family.revoked_at is not None:
+                REFRESHES.labels("revoked").inc()
+                raise Unauthorized("this session has ended; log in again",
+                                   code="session_revoked")
+            if family.current_jti != claims.jti:
+                family.revoked_at, family.revoked_reason = _now(), "reuse"
+                reused = True
+            else:
+                max_age = timedelta(seconds=self.settings.refresh_family_max_age_seconds)
+                if family.created_at + max_age < _now():
+                    REFRESHES.labels("session_expired").inc()
+                    raise Unauthorized("this session is too old; log in again",
+                                       code="session_expired")
+                user = await self.repository.get(user_id)
+                if user is None:
+                    raise _account_gone()
+                pair, refresh = self._issue(user, family.id)
+                family.current_jti = refresh.claims.jti
+                family.rotated_at = _now()
+                family.expires_at = _expiry(refresh)
+        if reused:
+            REFRESHES.labels("reused").inc()
+            log.warning("refresh token reused; revoked session %s of user %s",
+                        claims.fam, user_id)
+            raise Unauthorized(
+                "this refresh token was already used, so the session has been ended to "
+                "protect the account; log in again", code="refresh_token_reused")
+        REFRESHES.labels("rotated").inc()
+        return pair
+
+    async def logout(self, refresh_token: str) -> None:
+        """End the session the token belongs to; ending an ended session is fine."""
+        claims = self.tokens.verify(refresh_token, "refresh")
+        if not claims.fam:
+            raise Unauthorized("the refresh token has no session", code="token_invalid")
+        async with self.session.begin():
+            await self.repository.revoke_families(_subject(claims.sub), "logout", claims.fam)
+
+    async def logout_everywhere(self, user_id: uuid.UUID) -> int:
+        """End every session of the user; returns how many were live."""
+        async with self.session.begin():
+            return await self.repository.revoke_families(user_id, "logout_all")
+
+    async def change_password(self, user_id: uuid.UUID, current: str, new: str,
+                              client_address: str) -> TokenPair:
+        """Set a new password, end every other session and start a new one for the caller.
+
+        The current password is checked under the same brute-force limits as a login, or a
+        stolen access token would be an unlimited password oracle.
+        """
+        async with self.session.begin():
+            user = await self.repository.get(user_id)
+        if user is None:
+            raise _account_gone()
+        problems = password_problems(new, user.email)
+        if problems:
+            raise Unprocessable("the new password is not acceptable: " + "; ".join(problems),
+                                code="weak_password", details={"problems": problems})
+        try:
+            await self._check_password(user.email, current, client_address)
+        except Unauthorized as exc:
+            raise InvalidRequest("the current password is wrong",
+                                 code="wrong_current_password") from exc
+        new_hash = await hash_password(new)
+        async with self.session.begin():
+            user = await self.repository.get(user_id, lock=True)
+            if user is None:
+                raise _account_gone()
+            user.password_hash = new_hash
+            user.updated_at = _now()
+            await self.repository.revoke_families(user_id, "password_changed")
+            return await self._new_session(user)
+
+    async def _check_password(self, email: str, password: str, client_address: str) -> User:
+        await self.throttle.attempt(email, client_address)
+        async with self.session.begin():
+            user = await self.repository.by_email(email)
+        if user is None:
+            await verify_password(await _dummy_password_hash(), password)
+            LOGINS.labels("failure").inc()
+            raise Unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
+        if not await verify_password(user.password_hash, password):
+            LOGINS.labels("failure").inc()
+            raise Unauthorized(INVALID_CREDENTIALS, code="invalid_credentials")
+        await self.throttle.succeeded(email, client_address)
+        return user
+
+    async def _new_session(self, user: User) -> TokenPair:
+        pair, refresh = self._issue(user, family=None)
+        assert refresh.claims.fam is not None
+        await self.repository.add_family(RefreshFamily(
+            id=refresh.claims.fam, user_id=user.id, current_jti=refresh.claims.jti,
+            expires_at=_expiry(refresh)))
+        return pair
+
+    def _issue(self, user: User, family: str | None) -> tuple[TokenPair, IssuedToken]:
+        """Roles are read from the row at every issue, so a granted or revoked role takes
+        effect at the next refresh (within one access-token lifetime)."""
+        access = self.tokens.issue_access(str(user.id), roles=user.roles)
+        refresh = self.tokens.issue_refresh(str(user.id), family=family)
+        return TokenPair(access_token=access.token, refresh_token=refresh.token,
+                         expires_in=access.expires_in,
+                         refresh_expires_in=refresh.expires_in), refresh
+
+
+def _expiry(token: IssuedToken) -> datetime:
+    return datetime.fromtimestamp(token.claims.exp, UTC)
+
+
+def _email_taken() -> Conflict:
+    return Conflict("an account with this email address already exists",
+                    code="email_taken")
+
+
+def _account_gone() -> Unauthorized:
+    return Unauthorized("the account no longer exists", code="account_unavailable")
+
+
+@dataclass
+class Profiles:
+    """The signed-in user's own profile and preferences."""
+
+    session: AsyncSession
+    settings: UserSettings
+
+    async def get(self, user_id: uuid.UUID) -> User:
+        async with self.session.begin():
+            user = await UserRepository(self.session).get(user_id)
+        if user is None:
+            raise _account_gone()
+        return user
+
+    async def update_profile(self, user_id: uuid.UUID, update: ProfileUpdate) -> User:
+        changes = {name: getattr(update, name) for name in update.model_fields_set}
+        return await self._change(user_id, changes)
+
+    async def update_preferences(self, user_id: uuid.UUID,
+                                 update: PreferencesUpdate) -> User:
+        async with self.session.begin():
+            user = await self._locked(user_id)
+            current = Preferences.from_stored(user.preferences)
+            merged = current.model_copy(update=update.model_dump(exclude_unset=True))
+            if merged != current:
+                user.preferences = merged.model_dump()
+                await _publish_update(self.session, self.settings, user, ["preferences"])
+        return user
+
+    async def _change(self, user_id: uuid.UUID, changes: dict[str, object]) -> User:
+        async with self.session.begin():
+            user = await self._locked(user_id)
+            changed = [name for name, value in changes.items()
+                       if getattr(user, name) != value]
+            for name in changed:
+                setattr(user, name, changes[name])
+            if changed:
+                await _publish_update(self.session, self.settings, user, changed)
+        return user
+
+    async def _locked(self, user_id: uuid.UUID) -> User:
+        user = await UserRepository(self.session).get(user_id, lock=True)
+        if user is None:
+            raise _account_gone()
+        return user
+
+
+async def _publish_update(session: AsyncSession, settings: UserSettings, user: User,
+                          changed: Sequence[str]) -> None:
+    """Bump the version and publish ``user.updated`` in the caller's transaction."""
+    user.version += 1
+    user.updated_at = _now()
+    await add_event(session, events.user_updated(user, changed,
+                                                 source=settings.service_name))
+
+
+@dataclass
+class AddressBook:
+    """A user's addresses: at most ``max_addresses_per_user``, and exactly one default
+    whenever there is any (the first address becomes it; deleting it promotes the most
+    recently changed remaining one). Every write locks the user's row first, so concurrent
+    writes to one book take turns and the one-default rule cannot race."""
+
+    session: AsyncSession
+    settings: UserSettings
+
+    @property
+    def repository(self) -> UserRepository:
+        return UserRepository(self.session)
+
+    async def list(self, user_id: uuid.UUID) -> Sequence[Address]:
+        async with self.session.begin():
+            return await self.repository.addresses(user_id)
+
+    async def get(self, user_id: uuid.UUID, address_id: uuid.UUID) -> Address:
+        async with self.session.begin():
+            return await self._address(user_id, address_id)
+
+    async def create(self, user_id: uuid.UUID, new: AddressCreate) -> Address:
+        async with self.session.begin():
+            await self._lock_book(user_id)
+            count = await self.repository.count_addresses(user_id)
+            limit = self.settings.max_addresses_per_user
+            if count >= limit:
+                raise Conflict(f"an address book holds at most {limit} addresses; delete one "
+                               "first", code="address_book_full", details={"limit": limit})
+            make_default = new.is_default or count == 0
+            if make_default:
+                await self.repository.clear_default_address(user_id)
+            return await self.repository.add_address(Address(
+                user_id=user_id, is_default=make_default,
+                **new.model_dump(exclude={"is_default"})))
+
+    async def update(self, user_id: uuid.UUID, address_id: uuid.UUID,
+                     update: AddressUpdate) -> Address:
+        async with self.session.begin():
+            await self._lock_book(user_id)
+            address = await self._address(user_id, address_id)
+            changes = update.model_dump(exclude_unset=True)
+            make_default = changes.pop("is_default", None)
+            if make_default is False and address.is_default:
+                raise Conflict("the address book needs a default address; make another "
+                               "address the default instead", code="default_required")
+            for name, value in changes.items():
+                setattr(address, name, value)
+            if make_default and not address.is_default:
+                await self.repository.clear_default_address(user_id)
+                address.is_default = True
+            address.updated_at = _now()
+            return address
+
+    async def delete(self, user_id: uuid.UUID, address_id: uuid.UUID) -> None:
+        async with self.session.begin():
+            await self._lock_book(user_id)
+            address = await self._address(user_id, address_id)
+            was_default = address.is_default
+            await self.repository.delete_address(address)
+            if was_default:
+                successor = await self.repository.most_recent_address(user_id)
+                if successor is not None:
+                    successor.is_default = True
+                    successor.updated_at = _now()
+
+    async def _lock_book(self, user_id: uuid.UUID) -> None:
+        if await self.repository.get(user_id, lock=True) is None:
+            raise _account_gone()
+
+    async def _address(self, user_id: uuid.UUID, address_id: uuid.UUID) -> Address:
+        address = await self.repository.address(user_id, address_id)
+        if address is None:
+            raise NotFound("no such address in your address book", code="address_not_found")
+        return address
+
+
+@dataclass
+class Administration:
+    """What admins do to other accounts: look them up, grant and revoke roles."""
+
+    session: AsyncSession
+    settings: UserSettings
+
+    @property
+    def repository(self) -> UserRepository:
+        return UserRepository(self.session)
+
+    async def page(self, *, limit: int, offset: int,
+                   email_contains: str | None) -> tuple[Sequence[User], int]:
+        async with self.session.begin():
+            return await self.repository.page(limit=limit, offset=offset,
+                                              email_contains=email_contains)
+
+    async def get(self, user_id: uuid.UUID) -> User:
+        async with self.session.begin():
+            return await self._user(user_id)
+
+    async def grant(self, user_id: uuid.UUID, role: Role) -> User:
+        async with self.session.begin():
+            user = await self._user(user_id, lock=True)
+            if role not in user.roles:
+                user.roles = sorted({*user.roles, role})
+                await _publish_update(self.session, self.settings, user, ["roles"])
+        log.info("granted role %s to user %s", role, user_id)
+        return user
+
+    async def revoke(self, actor_id: uuid.UUID, user_id: uuid.UUID, role: Role) -> User:
+        """Take a role away. Every account is a customer, and an admin cannot demote
+        themself (the last admin would lock everyone out). The user's sessions end, so the
+        role is gone at once rather than at their next refresh."""
+        if role == "customer":
+            raise Conflict("every account has the customer role", code="role_required")
+        if actor_id == user_id:
+            raise Conflict("you cannot take a role from yourself; ask another admin",
+                           code="cannot_demote_self")
+        async with self.session.begin():
+            user = await self._user(user_id, lock=True)
+            if role in user.roles:
+                user.roles = sorted(set(user.roles) - {role})
+                await self.repository.revoke_families(user_id, "role_revoked")
+                await _publish_update(self.session, self.settings, user, ["roles"])
+        log.info("revoked role %s from user %s", role, user_id)
+        return user
+
+    async def _user(self, user_id: uuid.UUID, *, lock: bool = False) -> User:
+        user = await self.repository.get(user_id, lock=lock)
+        if user is None:
+            raise NotFound("no such user", code="user_not_found")
+        return user
+
+
+async def ensure_admin(session: AsyncSession, settings: UserSettings, email: str,
+                       password: str) -> User | None:
+    """Seed the first admin: create ``email`` as an admin, or promote the existing account
+    if ``password`` is its password. An existing account with another password is left
+    alone (returns None): whoever registered the address first must not become admin just
+    because an operator later configured it."""
+    repository = UserRepository(session)
+    async with session.begin():
+        user = await repository.by_email(email)
+    if user is None:
+        password_hash = await hash_password(password)
+        try:
+            async with session.begin():
+                user = await repository.add(User(
+                    email=email, password_hash=password_hash,
+                    full_name=None, roles=["admin", "customer"],
+                    preferences=Preferences().model_dump()))
+                await add_event(session, events.user_registered(
+                    user, source=settings.service_name))
+            return user
+        except IntegrityError:  # another replica seeded it first
+            async with session.begin():
+                user = await repository.by_email(email)
+            if user is None:
+                raise
+    if not await verify_password(user.password_hash, password):
+        log.warning("bootstrap admin %s exists with another password; not promoted", email)
+        return None
+    return await Administration(session, settings).grant(user.id, "admin")
