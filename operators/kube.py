@@ -10,15 +10,15 @@ etcd and no ``resourceVersion`` moves, which is what makes a reconcile idempoten
 from __future__ import annotations
 
 import json
-import threading
-from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, config
 
 from operators.meta import FIELD_MANAGER
+from operators.metrics import API_REQUESTS
 
 Manifest = dict[str, Any]
+POOL_SIZE = 32
 
 # Kinds the operator reads or writes, and their REST plurals. A fixed table instead of
 # discovery: discovery costs a round of requests at start and the set of kinds is known.
@@ -64,25 +64,6 @@ def resource_path(api_version: str, kind: str, namespace: str | None, name: str 
     return "/".join(parts)
 
 
-@dataclass
-class RequestCounter:
-    """Counts API requests by verb, so benchmarks can report requests per reconcile."""
-
-    counts: dict[str, int]
-    _lock: threading.Lock
-
-    @classmethod
-    def create(cls) -> RequestCounter:
-        return cls({}, threading.Lock())
-
-    def add(self, verb: str) -> None:
-        with self._lock:
-            self.counts[verb] = self.counts.get(verb, 0) + 1
-
-    def total(self) -> int:
-        return sum(self.counts.values())
-
-
 class Kube:
     """A thin, synchronous wrapper over the official client's ``ApiClient``.
 
@@ -91,22 +72,24 @@ class Kube:
 
     def __init__(self, api_client: client.ApiClient) -> None:
         self.api = api_client
-        self.requests = RequestCounter.create()
 
     @classmethod
     def from_environment(cls, kubeconfig: str | None = None) -> Kube:
         """In-cluster credentials when running in a Pod, otherwise the kubeconfig."""
-        if kubeconfig is None:
-            try:
-                config.load_incluster_config()
-                return cls(client.ApiClient())
-            except config.ConfigException:
-                pass
-        return cls(config.new_client_from_config(config_file=kubeconfig))
+        configuration = client.Configuration()
+        try:
+            if kubeconfig is not None:
+                raise config.ConfigException("a kubeconfig was given")
+            config.load_incluster_config(client_configuration=configuration)
+        except config.ConfigException:
+            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+        # One connection per handler thread, so parallel reconciles never queue on the pool.
+        configuration.connection_pool_maxsize = POOL_SIZE
+        return cls(client.ApiClient(configuration))
 
     def _call(self, verb: str, path: str, *, body: Any = None, query: list[tuple[str, str]]
               | None = None, content_type: str = "application/json") -> Manifest | None:
-        self.requests.add(verb)
+        API_REQUESTS.labels(verb).inc()
         method, url, headers, serialized_body, _ = self.api.param_serialize(
             verb, path, query_params=query or [], body=body,
             header_params={"Content-Type": content_type, "Accept": "application/json"},
@@ -148,6 +131,21 @@ class Kube:
                 "propagationPolicy": "Background"}
         return self._call("DELETE", resource_path(api_version, kind, namespace, name),
                           body=body) is not None
+
+    def patch(self, api_version: str, kind: str, namespace: str | None, name: str,
+              body: dict[str, Any]) -> Manifest | None:
+        """Merge-patch an object (None values delete keys); None when it does not exist.
+
+        For the few writes that are not a rendered child: an annotation that hands a
+        CommerceService's traffic to its rollout, a release manager's ``activeColor``."""
+        path = resource_path(api_version, kind, namespace, name)
+        try:
+            return self._call("PATCH", path, body=body,
+                              content_type="application/merge-patch+json")
+        except KubeError as error:
+            if error.status == 404:
+                return None
+            raise
 
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
                      status: dict[str, Any]) -> Manifest:

@@ -14,6 +14,9 @@ RECONCILES = Counter(
 RECONCILE_SECONDS = Histogram(
     "kommerce_operator_reconcile_duration_seconds", "Time spent in one reconcile run.",
     ["kind"], buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10))
+API_REQUESTS = Counter(
+    "kommerce_operator_api_requests_total",
+    "Requests the operator's reconcilers sent to the API server, by HTTP verb.", ["verb"])
 
 
 @contextmanager

@@ -216,6 +216,11 @@ class ControlPlane:
             "--concurrent-deployment-syncs=10",
             "--concurrent-replicaset-syncs=10",
             "--concurrent-gc-syncs=40",
+            # Fake nodes never fail. Without a long grace period, a CPU-starved moment that
+            # delays kwok's heartbeat marks the node NotReady, the controller flips every Pod
+            # to Ready=False, and kwok (which already made them Ready) never flips them back.
+            # (The controller itself must run: it lifts the not-ready taint new nodes get.)
+            "--node-monitor-grace-period=3600s",
         ])
         self._spawn("kube-scheduler", [
             self.binaries["kube-scheduler"], *common, f"--secure-port={free_port()}",
