@@ -1,0 +1,1 @@
+"""The product service: catalog, prices and inventory reservations, routed by the shard map."""
