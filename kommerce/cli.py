@@ -5,6 +5,7 @@ from __future__ import annotations
 import typer
 
 from kommerce.operator_cli import run_operator
+from kommerce.rollout_cli import rollout_app
 from kommerce.testbed_cli import testbed_app
 
 app = typer.Typer(
@@ -13,6 +14,7 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
 )
 app.add_typer(testbed_app, name="testbed")
+app.add_typer(rollout_app, name="rollout")
 app.command("operator")(run_operator)
 
 

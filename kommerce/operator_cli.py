@@ -11,6 +11,9 @@ import typer
 HANDLER_MODULES = (
     "operators.runtime",
     "operators.commerceservice.handlers",
+    "operators.bluegreen.handlers",
+    "operators.circuitbreaker.handlers",
+    "operators.shardlayout.handlers",
 )
 
 

@@ -250,8 +250,8 @@ class ControlPlane:
                                "kubernetes.io/os": "linux", "kubernetes.io/arch": "amd64"},
                 },
                 "status": {
-                    "allocatable": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
-                    "capacity": {"cpu": "64", "memory": "256Gi", "pods": "1000"},
+                    "allocatable": {"cpu": "1000", "memory": "4Ti", "pods": "5000"},
+                    "capacity": {"cpu": "1000", "memory": "4Ti", "pods": "5000"},
                 },
             }
             self.kubectl_apply_manifest(node)

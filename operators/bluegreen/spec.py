@@ -20,6 +20,11 @@ from operators.schema import CelRule, DnsLabel, KubeModel
 
 Image = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
 CheckPath = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^/[-A-Za-z0-9._~/?=&%]*$")]
+CheckUrl = Annotated[str, Field(min_length=1, max_length=1024,
+                                pattern=r"^https?://[^\s/]+(/[^\s]*)?$")]
+_URL_DESCRIPTION = ("Full http(s) URL requested instead of the preview Service (path is then "
+                    "ignored): a smoke-test endpoint outside the mesh, an aggregated metrics "
+                    "endpoint, or a server a test controls.")
 
 
 class Color(StrEnum):
@@ -73,6 +78,7 @@ class HttpCheck(KubeModel):
                                  description="Seconds before a request counts as failed.")
     attempts: int = Field(default=3, ge=1, le=20,
                           description="Requests made; every one must pass.")
+    url: CheckUrl | None = Field(default=None, description=_URL_DESCRIPTION)
 
 
 class ErrorRateCheck(KubeModel):
@@ -99,6 +105,7 @@ class ErrorRateCheck(KubeModel):
     sample_seconds: int = Field(default=30, ge=0, le=3600,
                                 description="Window between the two scrapes; 0 uses the "
                                             "counters since the Pods started.")
+    url: CheckUrl | None = Field(default=None, description=_URL_DESCRIPTION)
 
 
 class PrePromotionChecks(KubeModel):
@@ -193,6 +200,42 @@ class ColorImages(KubeModel):
     green: str | None = Field(default=None, max_length=512, description="Green's image.")
 
 
+class ErrorSample(KubeModel):
+    """One scrape of the error-rate metric, kept in status so a sampling window survives an
+    operator restart."""
+
+    time: datetime = Field(description="When the metrics endpoint was read.")
+    requests: float = Field(ge=0, description="Requests counted so far.")
+    errors: float = Field(ge=0, description="5xx answers counted so far.")
+
+
+class CheckState(StrEnum):
+    """How far the pre-promotion checks of one attempt have come."""
+
+    SAMPLING = "Sampling"  # first error-rate scrape taken, waiting for the window
+    FAILED = "Failed"  # a check failed: this attempt never moves traffic
+
+
+class Promotion(KubeModel):
+    """The promotion in flight: kept in status, not in memory, so a restarted operator
+    resumes it with the same deadline, sample and verdict."""
+
+    attempt: str = Field(max_length=1024,
+                         description="Identity of this try: target colour, image, generation "
+                                     "and retry token; any of them changing starts afresh.")
+    target_color: Color = Field(description="Colour traffic is to move to.")
+    target_image: str | None = Field(default=None, max_length=512,
+                                     description="Image of the target colour.")
+    started_at: datetime = Field(description="When the operator began waiting for the target; "
+                                             "progressDeadlineSeconds counts from here.")
+    checks: CheckState | None = Field(default=None,
+                                      description="Pre-promotion checks: Sampling or Failed.")
+    check_message: str | None = Field(default=None, max_length=4096,
+                                      description="What the checks found.")
+    error_baseline: ErrorSample | None = Field(
+        default=None, description="First error-rate scrape of a sampling window.")
+
+
 class BlueGreenRolloutStatus(ResourceStatus):
     """Where the rollout stands."""
 
@@ -209,6 +252,11 @@ class BlueGreenRolloutStatus(ResourceStatus):
         default=None, description="When the previous colour will be scaled to previewReplicas.")
     message: str | None = Field(default=None, max_length=4096,
                                 description="Why the rollout is in its phase.")
+    reason: str | None = Field(default=None, max_length=128,
+                               description="Why the rollout is in its phase, as one CamelCase "
+                                           "word (the reason of its latest Event).")
+    promotion: Promotion | None = Field(default=None,
+                                        description="The promotion in flight, if any.")
     history: list[FlipRecord] | None = Field(
         default=None, max_length=HISTORY_LIMIT,
         description=f"The last {HISTORY_LIMIT} flips, newest first.")

@@ -13,6 +13,14 @@ from typing import Any
 
 import kopf
 
+from operators.bluegreen.handover import (
+    HANDED_OVER_KINDS,
+    hand_over,
+    release_of,
+    released_by,
+    status_deployment_name,
+    with_release_condition,
+)
 from operators.circuitbreaker.render import PolicyRef, policy_for_target
 from operators.circuitbreaker.spec import RESOURCE as BREAKER
 from operators.circuitbreaker.spec import CircuitBreakerPolicySpec
@@ -25,7 +33,7 @@ from operators.commerceservice.status import (
 )
 from operators.drift import differs
 from operators.kube import PLURALS, KubeError, Manifest
-from operators.meta import API_VERSION, LABEL_MANAGED_BY, MANAGED_BY
+from operators.meta import API_VERSION, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 from operators.metrics import reconcile_timer
 from operators.route_tables import route_table_publisher
 from operators.runtime import kube
@@ -93,9 +101,15 @@ def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.S
 
         breaker = policy_for_target(_policies_in(breaker_policies, namespace), name)
         children = render(name, namespace, parsed, uid, breaker=breaker)
+        # A BlueGreenRollout carrying this service's traffic writes its Service and routes
+        # and runs its Pods (see operators/bluegreen/render.py).
+        release = release_of(meta.get("annotations"))
+        if release is not None:
+            children = hand_over(children, release.rollout)
         try:
             applied = [kube().apply(child) for child in children]
-            _prune(namespace, name, uid, children)
+            _prune(namespace, name, uid, children,
+                   keep=HANDED_OVER_KINDS if release is not None else frozenset())
         except KubeError as error:
             kopf.event(body, type="Warning", reason="ApplyFailed", message=error.message)
             raise kopf.TemporaryError(f"applying children failed: {error}", delay=10) \
@@ -105,22 +119,30 @@ def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.S
         publisher.mark_dirty(namespace)
 
         deployment = next(m for m in applied if m["kind"] == "Deployment")
+        if release is not None:
+            deployment = kube().get("apps/v1", "Deployment", namespace,
+                                    status_deployment_name(name, release))
         conflicts = [c for c in route_conflicts(_services_in(commerce_services, namespace))
                      if name in c.services]
         new_status = build_status(
             generation=generation, namespace=namespace, deployment=deployment,
             missing=_missing_references(namespace, parsed), conflicts=conflicts,
             previous_conditions=status.get("conditions"), now=_now())
+        new_status["conditions"] = with_release_condition(
+            new_status["conditions"], release, service=name, observed_generation=generation,
+            now=_now())
         if _write_status(namespace, name, status, new_status):
             kopf.event(body, type="Normal", reason="Reconciled",
                        message=f"applied {len(children)} children for generation {generation}")
 
 
-def _prune(namespace: str, name: str, uid: str, children: list[Manifest]) -> None:
+def _prune(namespace: str, name: str, uid: str, children: list[Manifest],
+           keep: frozenset[str] = frozenset()) -> None:
     """Delete children this resource owns that ``render`` no longer returns (the HPA after
     autoscaling was switched off, the PDB after the budget was). Children are named after
-    their owner, so only the kinds missing from this render need a look."""
-    rendered = {child["kind"] for child in children}
+    their owner, so only the kinds missing from this render need a look; ``keep`` names
+    kinds another writer (a blue-green rollout) looks after."""
+    rendered = {child["kind"] for child in children} | keep
     for api_version, kind in CHILD_KINDS:
         if kind in rendered:
             continue
@@ -183,7 +205,11 @@ def _on_child_event(event: kopf.RawEvent, body: kopf.Body, meta: kopf.Meta,
         return  # owner gone (garbage collection will follow) or its spec is invalid
     breaker = policy_for_target(_policies_in(breaker_policies, namespace), owner)
     kind, child_name = body.get("kind"), meta.get("name")
-    desired = next((m for m in render(owner, namespace, entry.spec, entry.uid, breaker=breaker)
+    children = render(owner, namespace, entry.spec, entry.uid, breaker=breaker)
+    rollout = released_by(meta.get("labels"))
+    if rollout is not None:
+        children = hand_over(children, rollout)
+    desired = next((m for m in children
                     if m["kind"] == kind and m["metadata"]["name"] == child_name), None)
     if desired is None:
         return
@@ -208,6 +234,13 @@ def _register_child_watchers() -> None:
                       id=f"drift-{plural}")(_child_event_handler)
 
 
+def _released_service(meta: kopf.Meta) -> str | None:
+    """The CommerceService whose Pods a colour Deployment of a blue-green rollout runs."""
+    if any(ref.get("kind") == "BlueGreenRollout" for ref in meta.get("ownerReferences") or []):
+        return (meta.get("labels") or {}).get(LABEL_INSTANCE)
+    return None
+
+
 def _child_event_handler(event: kopf.RawEvent, body: kopf.Body, meta: kopf.Meta,
                          namespace: str | None,
                          commerce_services: kopf.Index[str, RoutedService | None],
@@ -222,14 +255,18 @@ def _refresh_status_from_deployment(deployment: kopf.Body, meta: kopf.Meta,
                                     namespace: str | None,
                                     commerce_services: kopf.Index[str, RoutedService | None],
                                     ) -> None:
-    """Ready/Progressing and readyReplicas follow the Deployment as its Pods come and go."""
-    owner = _owner_name(meta)
+    """Ready/Progressing and readyReplicas follow the Deployment as its Pods come and go
+    (the active colour's, while a blue-green rollout runs the Pods)."""
+    owner = _owner_name(meta) or _released_service(meta)
     if owner is None or namespace is None:
         return
     if not any(e.name == owner for e in _services_in(commerce_services, namespace)):
         return
     current = kube().get(API_VERSION, KIND, namespace, owner)
     if current is None:
+        return
+    release = release_of(current["metadata"].get("annotations"))
+    if meta.get("name") != status_deployment_name(owner, release):
         return
     status = current.get("status") or {}
     entry = next(e for e in _services_in(commerce_services, namespace) if e.name == owner)
@@ -239,6 +276,9 @@ def _refresh_status_from_deployment(deployment: kopf.Body, meta: kopf.Meta,
         generation=int(current["metadata"].get("generation") or 0), namespace=namespace,
         deployment=dict(deployment), missing=_missing_references(namespace, entry.spec),
         conflicts=conflicts, previous_conditions=status.get("conditions"), now=_now())
+    new_status["conditions"] = with_release_condition(
+        new_status["conditions"], release, service=owner,
+        observed_generation=new_status["observedGeneration"], now=_now())
     if all(status.get(key) == value for key, value in new_status.items()):
         return
     kube().patch_status(API_VERSION, KIND, namespace, owner, new_status)

@@ -1,0 +1,313 @@
+"""Kopf handlers for BlueGreenRollout: read, decide, write status, apply, tell.
+
+Level-triggered like every handler here: each run reads the rollout (fresh, because its
+status is the state machine's memory), the target CommerceService and both colours'
+Deployments, asks :func:`operators.bluegreen.decide.decide` what to do, writes the status,
+then applies what :func:`operators.bluegreen.render.render` says. The traffic objects go
+first: they only ever point at a colour already found Available, and the old colour must
+not be scaled down before traffic has left it.
+
+What wakes a rollout up: a change to its spec; any change to its Deployments, its preview
+Service or the traffic objects (their own events, so a colour becoming Available moves
+traffic within a watch round-trip, and a hand edit is put back); its CommerceService or
+circuit-breaker policy changing; a one-second timer while something is in flight (progress
+deadline, error-rate window, scale-down delay); a slow resync. Runs for one rollout are
+serialised by a lock, so a Deployment event and the timer never decide at the same time.
+
+See ``operators/bluegreen/render.py`` for who owns which child.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+
+import operators.commerceservice.handlers  # noqa: F401  (defines the breaker_policies index)
+from operators.bluegreen.checks import PreviewEndpoint, run_checks
+from operators.bluegreen.decide import Decision, Observed, decide
+from operators.bluegreen.handover import Release, release_annotations, release_of
+from operators.bluegreen.render import (
+    KIND,
+    RETRY_ANNOTATION,
+    ROLLOUT_LABEL,
+    TargetService,
+    color_deployment_name,
+    render,
+)
+from operators.bluegreen.spec import (
+    RESOURCE,
+    BlueGreenRolloutSpec,
+    BlueGreenRolloutStatus,
+    Color,
+    RolloutPhase,
+)
+from operators.circuitbreaker.render import PolicyRef, policy_for_target
+from operators.commerceservice.spec import RESOURCE as SERVICE
+from operators.commerceservice.spec import CommerceServiceSpec
+from operators.conditions import degraded, not_ready, progressing, set_conditions
+from operators.kube import PLURALS, KubeError
+from operators.meta import API_VERSION, LABEL_MANAGED_BY, MANAGED_BY
+from operators.metrics import reconcile_timer
+from operators.runtime import kube
+from operators.schema import InvalidSpec, parse_spec
+from operators.workloads import deployment_progress
+
+IN_FLIGHT = {RolloutPhase.PENDING.value, RolloutPhase.PROGRESSING.value,
+             RolloutPhase.CHECKING.value}
+TICK_SECONDS = 1.0
+RESYNC_SECONDS = 60.0
+
+_locks: dict[tuple[str, str], threading.Lock] = {}
+_locks_guard = threading.Lock()
+
+
+def _lock(namespace: str, name: str) -> threading.Lock:
+    with _locks_guard:
+        return _locks.setdefault((namespace, name), threading.Lock())
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+# -- index: which rollout releases which CommerceService --------------------------------
+
+@kopf.index(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
+def rollout_targets(namespace: str, name: str, spec: kopf.Spec, meta: kopf.Meta,
+                    **_: Any) -> dict[tuple[str, str], str] | None:
+    """(namespace, CommerceService) -> rollout, for events on objects named after the
+    service. A rollout being deleted no longer claims anything."""
+    target = (spec.get("serviceRef") or {}).get("name")
+    if not target or meta.get("deletionTimestamp"):
+        return None
+    return {(namespace, str(target)): name}
+
+
+def _policies(index: kopf.Index[str, PolicyRef | None], namespace: str) -> list[PolicyRef]:
+    return [entry for entry in index.get(namespace, []) if entry is not None]
+
+
+# -- the reconcile ----------------------------------------------------------------------
+
+@kopf.on.resume(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
+@kopf.on.create(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
+@kopf.on.update(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
+@kopf.timer(RESOURCE.group, RESOURCE.version, RESOURCE.plural, interval=TICK_SECONDS,
+            when=lambda status, **_: status.get("phase") in IN_FLIGHT
+            or bool(status.get("scaleDownAt")))
+@kopf.timer(RESOURCE.group, RESOURCE.version, RESOURCE.plural, interval=RESYNC_SECONDS,
+            initial_delay=RESYNC_SECONDS, id="resync")
+def reconcile(name: str, namespace: str,
+              breaker_policies: kopf.Index[str, PolicyRef | None], **_: Any) -> None:
+    """One step of the state machine; see the module docstring for what triggers it."""
+    reconcile_rollout(namespace, name, _policies(breaker_policies, namespace))
+
+
+def reconcile_rollout(namespace: str, name: str, policies: list[PolicyRef]) -> None:
+    with _lock(namespace, name), reconcile_timer(KIND):
+        try:
+            _reconcile(namespace, name, policies)
+        except KubeError as error:
+            raise kopf.TemporaryError(f"API call failed: {error}", delay=2) from error
+
+
+def _reconcile(namespace: str, name: str, policies: list[PolicyRef]) -> None:
+    body = kube().get(API_VERSION, KIND, namespace, name)
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return
+    meta = body["metadata"]
+    generation = int(meta.get("generation") or 0)
+    current_status = body.get("status") or {}
+    try:
+        spec = parse_spec(BlueGreenRolloutSpec, body.get("spec") or {})
+    except InvalidSpec as invalid:
+        _report_invalid(body, current_status, generation, str(invalid))
+        return
+    target_body = kube().get(API_VERSION, SERVICE.kind, namespace, spec.service_ref.name)
+    target = _target(target_body)
+    deployments = {color: kube().get("apps/v1", "Deployment", namespace,
+                                     color_deployment_name(spec.service_ref.name, color))
+                   for color in Color}
+    observed = Observed(
+        generation=generation, service_found=target is not None,
+        deployments={color: deployment_progress(d) for color, d in deployments.items()
+                     if d is not None},
+        retry=(meta.get("annotations") or {}).get(RETRY_ANNOTATION, ""))
+    status = _parse_status(current_status)
+    now = _now()
+    decision = decide(spec, status, observed, now)
+    if decision.checks is not None and target is not None:
+        assert spec.pre_promotion_checks is not None
+        endpoint = PreviewEndpoint(target.name, namespace, target.spec.service_port)
+        report = run_checks(spec.pre_promotion_checks, decision.checks, endpoint, now)
+        decision = decide(spec, status, observed, now, checks=report)
+
+    if decision.promote_to is not None:
+        kube().patch(API_VERSION, KIND, namespace, name,
+                     {"spec": {"activeColor": decision.promote_to.value}})
+    # Status first: it is what the traffic objects are rendered from after a restart.
+    _write_status(namespace, name, current_status, decision.status)
+    if decision.plan is not None and target is not None:
+        _apply(namespace, name, meta["uid"], target, target_body, decision, policies,
+               deployments)
+    for event in decision.events:
+        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+
+
+def _apply(namespace: str, name: str, uid: str, target: TargetService,
+           target_body: dict[str, Any] | None, decision: Decision, policies: list[PolicyRef],
+           live_deployments: dict[Color, dict[str, Any] | None]) -> None:
+    assert decision.plan is not None
+    rendered = render(name, namespace, uid, target, decision.plan,
+                      breaker=policy_for_target(policies, target.name))
+    for manifest in rendered.traffic + rendered.deployments:
+        kube().apply(manifest)
+    if rendered.preview_service is not None:
+        kube().apply(rendered.preview_service)
+    for color, live in live_deployments.items():
+        owners = (live or {}).get("metadata", {}).get("ownerReferences") or []
+        if decision.plan.images.get(color) is None and any(o.get("uid") == uid
+                                                           for o in owners):
+            kube().delete("apps/v1", "Deployment", namespace,
+                          color_deployment_name(target.name, color))
+    if decision.plan.traffic is not None and target_body is not None:
+        release = Release(name, decision.plan.traffic)
+        if release_of(target_body["metadata"].get("annotations")) != release:
+            kube().patch(API_VERSION, SERVICE.kind, namespace, target.name,
+                         {"metadata": {"annotations": release_annotations(release)}})
+
+
+def _target(body: dict[str, Any] | None) -> TargetService | None:
+    if body is None or body["metadata"].get("deletionTimestamp"):
+        return None
+    try:
+        spec = parse_spec(CommerceServiceSpec, body.get("spec") or {})
+    except InvalidSpec:
+        return None
+    return TargetService(body["metadata"]["name"], body["metadata"]["uid"], spec)
+
+
+def _parse_status(raw: dict[str, Any]) -> BlueGreenRolloutStatus:
+    try:
+        return BlueGreenRolloutStatus.model_validate(raw)
+    except ValueError:
+        return BlueGreenRolloutStatus()
+
+
+def _write_status(namespace: str, name: str, current: dict[str, Any],
+                  status: BlueGreenRolloutStatus) -> None:
+    """Merge-patch only what changed; fields the new status drops are deleted."""
+    new = status.wire()
+    patch: dict[str, Any] = {key: value for key, value in new.items()
+                             if current.get(key) != value}
+    patch |= {key: None for key in current if key not in new}
+    if patch:
+        kube().patch_status(API_VERSION, KIND, namespace, name, patch)
+
+
+def _report_invalid(body: dict[str, Any], current: dict[str, Any], generation: int,
+                    message: str) -> None:
+    updates = [not_ready("InvalidSpec", message),
+               progressing(False, "InvalidSpec", "the operator will act once the spec is fixed"),
+               degraded(True, "InvalidSpec", message)]
+    status = {"observedGeneration": generation, "phase": RolloutPhase.DEGRADED.value,
+              "reason": "InvalidSpec", "message": message[:4096],
+              "conditions": set_conditions(current.get("conditions"), updates,
+                                           observed_generation=generation, now=_now())}
+    if any(current.get(key) != value for key, value in status.items()):
+        kube().patch_status(API_VERSION, KIND, body["metadata"]["namespace"],
+                            body["metadata"]["name"], status)
+        kopf.event(body, type="Warning", reason="InvalidSpec", message=message)
+
+
+# -- deletion: give the traffic back before the colours go ------------------------------
+
+@kopf.on.delete(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
+def hand_traffic_back(body: kopf.Body, name: str, namespace: str, spec: kopf.Spec,
+                      meta: kopf.Meta, **_: Any) -> None:
+    """Remove the hand-over annotations so the CommerceService renders its own Deployment,
+    Service and routes again, and hold the rollout (and so its colours, which carry the
+    traffic until then) until that Deployment is Available — or the progress deadline has
+    passed, so a broken service cannot block the deletion forever."""
+    service = str((spec.get("serviceRef") or {}).get("name") or "")
+    target = kube().get(API_VERSION, SERVICE.kind, namespace, service) if service else None
+    if target is None or target["metadata"].get("deletionTimestamp"):
+        return
+    release = release_of(target["metadata"].get("annotations"))
+    if release is not None and release.rollout == name:
+        kube().patch(API_VERSION, SERVICE.kind, namespace, service,
+                     {"metadata": {"annotations": release_annotations(None)}})
+        kopf.event(body, type="Normal", reason="TrafficHandedBack",
+                   message=f"CommerceService {service} runs its own Deployment and routes "
+                           "again; the colours go once it is Available")
+    progress = deployment_progress(kube().get("apps/v1", "Deployment", namespace, service))
+    if progress.complete and progress.available >= 1:
+        return
+    deleted_at = datetime.fromisoformat(str(meta.get("deletionTimestamp")))
+    deadline = int(spec.get("progressDeadlineSeconds") or 600)
+    if (_now() - deleted_at).total_seconds() < deadline:
+        raise kopf.TemporaryError(f"waiting for Deployment {service}: {progress.message}",
+                                  delay=2)
+    kopf.event(body, type="Warning", reason="HandBackTimedOut",
+               message=f"Deployment {service} is not Available after {deadline}s "
+                       f"({progress.message}); deleting the colours anyway")
+
+
+@kopf.on.event(RESOURCE.group, RESOURCE.version, RESOURCE.plural, id="bluegreen-gone")
+def release_after_deletion(event: kopf.RawEvent, name: str, namespace: str | None,
+                           spec: kopf.Spec, **_: Any) -> None:
+    """A rollout gone without the hand-back above (its finalizer removed by hand) must not
+    leave its CommerceService at 0 replicas: drop the hand-over annotations."""
+    if event.get("type") != "DELETED" or namespace is None:
+        return
+    service = str((spec.get("serviceRef") or {}).get("name") or "")
+    target = kube().get(API_VERSION, SERVICE.kind, namespace, service) if service else None
+    release = release_of((target or {}).get("metadata", {}).get("annotations"))
+    if release is not None and release.rollout == name:
+        kube().patch(API_VERSION, SERVICE.kind, namespace, service,
+                     {"metadata": {"annotations": release_annotations(None)}})
+
+
+# -- wake-ups from the objects around the rollout ----------------------------------------
+
+def _rollout_of(meta: kopf.Meta, namespace: str,
+                rollout_targets: kopf.Index[tuple[str, str], str]) -> str | None:
+    labels = meta.get("labels") or {}
+    if labels.get(ROLLOUT_LABEL):
+        return str(labels[ROLLOUT_LABEL])
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == KIND:
+            return str(ref["name"])
+    # The CommerceService may have written its Service or routes over the rollout's.
+    claims = rollout_targets.get((namespace, str(meta.get("name"))), [])
+    return next(iter(claims), None)
+
+
+def _on_related_event(meta: kopf.Meta, namespace: str | None,
+                      rollout_targets: kopf.Index[tuple[str, str], str],
+                      breaker_policies: kopf.Index[str, PolicyRef | None], **_: Any) -> None:
+    if namespace is None:
+        return
+    rollout = _rollout_of(meta, namespace, rollout_targets)
+    if rollout is not None:
+        reconcile_rollout(namespace, rollout, _policies(breaker_policies, namespace))
+
+
+def _register_watchers() -> None:
+    """Colour Deployments, the preview Service and the traffic objects (labelled as the
+    operator's), and the CommerceServices themselves."""
+    labels = {LABEL_MANAGED_BY: MANAGED_BY}
+    for api_version, kind in (("apps/v1", "Deployment"), ("v1", "Service"),
+                              ("networking.istio.io/v1", "VirtualService"),
+                              ("networking.istio.io/v1", "DestinationRule")):
+        group, _, version = api_version.rpartition("/")
+        kopf.on.event(group, version, PLURALS[kind], labels=labels,
+                      id=f"bluegreen-{PLURALS[kind]}")(_on_related_event)
+    kopf.on.event(SERVICE.group, SERVICE.version, SERVICE.plural,
+                  id="bluegreen-commerceservices")(_on_related_event)
+
+
+_register_watchers()
