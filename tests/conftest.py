@@ -61,7 +61,6 @@ def stripe_mock() -> Iterator[StripeMock]:
 @pytest.fixture(scope="session")
 def control_plane(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ControlPlane]:
     from kommerce.testbed.kube import ControlPlane
-    from kommerce.testbed.operator import OperatorProcess
 
     plane = ControlPlane(Path(tmp_path_factory.mktemp("kube"))).start()
     yield plane

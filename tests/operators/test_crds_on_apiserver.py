@@ -67,15 +67,21 @@ def test_apiserver_refuses_an_invalid_spec_with_the_operators_message(
 
 
 def test_apiserver_refuses_a_change_of_component(kube: Any) -> None:
+    # A real object, in a namespace of its own: an operator running in the same session
+    # reconciles it, and its children must not collide with the dry runs in crd-checks.
+    namespace = kube.create_namespace("crd-immutable")
     service = {"apiVersion": "kommerce.io/v1alpha1", "kind": "CommerceService",
-               "metadata": {"name": "immutable", "namespace": "crd-checks"},
+               "metadata": {"name": "immutable", "namespace": namespace},
                "spec": {"component": "review", "image": "kommerce:1"}}
     kube.kubectl_apply_manifest(service)
-    service["spec"]["component"] = "order"
-    result = kube.kubectl("apply", "--server-side", "--field-manager=kommerce-testbed", "-f", "-",
-                          input_text=yaml.safe_dump(service), check=False)
-    assert result.returncode != 0
-    assert "component cannot be changed" in result.stderr
+    try:
+        service["spec"]["component"] = "order"
+        result = kube.kubectl("apply", "--server-side", "--field-manager=kommerce-testbed",
+                              "-f", "-", input_text=yaml.safe_dump(service), check=False)
+        assert result.returncode != 0
+        assert "component cannot be changed" in result.stderr
+    finally:
+        kube.kubectl("delete", "commerceservice", "immutable", "-n", namespace, "--wait=false")
 
 
 def test_apiserver_accepts_the_sample_shop(kube: Any) -> None:
