@@ -203,6 +203,11 @@ class ControlPlane:
             f"--authorization-kubeconfig={self.kubeconfig}",
             "--leader-elect=false",
             f"--bind-address={LOOPBACK}",
+            # The default client limits (20 QPS in the controller-manager) are for sharing a
+            # real cluster; here they would make the controllers, not the code under test,
+            # the bottleneck of every scale test.
+            "--kube-api-qps=300",
+            "--kube-api-burst=600",
             "--v=1",
         ]
         self._spawn("kube-controller-manager", [
