@@ -104,10 +104,17 @@ class PostgresServer:
              "-c", "synchronous_commit=off", "-c", "fsync=off", "-c", "full_page_writes=off"],
             log_path=self.data_dir.parent / f"postgres-{self.port}.log",
         ).start()
-        wait_until(lambda: port_open(self.port), timeout=timeout, what="PostgreSQL",
-                   alive=self._process.exit_problem)
+        # An open port is not enough: after a restart the server answers "the database
+        # system is starting up" until recovery ends; pg_isready says when it takes queries.
+        wait_until(lambda: port_open(self.port) and self._accepts_queries(bin_dir),
+                   timeout=timeout, what="PostgreSQL", alive=self._process.exit_problem)
         say(f"PostgreSQL ({bin_dir.parent.name}) on {self.host}:{self.port}")
         return self
+
+    def _accepts_queries(self, bin_dir: Path) -> bool:
+        return subprocess.run(
+            [bin_dir / "pg_isready", "-h", self.host, "-p", str(self.port), "-U", SUPERUSER,
+             "-d", "postgres", "-q"], check=False).returncode == 0
 
     def create_database(self, name: str) -> str:
         """Create a database (if absent) and return its SQLAlchemy URL.
