@@ -1,0 +1,1 @@
+"""The review service: ratings and reviews, moderation, helpful votes, rating analytics."""

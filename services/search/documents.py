@@ -1,0 +1,97 @@
+"""What the search service knows about a product: a flat document derived from events.
+
+The product service publishes the whole product on create/update; the search document keeps
+only what queries, filters, facets and result cards need, plus each variant's price and
+availability so ``price.changed`` and ``stock.changed`` (which name one variant) can be
+applied without asking the product service.
+
+``brand`` is not a column of the catalog: it is the product attribute named ``brand``, lifted
+out because shoppers facet on it first. Attributes are multi-valued (a T-shirt's product
+attributes plus each variant's colour and size), so they are kept as name → sorted values.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+BRAND_ATTRIBUTE = "brand"
+
+
+class VariantFacts(BaseModel):
+    id: uuid.UUID
+    sku: str
+    price: int = Field(ge=0, description="Minor units.")
+    currency: str
+    available: int
+
+
+class ProductDocument(BaseModel):
+    """One searchable product; ``version`` is the product's, so stale events are dropped."""
+
+    id: uuid.UUID
+    version: int
+    name: str
+    description: str = ""
+    category: str
+    brand: str | None = None
+    attributes: dict[str, list[str]] = Field(default_factory=dict)
+    variants: list[VariantFacts] = Field(default_factory=list)
+    images: list[str] = Field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+
+    @property
+    def price_min(self) -> int | None:
+        return min((v.price for v in self.variants), default=None)
+
+    @property
+    def price_max(self) -> int | None:
+        return max((v.price for v in self.variants), default=None)
+
+    @property
+    def currency(self) -> str | None:
+        return self.variants[0].currency if self.variants else None
+
+    @property
+    def in_stock(self) -> bool:
+        return any(v.available > 0 for v in self.variants)
+
+    @classmethod
+    def from_product(cls, product: dict[str, Any]) -> ProductDocument:
+        """From a ``product.created``/``product.updated`` payload (the product's JSON)."""
+        attributes: dict[str, set[str]] = {}
+        brand = None
+        for name, value in (product.get("attributes") or {}).items():
+            if name.lower() == BRAND_ATTRIBUTE:
+                brand = str(value)
+                continue
+            attributes.setdefault(name, set()).add(str(value))
+        variants = []
+        for variant in product.get("variants") or []:
+            for name, value in (variant.get("attributes") or {}).items():
+                if name.lower() != BRAND_ATTRIBUTE:
+                    attributes.setdefault(name, set()).add(str(value))
+            variants.append(VariantFacts(
+                id=variant["id"], sku=variant["sku"], price=variant["price"]["amount"],
+                currency=variant["price"]["currency"],
+                available=(variant.get("stock") or {}).get("available", 0)))
+        return cls(
+            id=product["id"], version=product["version"], name=product["name"],
+            description=product.get("description") or "", category=product["category"],
+            brand=brand, attributes={k: sorted(v) for k, v in attributes.items()},
+            variants=variants, images=product.get("images") or [],
+            created_at=product["created_at"], updated_at=product["updated_at"])
+
+    def with_price(self, variant_id: uuid.UUID, amount: int) -> ProductDocument:
+        return self.model_copy(update={"variants": [
+            v.model_copy(update={"price": amount}) if v.id == variant_id else v
+            for v in self.variants]})
+
+    def with_available(self, variant_id: uuid.UUID, available: int) -> ProductDocument:
+        return self.model_copy(update={"variants": [
+            v.model_copy(update={"available": available}) if v.id == variant_id else v
+            for v in self.variants]})
