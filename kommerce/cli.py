@@ -7,6 +7,7 @@ import typer
 from kommerce.operator_cli import run_operator
 from kommerce.rollout_cli import rollout_app
 from kommerce.testbed_cli import testbed_app
+from kommerce.up_cli import down, status, up
 
 app = typer.Typer(
     help="Kommerce: an operator-driven commerce platform on Kubernetes.",
@@ -16,6 +17,9 @@ app = typer.Typer(
 app.add_typer(testbed_app, name="testbed")
 app.add_typer(rollout_app, name="rollout")
 app.command("operator")(run_operator)
+app.command("up")(up)
+app.command("status")(status)
+app.command("down")(down)
 
 
 if __name__ == "__main__":

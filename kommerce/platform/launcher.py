@@ -1,0 +1,326 @@
+"""Start the platform: data servers, one process per service, the gateway; wait; seed.
+
+Everything a run keeps lives in one data folder (default ``.kommerce/``): PostgreSQL's
+cluster, Redis's append-only file, the logs, the generated secrets, the seed marker and the
+state file. Ports of the data servers and services are picked free on every start and
+handed to each process in its environment; only the gateway's port is fixed, since that is
+the address people type.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import signal
+import sys
+import time
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import httpx
+from rich.console import Console
+
+from kommerce.platform.seed import SeedResult, admin_token, mark_seeded, seed_catalog, seeded
+from kommerce.platform.services import (
+    GATEWAY,
+    ServiceSpec,
+    absent_services,
+    installed_services,
+)
+from kommerce.platform.state import PlatformState, ProcessRecord
+from kommerce.testbed.cache import REPO_ROOT
+from kommerce.testbed.ports import LOOPBACK, free_port, port_open
+from kommerce.testbed.process import ServerProcess
+
+if TYPE_CHECKING:
+    pass
+
+ADMIN_EMAIL = "admin@kommerce.local"
+READY_TIMEOUT_SECONDS = 120.0
+
+
+class StartError(RuntimeError):
+    """Start-up failed for a reason the user can act on; the message says which."""
+
+
+@dataclass
+class Started:
+    """What a successful start reports."""
+
+    state: PlatformState
+    seconds: float
+    cold: bool
+    seed_note: str
+
+
+def external_url(*names: str) -> str | None:
+    """A backend the user points at with an environment variable, instead of the embedded
+    server (``KOMMERCE_DATABASE_URL``/``DATABASE_URL``, ``KOMMERCE_REDIS_URL``/``REDIS_URL``)."""
+    for name in names:
+        if value := os.environ.get(name):
+            return value
+    return None
+
+
+def read_or_create_secret(path: Path, make: Callable[[], str]) -> str:
+    """A secret generated once per data folder, so no two installs share the development
+    JWT key or an admin password, and restarts keep sessions and the admin's login."""
+    if path.exists():
+        return path.read_text().strip()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.chmod(0o700)
+    value = make()
+    path.write_text(value)
+    path.chmod(0o600)
+    return value
+
+
+class Platform:
+    """One local platform in ``data_dir``; :meth:`start` brings it up or raises
+    :class:`StartError` after stopping whatever it had started."""
+
+    def __init__(self, data_dir: Path, *, gateway_port: int, console: Console,
+                 seed: bool = True, skip: Collection[str] = (),
+                 cluster: bool = False) -> None:
+        self.data_dir = data_dir.resolve()
+        self.gateway_port = gateway_port
+        self.console = console
+        self.seed = seed
+        self.cluster = cluster
+        try:
+            self.services = installed_services(skip)
+        except ValueError as error:
+            raise StartError(str(error)) from None
+        self.logs = self.data_dir / "logs"
+        self.state = PlatformState(data_dir=str(self.data_dir),
+                                   gateway_url=f"http://{LOOPBACK}:{gateway_port}")
+        self._servers: list[ServerProcess] = []
+        self._stoppers: list[Callable[[], None]] = []
+
+    # -- the whole start ----------------------------------------------------------------
+
+    def start(self) -> Started:
+        started = time.monotonic()
+        self._refuse_if_running()
+        if port_open(self.gateway_port):
+            raise StartError(f"port {self.gateway_port} is already in use, so the gateway "
+                             "cannot listen there; stop what uses it or pass --port")
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        for name, reason in absent_services().items():
+            self.console.print(f"  [dim]- {name}: not started ({reason})[/dim]")
+        # Cold: nothing from an earlier run (no database cluster, or with an external
+        # database no seeded catalog) — the start that pays for initdb and seeding.
+        cold = not ((self.data_dir / "postgres" / "data" / "PG_VERSION").exists()
+                    or seeded(self.data_dir))
+        try:
+            database_urls = self._start_postgres()
+            redis_url = self._start_redis()
+            self._start_services(database_urls, redis_url)
+            self._wait_until_ready()
+            seed_note = self._seed()
+            if self.cluster:
+                from kommerce.platform.cluster import start_cluster
+
+                self.state.kubeconfig = str(start_cluster(self, self.console))
+                self.state.save()
+        except BaseException:
+            self.stop()
+            raise
+        return Started(state=self.state, seconds=time.monotonic() - started, cold=cold,
+                       seed_note=seed_note)
+
+    def _refuse_if_running(self) -> None:
+        previous = PlatformState.load(self.data_dir)
+        if previous is None:
+            return
+        if previous.anything_running():
+            raise StartError(f"the platform in {self.data_dir} is already running "
+                             f"(gateway {previous.gateway_url}); `kommerce status` shows it, "
+                             "`kommerce down` stops it")
+        previous.remove()  # left by a crash or a reboot: nothing of it runs
+
+    # -- data servers -------------------------------------------------------------------
+
+    def _start_postgres(self) -> dict[str, str]:
+        """Each service's database URL: its own database on the embedded server, or its
+        own schema in the one external database."""
+        services = [spec for spec in self.services if spec.uses_database]
+        if external := external_url("KOMMERCE_DATABASE_URL", "DATABASE_URL"):
+            self.console.print(f"  PostgreSQL: external ({_without_password(external)})")
+            return {spec.name: external for spec in services}
+        from kommerce.testbed.postgres import PostgresServer
+
+        with self.console.status("starting PostgreSQL"):
+            began = time.monotonic()
+            server = PostgresServer(self.data_dir / "postgres" / "data").start()
+            self._stoppers.append(server.stop)
+            self._record_server("postgres", server, server.port,
+                                server.data_dir.parent / f"postgres-{server.port}.log",
+                                stop_signal=int(signal.SIGINT))  # "fast" shutdown
+            urls = {spec.name: server.create_database(spec.database) for spec in services}
+        self.console.print(f"  [green]✓[/green] PostgreSQL on {LOOPBACK}:{server.port} "
+                           f"({time.monotonic() - began:.1f} s)")
+        return urls
+
+    def _start_redis(self) -> str:
+        if external := external_url("KOMMERCE_REDIS_URL", "REDIS_URL"):
+            self.console.print(f"  Redis: external ({_without_password(external)})")
+            return external
+        from kommerce.testbed.redis import RedisServer
+
+        with self.console.status("starting Redis"):
+            began = time.monotonic()
+            server = RedisServer(self.data_dir / "redis", persistent=True).start()
+            self._stoppers.append(server.stop)
+            self._record_server("redis", server, server.port, server.data_dir / "redis.log")
+        self.console.print(f"  [green]✓[/green] Redis on {LOOPBACK}:{server.port} "
+                           f"(append-only file, {time.monotonic() - began:.1f} s)")
+        return server.url
+
+    def _record_server(self, name: str, server: object, port: int, log: Path, *,
+                       stop_signal: int = int(signal.SIGTERM)) -> None:
+        # The test bed's servers keep their process private; its pid is what lets a later
+        # `kommerce down` stop it after this process has exited.
+        process: ServerProcess | None = getattr(server, "_process", None)
+        if process is None or process.pid is None:
+            raise StartError(f"{name} started but its process is unknown")
+        self.track(ProcessRecord.of(name, process.pid, port, log, stop_signal=stop_signal))
+
+    def track(self, record: ProcessRecord) -> None:
+        """Remember a started process, in the state file at once: should this command be
+        killed halfway through starting, `kommerce down` still finds what it left."""
+        self.state.processes.append(record)
+        self.state.save()
+
+    # -- services -----------------------------------------------------------------------
+
+    def _start_services(self, database_urls: dict[str, str], redis_url: str) -> None:
+        services = self.services
+        ports = {spec.name: free_port() for spec in services}
+        shared = self._shared_env(redis_url)
+        # Every service learns every other one's address (the gateway for its route table,
+        # the order service for the product service ...); unknown settings are ignored.
+        shared |= {spec.url_variable: f"http://{LOOPBACK}:{ports[spec.name]}"
+                   for spec in services}
+        for spec in services:
+            env = {**shared, **spec.env, "KOMMERCE_PORT": str(ports[spec.name])}
+            if spec.uses_database:
+                env["KOMMERCE_DATABASE_URL"] = database_urls[spec.name]
+            if spec.name == "user":
+                env |= self._admin_env()
+            self._spawn(spec, ports[spec.name], env)
+        self._spawn(GATEWAY, self.gateway_port,
+                    {**shared, **GATEWAY.env, "KOMMERCE_PORT": str(self.gateway_port)})
+
+    def _shared_env(self, redis_url: str) -> dict[str, str]:
+        env = {"KOMMERCE_HOST": LOOPBACK, "KOMMERCE_REDIS_URL": redis_url,
+               "KOMMERCE_ENVIRONMENT": os.environ.get("KOMMERCE_ENVIRONMENT", "local")}
+        if "KOMMERCE_JWT_SECRET" not in os.environ:
+            env["KOMMERCE_JWT_SECRET"] = read_or_create_secret(
+                self.data_dir / "secrets" / "jwt-secret", lambda: secrets.token_urlsafe(48))
+        return env
+
+    def _admin_env(self) -> dict[str, str]:
+        return {"KOMMERCE_BOOTSTRAP_ADMIN_EMAIL": ADMIN_EMAIL,
+                "KOMMERCE_BOOTSTRAP_ADMIN_PASSWORD": self.admin_password}
+
+    @property
+    def admin_password(self) -> str:
+        return read_or_create_secret(self.data_dir / "secrets" / "admin-password",
+                                     lambda: secrets.token_urlsafe(18))
+
+    def _spawn(self, spec: ServiceSpec, port: int, env: dict[str, str]) -> None:
+        log = self.logs / f"{spec.name}.log"
+        process = ServerProcess(spec.name, [sys.executable, "-m", spec.module, *spec.args],
+                                log_path=log, env=env, cwd=REPO_ROOT).start()
+        self._servers.append(process)
+        assert process.pid is not None
+        self.track(ProcessRecord.of(spec.name, process.pid, port, log,
+                                    ready_url=f"http://{LOOPBACK}:{port}/ready"))
+
+    def _wait_until_ready(self) -> None:
+        """Poll every service's /ready together and report each as it becomes ready, so a
+        slow one does not hide the others' progress; a crash fails at once, with its log."""
+        began = time.monotonic()
+        pending = {record.name: record for record in self.state.processes if record.ready_url}
+        processes = {process.name: process for process in self._servers}
+        last_answer: dict[str, str] = {}
+        with httpx.Client(timeout=2) as client, \
+                self.console.status("waiting for services") as status:
+            while pending:
+                for name, record in list(pending.items()):
+                    if problem := processes[name].exit_problem():
+                        raise StartError(f"{name} stopped while starting: {problem}")
+                    assert record.ready_url is not None
+                    try:
+                        response = client.get(record.ready_url)
+                    except httpx.HTTPError as error:
+                        last_answer[name] = f"no answer ({type(error).__name__})"
+                        continue
+                    if response.status_code != 200:
+                        last_answer[name] = f"{response.status_code} {response.text[:300]}"
+                        continue
+                    del pending[name]
+                    self.console.print(f"  [green]✓[/green] {name} ready on "
+                                       f"{LOOPBACK}:{record.port} "
+                                       f"({time.monotonic() - began:.1f} s)")
+                if not pending:
+                    break
+                if time.monotonic() - began > READY_TIMEOUT_SECONDS:
+                    name = next(iter(pending))
+                    raise StartError(
+                        f"{name} was not ready within {READY_TIMEOUT_SECONDS:.0f} s "
+                        f"(last /ready: {last_answer.get(name, 'none')}); log tail:\n"
+                        f"{processes[name].log_tail()}")
+                status.update(f"waiting for {', '.join(pending)}")
+                time.sleep(0.2)
+
+    # -- demo catalog ---------------------------------------------------------------------
+
+    def _seed(self) -> str:
+        if not self.seed:
+            return "catalog not seeded (--no-seed)"
+        if seeded(self.data_dir):
+            return "catalog already seeded"
+        ports = {record.name: record.port for record in self.state.processes}
+        if "user" not in ports or "product" not in ports:
+            return "catalog not seeded (needs the user and product services)"
+        with self.console.status("seeding the demo catalog"):
+            result = asyncio.run(self._seed_async(ports["user"], ports["product"]))
+        mark_seeded(self.data_dir, result)
+        return (f"catalog seeded: {result.created} products created, {result.existing} "
+                f"already there ({result.seconds:.1f} s)")
+
+    async def _seed_async(self, user_port: int, product_port: int) -> SeedResult:
+        token = await admin_token(f"http://{LOOPBACK}:{user_port}", ADMIN_EMAIL,
+                                  self.admin_password)
+        return await seed_catalog(f"http://{LOOPBACK}:{product_port}", token)
+
+    # -- stop -----------------------------------------------------------------------------
+
+    def on_stop(self, stopper: Callable[[], None]) -> None:
+        """Run ``stopper`` when this platform stops (after everything started later)."""
+        self._stoppers.append(stopper)
+
+    def stop(self) -> list[str]:
+        """Stop everything this platform started, newest first; names that would not stop."""
+        stubborn = self.state.stop_all()
+        for process in self._servers:  # already stopped: this only reaps them
+            process.stop()
+        for stopper in reversed(self._stoppers):
+            stopper()
+        self._servers.clear()
+        self._stoppers.clear()
+        self.state.remove()
+        return stubborn
+
+
+def _without_password(url: str) -> str:
+    """The URL as it may be printed."""
+    try:
+        return str(httpx.URL(url).copy_with(password=None))
+    except (httpx.InvalidURL, TypeError):
+        return "(unparsable URL)"

@@ -1,0 +1,144 @@
+"""The state file a running platform leaves in its data folder.
+
+A detached ``kommerce up`` exits once everything is ready, so ``kommerce status`` and
+``kommerce down`` (other processes, maybe other terminals) learn what runs from
+``<data-dir>/state.json``: each process's pid, port, log and readiness URL. Each pid is
+stored with its kernel start time, so a pid reused by an unrelated process after a reboot
+is never signalled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import httpx
+
+STATE_FILE = "state.json"
+
+
+def process_start_time(pid: int) -> int | None:
+    """The process's start time in clock ticks since boot (``/proc/<pid>/stat`` field 22),
+    or None when no such process runs."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses; fields resume after ")".
+    fields = stat.rsplit(")", 1)[1].split()
+    return int(fields[19])
+
+
+@dataclass
+class ProcessRecord:
+    """One process ``up`` started; ``pid`` leads its own process group."""
+
+    name: str
+    pid: int
+    port: int
+    log: str
+    started: int | None = None
+    ready_url: str | None = None
+    #: The signal that stops it quickly and cleanly (PostgreSQL: SIGINT, "fast shutdown").
+    stop_signal: int = int(signal.SIGTERM)
+
+    @classmethod
+    def of(cls, name: str, pid: int, port: int, log: Path, *, ready_url: str | None = None,
+           stop_signal: int = int(signal.SIGTERM)) -> ProcessRecord:
+        return cls(name=name, pid=pid, port=port, log=str(log),
+                   started=process_start_time(pid), ready_url=ready_url,
+                   stop_signal=stop_signal)
+
+    def running(self) -> bool:
+        """Whether this very process (not a later one with its pid) still runs."""
+        now = process_start_time(self.pid)
+        if now is None or (self.started is not None and now != self.started):
+            return False
+        # A zombie has exited; it only waits for its parent to read the status.
+        try:
+            state = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return False
+        return state != "Z"
+
+    def ready(self) -> bool:
+        """Whether it answers its readiness probe (a data server: its port is open; a
+        process without a port, such as a controller: that it runs)."""
+        if not self.running():
+            return False
+        if self.port == 0:
+            return True
+        if self.ready_url is None:
+            from kommerce.testbed.ports import port_open
+
+            return port_open(self.port)
+        try:
+            return httpx.get(self.ready_url, timeout=2).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def stop(self, timeout: float = 20.0) -> bool:
+        """Signal the whole group, wait, then SIGKILL what is left. True when it is gone."""
+        if not self.running():
+            return True
+        try:
+            os.killpg(self.pid, self.stop_signal)
+        except ProcessLookupError:
+            return True
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running():
+                return True
+            time.sleep(0.1)
+        try:
+            os.killpg(self.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.5)
+        return not self.running()
+
+
+@dataclass
+class PlatformState:
+    """What one ``kommerce up`` runs."""
+
+    data_dir: str
+    gateway_url: str
+    #: The foreground ``up`` that supervises the processes (None once detached).
+    supervisor_pid: int | None = None
+    kubeconfig: str | None = None
+    processes: list[ProcessRecord] = field(default_factory=list)
+
+    @staticmethod
+    def path(data_dir: Path) -> Path:
+        return data_dir / STATE_FILE
+
+    def save(self) -> None:
+        path = self.path(Path(self.data_dir))
+        scratch = path.with_suffix(".tmp")
+        scratch.write_text(json.dumps(asdict(self), indent=2))
+        scratch.replace(path)  # atomic: a reader never sees half a file
+
+    @classmethod
+    def load(cls, data_dir: Path) -> PlatformState | None:
+        try:
+            raw = json.loads(cls.path(data_dir).read_text())
+        except FileNotFoundError:
+            return None
+        processes = [ProcessRecord(**item) for item in raw.pop("processes", [])]
+        return cls(**raw, processes=processes)
+
+    def anything_running(self) -> bool:
+        return any(process.running() for process in self.processes)
+
+    def stop_all(self) -> list[str]:
+        """Stop every process, the last started first (gateway, services, then the data
+        servers they need to shut down cleanly); the names that would not stop."""
+        return [p.name for p in reversed(self.processes) if not p.stop()]
+
+    def remove(self) -> None:
+        self.path(Path(self.data_dir)).unlink(missing_ok=True)
