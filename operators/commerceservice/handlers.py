@@ -40,7 +40,7 @@ from operators.runtime import kube
 from operators.schema import InvalidSpec, parse_spec
 
 KIND = "CommerceService"
-RETRY_DEGRADED_SECONDS = 20
+RECHECK_SECONDS = 15
 
 
 # -- indexes: the watch stream's view of every CommerceService and policy, by namespace --
@@ -78,16 +78,16 @@ def _policies_in(index: kopf.Index[str, PolicyRef | None], namespace: str) -> li
 @kopf.on.resume(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
 @kopf.on.create(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
 @kopf.on.update(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
-@kopf.timer(RESOURCE.group, RESOURCE.version, RESOURCE.plural, interval=RETRY_DEGRADED_SECONDS,
-            initial_delay=RETRY_DEGRADED_SECONDS, idle=RETRY_DEGRADED_SECONDS,
-            when=lambda status, **_: _is_degraded(status))
+@kopf.timer(RESOURCE.group, RESOURCE.version, RESOURCE.plural, interval=RECHECK_SECONDS,
+            initial_delay=RECHECK_SECONDS, idle=RECHECK_SECONDS,
+            when=lambda status, **_: _needs_another_look(status))
 def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.Spec,
               meta: kopf.Meta, status: kopf.Status,
               commerce_services: kopf.Index[str, RoutedService | None],
               breaker_policies: kopf.Index[str, PolicyRef | None], **_: Any) -> None:
     """Render and apply every child, prune what is no longer rendered, publish routes, and
-    write status. The timer re-runs it while ``Degraded`` so a Secret created later clears
-    the condition without anyone touching the resource."""
+    write status. The timer re-runs it while ``Degraded`` or not ``Ready``, so a Secret
+    created later clears the condition without anyone touching the resource."""
     generation = int(meta.get("generation") or 0)
     with reconcile_timer(KIND):
         try:
@@ -169,6 +169,15 @@ def _write_status(namespace: str, name: str, current: kopf.Status,
         return False
     kube().patch_status(API_VERSION, KIND, namespace, name, new_status)
     return True
+
+
+def _needs_another_look(status: kopf.Status) -> bool:
+    """Degraded, or not Ready yet: re-run the reconcile until it settles, so a Secret created
+    later or a missed Deployment event can never leave status stale. Unchanged objects make
+    it a few no-op applies."""
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
+                for c in status.get("conditions") or [])
+    return _is_degraded(status) or not ready
 
 
 def _is_degraded(status: kopf.Status) -> bool:
