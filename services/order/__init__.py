@@ -1,0 +1,1 @@
+"""The order service: cart, checkout and the order saga that reserves, charges and ships."""

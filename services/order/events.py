@@ -1,0 +1,92 @@
+"""What the order service publishes and consumes.
+
+Published (topic ``order.events``, keyed by order id):
+
+* ``order.saga_command`` — the next step of a checkout saga; consumed by this service
+  itself, so a command survives a crash between deciding and doing;
+* ``order.status_changed`` — every status change with the reason (for notifications and
+  the shop front);
+
+Consumed:
+
+* ``payment.events``: ``payment.succeeded`` / ``payment.failed`` — the outcome of a charge
+  that needed the shopper (3-D Secure) and was settled later through Stripe's webhook. The
+  saga also hears most outcomes as the direct reply to its command; hearing one twice is
+  harmless, because the saga ignores a reply for a step it has passed.
+* ``shipping.events``: ``shipment.delivered`` — a confirmed order becomes DELIVERED (a
+  tracking status after the saga, in the timeline too).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core.events.consumer import EventHandlers
+from services.core.events.envelope import EventEnvelope
+from services.order.models import Order, OrderStatusChange
+from services.order.orchestrator import ORDERS_TOTAL, SAGA_COMMAND, Orchestrator
+from services.order.saga import SagaState, Step, StepFailed, StepSucceeded
+
+DELIVERED = "DELIVERED"
+
+
+def _order_id(event: EventEnvelope) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(event.payload.get("order_id")))
+    except ValueError:
+        return None  # not one of ours (e.g. a payment made outside checkout)
+
+
+def own_handlers(orchestrator: Callable[[], Orchestrator]) -> EventHandlers:
+    handlers = EventHandlers()
+
+    @handlers.on(SAGA_COMMAND)
+    async def run_saga_command(session: AsyncSession, event: EventEnvelope) -> None:
+        await orchestrator().run_command(session, event)
+
+    return handlers
+
+
+def payment_handlers(orchestrator: Callable[[], Orchestrator]) -> EventHandlers:
+    handlers = EventHandlers()
+
+    @handlers.on("payment.succeeded")
+    async def payment_succeeded(session: AsyncSession, event: EventEnvelope) -> None:
+        if (order_id := _order_id(event)) is not None:
+            await orchestrator().apply(session, order_id, StepSucceeded(
+                Step.CHARGE_PAYMENT, str(event.payload.get("payment_id"))))
+
+    @handlers.on("payment.failed")
+    async def payment_failed(session: AsyncSession, event: EventEnvelope) -> None:
+        if (order_id := _order_id(event)) is not None:
+            reason = event.payload.get("failure_message") or "declined"
+            await orchestrator().apply(session, order_id, StepFailed(
+                Step.CHARGE_PAYMENT, f"payment declined: {reason}"))
+
+    return handlers
+
+
+def shipping_handlers() -> EventHandlers:
+    handlers = EventHandlers()
+
+    @handlers.on("shipment.delivered")
+    async def shipment_delivered(session: AsyncSession, event: EventEnvelope) -> None:
+        order_id = _order_id(event)
+        if order_id is None:
+            return
+        order = (await session.execute(select(Order).where(Order.id == order_id)
+                                       .with_for_update())).scalar_one_or_none()
+        if order is None or order.status != SagaState.CONFIRMED.value:
+            return
+        order.status = DELIVERED
+        order.updated_at = datetime.now(UTC)
+        session.add(OrderStatusChange(order_id=order.id, status=DELIVERED,
+                                      note=event.payload.get("description")))
+        ORDERS_TOTAL.labels(status=DELIVERED).inc()
+
+    return handlers

@@ -1,0 +1,190 @@
+"""Runs checkout sagas: persists each step, sends commands through the outbox, executes
+them, and notices deadlines.
+
+The pure decisions live in :mod:`services.order.saga`; this module only does the I/O
+around them, always in one transaction per step:
+
+1. the saga's new state, the order's status, a timeline row and the next commands (as
+   ``order.saga_command`` events in the outbox) commit together — so a crash can lose
+   neither a state change nor the command that follows from it;
+2. the order service consumes its own commands (idempotently, per event id), locks the
+   saga row, asks the participant, and applies the reply as in 1;
+3. a timer loop feeds :class:`~services.order.saga.Tick` to every saga past its deadline, so
+   a command lost with a crashed consumer or a broker restart is sent again, and a step
+   that never answers ends in compensation.
+
+A restarted service therefore resumes every saga from the database and the bus: unsent
+commands are still in the outbox, unhandled ones still on the bus, and anything else is
+caught by its deadline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from datetime import UTC, datetime
+from typing import Protocol
+
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core.db import Database
+from services.core.events.envelope import EventEnvelope
+from services.core.events.outbox import add_event
+from services.core.metrics import counter
+from services.order.models import Order, OrderStatusChange, SagaRecord
+from services.order.saga import (
+    Command,
+    Decision,
+    Saga,
+    SagaEvent,
+    SagaPolicy,
+    SagaState,
+    Tick,
+    advance,
+    start,
+)
+
+log = logging.getLogger(__name__)
+
+ORDERS_TOTAL = counter("orders_total", "Orders reaching each status", ["status"])
+
+SAGA_COMMAND = "order.saga_command"
+ORDER_STATUS_CHANGED = "order.status_changed"
+
+
+class Participants(Protocol):
+    """Carries out one saga command against inventory, payment or shipping, and says what
+    happened. Must be idempotent per ``command.idempotency_key``: the same command may be
+    delivered more than once. Transport failures should raise (the consumer retries and
+    the saga's deadline resends); only a definite refusal becomes ``StepFailed``."""
+
+    async def perform(self, order: Order, command: Command) -> SagaEvent: ...
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Orchestrator:
+    def __init__(self, database: Database, participants: Participants, source: str,
+                 policy: SagaPolicy | None = None) -> None:
+        self.database = database
+        self.participants = participants
+        self.source = source
+        self.policy = policy or SagaPolicy()
+
+    # -- starting ----------------------------------------------------------------------------
+
+    async def begin(self, session: AsyncSession, order: Order) -> None:
+        """Start the saga of a freshly inserted order, inside the caller's transaction."""
+        decision = start(str(order.id), utcnow(), self.policy)
+        record = SagaRecord(order_id=order.id, state={}, settled=False)
+        session.add(record)
+        session.add(OrderStatusChange(order_id=order.id, status=order.status,
+                                      note="order placed"))
+        ORDERS_TOTAL.labels(status=order.status).inc()
+        await self._store(session, record, order, decision, previous=decision.saga.state)
+
+    # -- applying ----------------------------------------------------------------------------
+
+    async def _store(self, session: AsyncSession, record: SagaRecord, order: Order,
+                     decision: Decision, previous: SagaState) -> None:
+        saga = decision.saga
+        record.state = saga.to_dict()
+        record.deadline = None if saga.is_settled else saga.deadline
+        record.settled = saga.is_settled
+        record.updated_at = utcnow()
+        if saga.state is not previous:
+            order.status = saga.state.value
+            order.reason = saga.reason
+            order.updated_at = utcnow()
+            session.add(OrderStatusChange(order_id=order.id, status=saga.state.value,
+                                          note=saga.reason))
+            ORDERS_TOTAL.labels(status=saga.state.value).inc()
+            await add_event(session, EventEnvelope.new(
+                ORDER_STATUS_CHANGED, source=self.source, key=str(order.id), payload={
+                    "order_id": str(order.id), "owner": order.owner,
+                    "status": saga.state.value, "previous": previous.value,
+                    "reason": saga.reason}))
+        for command in decision.commands:
+            await add_event(session, EventEnvelope.new(
+                SAGA_COMMAND, source=self.source, key=str(order.id), payload={
+                    "order_id": str(order.id), "action": command.action.value,
+                    "attempt": command.attempt}))
+
+    async def _locked(self, session: AsyncSession, order_id: uuid.UUID,
+                      skip_locked: bool = False) -> tuple[SagaRecord, Order] | None:
+        query = select(SagaRecord).where(SagaRecord.order_id == order_id).with_for_update(
+            skip_locked=skip_locked)
+        record = (await session.execute(query)).scalar_one_or_none()
+        if record is None:
+            return None
+        order = await session.get(Order, order_id)
+        assert order is not None
+        return record, order
+
+    async def apply(self, session: AsyncSession, order_id: uuid.UUID,
+                    event: SagaEvent) -> Saga | None:
+        """Feed ``event`` to an order's saga inside the caller's transaction."""
+        locked = await self._locked(session, order_id)
+        if locked is None:
+            return None
+        record, order = locked
+        saga = Saga.from_dict(record.state)
+        decision = advance(saga, event, utcnow(), self.policy)
+        if decision.changed:
+            await self._store(session, record, order, decision, previous=saga.state)
+        return decision.saga
+
+    # -- executing commands ------------------------------------------------------------------
+
+    async def run_command(self, session: AsyncSession, event: EventEnvelope) -> None:
+        """Carry out one command, unless the saga has moved past it (a stale duplicate)."""
+        order_id = uuid.UUID(str(event.payload["order_id"]))
+        locked = await self._locked(session, order_id)
+        if locked is None:
+            return
+        record, order = locked
+        saga = Saga.from_dict(record.state)
+        if saga.current is None or saga.current.value != event.payload["action"] or saga.resend:
+            return
+        reply = await self.participants.perform(
+            order, Command(saga.order_id, saga.current, saga.attempt))
+        decision = advance(saga, reply, utcnow(), self.policy)
+        if decision.changed:
+            await self._store(session, record, order, decision, previous=saga.state)
+
+    # -- deadlines ---------------------------------------------------------------------------
+
+    async def tick_due(self, limit: int = 100) -> int:
+        """Tick every unsettled saga past its deadline; returns how many moved."""
+        moved = 0
+        async with self.database.session() as session, session.begin():
+            due = (await session.execute(
+                select(SagaRecord.order_id)
+                .where(SagaRecord.settled.is_(False), SagaRecord.deadline <= utcnow())
+                .order_by(SagaRecord.deadline).limit(limit)
+                .with_for_update(skip_locked=True))).scalars().all()
+            for order_id in due:
+                locked = await self._locked(session, order_id)
+                if locked is None:
+                    continue
+                record, order = locked
+                saga = Saga.from_dict(record.state)
+                decision = advance(saga, Tick(), utcnow(), self.policy)
+                if decision.changed:
+                    moved += 1
+                    await self._store(session, record, order, decision, previous=saga.state)
+        return moved
+
+    async def run_timers(self, interval_seconds: float) -> None:
+        while True:
+            try:
+                await self.tick_due()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # the database may be restarting: try again next round
+                log.exception("saga timer pass failed")
+            await asyncio.sleep(interval_seconds)

@@ -1,0 +1,222 @@
+"""The saga's participants over HTTP: the product service's reservations, the payment
+service and the shipping service.
+
+Identity: the order service calls them as itself — an access token it issues with the
+core :class:`~services.core.auth.TokenService` for subject ``service:<name>`` and the
+``service`` role (services share the signing key). It therefore *owns* the reservations it
+makes, which is what the product service requires to commit or release them, and holds the
+role the payment and shipping services require for refunds and shipments.
+
+Every call carries the saga's idempotency key or an id derived from the order, so a resent
+command repeats the first call. Answers map onto saga events: a definite refusal (out of
+stock, card declined, no carrier) is ``StepFailed``; "not there" during compensation is
+``CompensationDone`` (nothing to undo); anything else — 5xx, timeouts, an open breaker,
+"being made by another request" — raises, so the consumer retries and the deadline resends.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any, Protocol
+
+import httpx
+
+from services.core.auth import TokenService
+from services.order.models import Order
+from services.order.saga import (
+    Command,
+    Compensation,
+    CompensationDone,
+    PaymentActionRequired,
+    SagaEvent,
+    Step,
+    StepFailed,
+    StepSucceeded,
+    reservation_id,
+)
+
+log = logging.getLogger(__name__)
+
+_SHIPMENT_NAMESPACE = uuid.UUID("0e0b8a53-5f4e-4d8f-9a51-7f4d3f3b2c11")
+
+#: Until products carry shipping weights, each unit ships as this nominal parcel.
+NOMINAL_PARCEL = {"weight_grams": 500, "length_mm": 300, "width_mm": 200, "height_mm": 100}
+
+
+class HttpCaller(Protocol):
+    """What is needed of a client: core ``ServiceClient`` and ``httpx.AsyncClient`` fit."""
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response: ...
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response: ...
+
+
+class ParticipantUnavailable(RuntimeError):
+    """The participant gave no usable answer; the command is tried again later."""
+
+
+def shipment_id(order_id: str) -> uuid.UUID:
+    return uuid.uuid5(_SHIPMENT_NAMESPACE, f"shipment:{order_id}")
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text[:200]
+    return str(body.get("message") or body.get("code") or response.status_code)
+
+
+def _code(response: httpx.Response) -> str | None:
+    try:
+        return response.json().get("code")  # type: ignore[no-any-return]
+    except (ValueError, AttributeError):
+        return None
+
+
+def _unavailable(what: str, response: httpx.Response) -> ParticipantUnavailable:
+    return ParticipantUnavailable(f"{what}: HTTP {response.status_code} {_message(response)}")
+
+
+class HttpParticipants:
+    def __init__(self, tokens: TokenService, service_name: str, *, product: HttpCaller,
+                 payment: HttpCaller, shipping: HttpCaller,
+                 reservation_ttl_seconds: int = 1800) -> None:
+        self.tokens = tokens
+        self.subject = f"service:{service_name}"
+        self.product = product
+        self.payment = payment
+        self.shipping = shipping
+        self.reservation_ttl_seconds = reservation_ttl_seconds
+
+    def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
+        token = self.tokens.issue_access(self.subject, ["service"]).token
+        headers = {"Authorization": f"Bearer {token}"}
+        if idempotency_key:
+            headers["Idempotency-Key"] = idempotency_key
+        return headers
+
+    async def perform(self, order: Order, command: Command) -> SagaEvent:
+        match command.action:
+            case Step.RESERVE_INVENTORY:
+                return await self._reserve(order)
+            case Step.COMMIT_INVENTORY:
+                return await self._commit(order)
+            case Compensation.RELEASE_INVENTORY:
+                return await self._release(order)
+            case Step.CHARGE_PAYMENT:
+                return await self._charge(order, command)
+            case Compensation.REFUND_PAYMENT:
+                return await self._refund(order, command)
+            case Step.CREATE_SHIPMENT:
+                return await self._ship(order)
+            case Compensation.CANCEL_SHIPMENT:
+                return await self._cancel_shipment(order)
+        raise AssertionError(f"unknown saga action {command.action!r}")
+
+    # -- inventory ---------------------------------------------------------------------------
+
+    async def _reserve(self, order: Order) -> SagaEvent:
+        rid = reservation_id(str(order.id))
+        response = await self.product.post("/inventory/reservations", headers=self._headers(),
+                                           json={"id": str(rid),
+                                                 "ttl_seconds": self.reservation_ttl_seconds,
+                                                 "lines": [{"variant_id": line["variant_id"],
+                                                            "quantity": line["quantity"]}
+                                                           for line in order.lines]})
+        if response.status_code in (200, 201):
+            if response.json().get("status") == "active":
+                return StepSucceeded(Step.RESERVE_INVENTORY, str(rid))
+            # Released or expired already (we compensated before this retry): no stock held.
+            return StepFailed(Step.RESERVE_INVENTORY, "the reservation is no longer active")
+        if response.status_code == 422 or (response.status_code == 409 and _code(response)
+                                           != "reservation_in_progress"):
+            return StepFailed(Step.RESERVE_INVENTORY, _message(response))
+        raise _unavailable("reserve inventory", response)
+
+    async def _commit(self, order: Order) -> SagaEvent:
+        rid = reservation_id(str(order.id))
+        response = await self.product.post(f"/inventory/reservations/{rid}/commit",
+                                           headers=self._headers())
+        if response.status_code == 200:
+            return StepSucceeded(Step.COMMIT_INVENTORY, str(rid))
+        if response.status_code in (404, 409):
+            return StepFailed(Step.COMMIT_INVENTORY, _message(response))
+        raise _unavailable("commit inventory", response)
+
+    async def _release(self, order: Order) -> SagaEvent:
+        rid = reservation_id(str(order.id))
+        response = await self.product.post(f"/inventory/reservations/{rid}/release",
+                                           headers=self._headers())
+        if response.status_code in (200, 404):
+            return CompensationDone(Compensation.RELEASE_INVENTORY)
+        if response.status_code == 409:
+            # Committed (sold) or already gone: nothing more this compensation can do.
+            log.warning("order %s: reservation not released: %s", order.id, _message(response))
+            return CompensationDone(Compensation.RELEASE_INVENTORY)
+        raise _unavailable("release inventory", response)
+
+    # -- payment -----------------------------------------------------------------------------
+
+    async def _charge(self, order: Order, command: Command) -> SagaEvent:
+        response = await self.payment.post(
+            "/payments", headers=self._headers(command.idempotency_key),
+            json={"order_id": str(order.id), "amount": order.total,
+                  "currency": order.currency, "payment_method": order.payment_method})
+        if response.status_code == 422:
+            return StepFailed(Step.CHARGE_PAYMENT, _message(response))
+        if response.status_code not in (200, 201):
+            raise _unavailable("charge", response)
+        payment = response.json()
+        match payment["status"]:
+            case "succeeded":
+                return StepSucceeded(Step.CHARGE_PAYMENT, payment["id"])
+            case "requires_action":
+                return PaymentActionRequired(payment["id"])
+            case "declined" | "canceled":
+                return StepFailed(Step.CHARGE_PAYMENT, "payment declined: "
+                                  f"{payment.get('failure_message') or payment['status']}")
+        raise ParticipantUnavailable(f"payment still {payment['status']}")
+
+    async def _refund(self, order: Order, command: Command) -> SagaEvent:
+        """Refund whatever was charged for the order, found by order id: the charge's own
+        reply may never have arrived."""
+        listed = await self.payment.get("/payments", headers=self._headers(),
+                                        params={"order_id": str(order.id)})
+        if listed.status_code != 200:
+            raise _unavailable("list payments", listed)
+        for payment in listed.json():
+            if payment["status"] not in ("succeeded", "partially_refunded"):
+                continue
+            response = await self.payment.post(
+                f"/payments/{payment['id']}/refunds", json={"reason": "order cancelled"},
+                headers=self._headers(f"{command.idempotency_key}-{payment['id']}"))
+            if response.status_code not in (200, 201):
+                raise _unavailable("refund", response)
+        return CompensationDone(Compensation.REFUND_PAYMENT)
+
+    # -- shipping ----------------------------------------------------------------------------
+
+    async def _ship(self, order: Order) -> SagaEvent:
+        units = sum(int(line["quantity"]) for line in order.lines)
+        parcel = {**NOMINAL_PARCEL, "weight_grams": NOMINAL_PARCEL["weight_grams"] * units}
+        response = await self.shipping.post("/shipments", headers=self._headers(), json={
+            "id": str(shipment_id(str(order.id))), "order_id": str(order.id),
+            "owner": order.owner, "address": order.shipping_address, "parcels": [parcel],
+            "currency": order.currency})
+        if response.status_code in (200, 201):
+            return StepSucceeded(Step.CREATE_SHIPMENT, response.json()["tracking_number"])
+        if response.status_code in (409, 422):
+            return StepFailed(Step.CREATE_SHIPMENT, _message(response))
+        raise _unavailable("create shipment", response)
+
+    async def _cancel_shipment(self, order: Order) -> SagaEvent:
+        response = await self.shipping.post(
+            f"/shipments/{shipment_id(str(order.id))}/cancel", headers=self._headers())
+        if response.status_code in (200, 404):
+            return CompensationDone(Compensation.CANCEL_SHIPMENT)
+        if response.status_code == 409:
+            log.warning("order %s: shipment not cancelled: %s", order.id, _message(response))
+            return CompensationDone(Compensation.CANCEL_SHIPMENT)
+        raise _unavailable("cancel shipment", response)

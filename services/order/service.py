@@ -1,0 +1,172 @@
+"""Checkout, order history and cancellation.
+
+Checkout is idempotent per (shopper, ``Idempotency-Key``): the order row, its saga and the
+saga's first command commit in one transaction guarded by a unique constraint, so the same
+key sent twice — even at the same instant — yields one order, one saga and therefore one
+charge. Prices come from the catalog at checkout, never from the client.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any, Protocol
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+
+from services.core.auth import Principal
+from services.core.db import Database
+from services.core.errors import Conflict, NotFound, Unprocessable
+from services.order.cart import Cart, CartStore
+from services.order.models import Order, OrderStatusChange
+from services.order.orchestrator import Orchestrator
+from services.order.saga import CancelRequested, SagaState
+from services.order.schemas import CartCheckoutIn, CartItemIn, CheckoutIn, CheckoutLineIn
+
+
+class Pricing(Protocol):
+    """Current unit prices in ``currency`` for the given variants; a variant without a
+    price there is simply absent from the answer."""
+
+    async def prices(self, variant_ids: list[uuid.UUID], currency: str) -> dict[uuid.UUID, int]:
+        ...
+
+
+def _fingerprint(body: CheckoutIn) -> list[Any]:
+    return sorted([str(line.variant_id), line.quantity] for line in body.lines)
+
+
+class OrderService:
+    def __init__(self, database: Database, orchestrator: Orchestrator, pricing: Pricing) -> None:
+        self.database = database
+        self.orchestrator = orchestrator
+        self.pricing = pricing
+
+    async def checkout(self, principal: Principal, body: CheckoutIn,
+                       idempotency_key: str) -> tuple[Order, bool]:
+        """Place an order and start its saga once per key; a repeat returns the first."""
+        existing = await self.by_key(principal.user_id, idempotency_key)
+        if existing is not None:
+            return self._same_request(existing, body), False
+        ids = [line.variant_id for line in body.lines]
+        prices = await self.pricing.prices(ids, body.currency)
+        missing = [str(i) for i in ids if i not in prices]
+        if missing:
+            raise Unprocessable("some items are not sold in this currency",
+                                code="unknown_variant", details={"variant_ids": missing})
+        lines = [{"variant_id": str(line.variant_id), "quantity": line.quantity,
+                  "unit_price": prices[line.variant_id]} for line in body.lines]
+        total = sum(prices[line.variant_id] * line.quantity for line in body.lines)
+        order_id = uuid.uuid4()
+        async with self.database.session() as session, session.begin():
+            inserted = await session.execute(
+                insert(Order).values(
+                    id=order_id, owner=principal.user_id, idempotency_key=idempotency_key,
+                    status=SagaState.PENDING.value, currency=body.currency, total=total,
+                    lines=lines, payment_method=body.payment_method,
+                    shipping_address=body.shipping_address.model_dump())
+                .on_conflict_do_nothing(constraint="uq_orders_owner_idempotency_key")
+                .returning(Order.id))
+            if inserted.first() is None:
+                # A concurrent request with this key won the race (and has committed).
+                order = await self.by_key(principal.user_id, idempotency_key, session)
+                assert order is not None
+                return self._same_request(order, body), False
+            order = await session.get(Order, order_id)
+            assert order is not None
+            await self.orchestrator.begin(session, order)
+        return order, True
+
+    @staticmethod
+    def _same_request(order: Order, body: CheckoutIn) -> Order:
+        lines = sorted([line["variant_id"], line["quantity"]] for line in order.lines)
+        if lines != _fingerprint(body) or order.currency != body.currency:
+            raise Unprocessable("this Idempotency-Key was used for another checkout",
+                                code="idempotency_key_reused")
+        return order
+
+    async def by_key(self, owner: str, key: str, session: Any = None) -> Order | None:
+        query = select(Order).where(Order.owner == owner, Order.idempotency_key == key)
+        if session is not None:
+            return (await session.execute(query)).scalar_one_or_none()  # type: ignore[no-any-return]
+        async with self.database.session() as own:
+            return (await own.execute(query)).scalar_one_or_none()
+
+    async def history(self, principal: Principal, limit: int,
+                      before: uuid.UUID | None) -> list[Order]:
+        query = select(Order).where(Order.owner == principal.user_id)
+        async with self.database.session() as session:
+            if before is not None:
+                anchor = await session.get(Order, before)
+                if anchor is None or anchor.owner != principal.user_id:
+                    raise NotFound("no such order", code="order_not_found")
+                query = query.where(Order.created_at < anchor.created_at)
+            query = query.order_by(Order.created_at.desc(), Order.id).limit(limit)
+            return list((await session.execute(query)).scalars())
+
+    async def detail(self, principal: Principal,
+                     order_id: uuid.UUID) -> tuple[Order, list[OrderStatusChange]]:
+        async with self.database.session() as session:
+            order = await session.get(Order, order_id)
+            if order is None or not (order.owner == principal.user_id
+                                     or principal.has_role("admin")):
+                raise NotFound("no such order", code="order_not_found")
+            timeline = (await session.execute(
+                select(OrderStatusChange).where(OrderStatusChange.order_id == order_id)
+                .order_by(OrderStatusChange.id))).scalars()
+            return order, list(timeline)
+
+    async def cancel(self, principal: Principal, order_id: uuid.UUID, reason: str) -> Order:
+        await self.detail(principal, order_id)  # 404 unless the caller may see it
+        async with self.database.session() as session, session.begin():
+            saga = await self.orchestrator.apply(session, order_id, CancelRequested(reason))
+            order = await session.get(Order, order_id)
+            assert order is not None and saga is not None
+        if saga.state not in (SagaState.CANCELLING, SagaState.CANCELLED):
+            raise Conflict(f"a {saga.state.value} order can no longer be cancelled",
+                           code="order_not_cancellable")
+        return order
+
+
+class CartService:
+    """The cart's rules: prices come from the catalog, a checkout re-checks them."""
+
+    def __init__(self, carts: CartStore, pricing: Pricing, orders: OrderService) -> None:
+        self.carts = carts
+        self.pricing = pricing
+        self.orders = orders
+
+    async def add(self, owner: str, body: CartItemIn) -> Cart:
+        prices = await self.pricing.prices([body.variant_id], body.currency)
+        if body.variant_id not in prices:
+            raise Unprocessable("this item is not sold in this currency",
+                                code="unknown_variant")
+        return await self.carts.add(owner, body.variant_id, body.quantity, body.currency,
+                                    prices[body.variant_id])
+
+    async def checkout(self, principal: Principal, body: CartCheckoutIn,
+                       idempotency_key: str) -> tuple[Order, bool]:
+        """Check the cart out; refuse (and refresh the snapshot) when a price moved."""
+        cart = await self.carts.get(principal.user_id)
+        if not cart.lines or cart.currency is None:
+            existing = await self.orders.by_key(principal.user_id, idempotency_key)
+            if existing is not None:  # a retry after the cart was already emptied
+                return existing, False
+            raise Unprocessable("the cart is empty", code="cart_empty")
+        ids = [line.variant_id for line in cart.lines]
+        current = await self.pricing.prices(ids, cart.currency)
+        changed = [{"variant_id": str(line.variant_id), "was": line.unit_price,
+                    "now": current.get(line.variant_id)}
+                   for line in cart.lines if current.get(line.variant_id) != line.unit_price]
+        if changed:
+            await self.carts.refresh_prices(principal.user_id, current)
+            raise Conflict("prices changed since these items were added; review the cart",
+                           code="price_changed", details=changed)
+        order, created = await self.orders.checkout(principal, CheckoutIn(
+            lines=[CheckoutLineIn(variant_id=line.variant_id, quantity=line.quantity)
+                   for line in cart.lines],
+            currency=cart.currency, payment_method=body.payment_method,
+            shipping_address=body.shipping_address), idempotency_key)
+        if created:
+            await self.carts.clear(principal.user_id)
+        return order, created

@@ -1,0 +1,26 @@
+"""The order service's settings: the core's, plus the saga's timing."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from services.core.settings import ServiceSettings
+
+
+class OrderSettings(ServiceSettings):
+    service_name: str = Field(
+        "order", pattern=r"^[a-z][a-z0-9-]{0,62}$",
+        description="Name of this service: schema, cache prefix, event source and topic.",
+    )
+    saga_step_timeout_seconds: float = Field(
+        30.0, gt=0, description="How long a saga step may go unanswered before it is resent "
+        "(and, after saga_max_attempts, compensated).",
+    )
+    saga_max_attempts: int = Field(3, ge=1, description="Sends of a forward step before the "
+                                   "saga gives up and compensates.")
+    saga_customer_action_timeout_seconds: float = Field(
+        900.0, gt=0, description="Time a shopper has to finish 3-D Secure.")
+    saga_timer_interval_seconds: float = Field(
+        1.0, gt=0, description="How often sagas past their deadline are looked for.")
+    cart_ttl_seconds: int = Field(
+        30 * 86_400, ge=60, description="How long an untouched cart is kept.")

@@ -1,0 +1,1 @@
+"""The payment service: Stripe PaymentIntents, refunds, webhooks, an audit log; no card data."""

@@ -1,0 +1,58 @@
+"""The payment service's app: the core, plus the payment gateway chosen by settings.
+
+Run with ``python -m services.payment`` or ``uvicorn services.payment.app:app``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+
+from services.core.app import ServiceRuntime, create_service_app
+from services.payment import api
+from services.payment.events import Publisher
+from services.payment.gateway import PaymentGateway, SandboxGateway, StripeGateway
+from services.payment.models import MIGRATIONS
+from services.payment.service import PaymentService
+from services.payment.settings import PaymentSettings
+
+DESCRIPTION = """Stripe PaymentIntents confirmed with tokenized payment methods, refunds,
+signed webhooks and an append-only audit log. Only a card's brand and last four digits are
+ever stored. Amounts are integers in the currency's minor unit."""
+
+
+def gateway_from_settings(settings: PaymentSettings) -> PaymentGateway:
+    if settings.payment_backend == "stripe":
+        if settings.stripe_api_key is None:
+            raise ValueError("payment_backend=stripe needs stripe_api_key")
+        return StripeGateway(settings.stripe_api_key.get_secret_value(),
+                             api_base=settings.stripe_api_base)
+    return SandboxGateway()
+
+
+def create_app(settings: PaymentSettings | None = None,
+               gateway: PaymentGateway | None = None) -> FastAPI:
+    settings = settings or PaymentSettings()
+    chosen = gateway or gateway_from_settings(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI, runtime: ServiceRuntime) -> AsyncIterator[None]:
+        app.state.payments = PaymentService(runtime.require_database(), chosen,
+                                            Publisher(settings.service_name), settings)
+        yield
+
+    return create_service_app(
+        settings, routers=[api.router], migrations=MIGRATIONS, lifespan_hooks=[lifespan],
+        title="kommerce payment", description=DESCRIPTION,
+    )
+
+
+def __getattr__(name: str) -> FastAPI:
+    """``services.payment.app:app`` for uvicorn, built on first access from the environment
+    (so importing this module has no side effects)."""
+    if name == "app":
+        globals()["app"] = built = create_app()
+        return built
+    raise AttributeError(name)

@@ -1,0 +1,411 @@
+"""Where money actually moves: one interface, two backends.
+
+:class:`StripeGateway` talks to Stripe with the official library's async client;
+:class:`SandboxGateway` answers locally the way Stripe answers its documented test payment
+methods, so an embedded or offline shop can take the whole checkout — declines included —
+without an account. Everything above this module sees only :class:`ChargeResult` and
+:class:`RefundResult`, and never a card number: callers pass Stripe payment method tokens
+(``pm_...``) that the browser obtained from Stripe.js, and get back brand and last four.
+
+Every mutating call takes an idempotency key, passed to Stripe as its ``Idempotency-Key``,
+so a retry after a lost reply repeats the first charge or refund instead of making another.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any, Protocol
+
+import stripe
+
+from services.core.errors import InvalidRequest, ServiceUnavailable, Unprocessable
+
+#: Stripe payment method ids. Anything else — above all a run of digits that might be a card
+#: number — is refused before it reaches a log line, a database or the wire.
+PAYMENT_METHOD_PATTERN = re.compile(r"^pm_[A-Za-z0-9_]{1,200}$")
+
+
+class ChargeStatus(StrEnum):
+    SUCCEEDED = "succeeded"
+    #: The shopper must authenticate (3-D Secure); ``client_secret`` lets Stripe.js do it.
+    REQUIRES_ACTION = "requires_action"
+    PROCESSING = "processing"
+    DECLINED = "declined"
+    CANCELED = "canceled"
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeResult:
+    """A PaymentIntent's outcome with only what we may keep (PCI DSS: brand and last4)."""
+
+    intent_id: str | None
+    status: ChargeStatus
+    amount: int
+    currency: str
+    client_secret: str | None = None
+    card_brand: str | None = None
+    card_last4: str | None = None
+    decline_code: str | None = None
+    failure_message: str | None = None
+    #: Stripe Radar's ``outcome.risk_level``: normal, elevated or highest.
+    risk_level: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RefundResult:
+    refund_id: str
+    intent_id: str
+    amount: int
+    status: str
+
+
+@dataclass(frozen=True, slots=True)
+class SavedCard:
+    """A payment method kept on a customer for later: its id and what a shopper needs to
+    recognise it — never the number."""
+
+    id: str
+    brand: str | None
+    last4: str | None
+
+
+class GatewayError(ServiceUnavailable):
+    """The payment provider could not be reached or failed on its side; try again later."""
+
+    code = "payment_provider_unavailable"
+
+
+class PaymentGateway(Protocol):
+    """What the payment service needs from a provider."""
+
+    async def create_customer(self, *, email: str | None, idempotency_key: str) -> str: ...
+
+    async def charge(self, *, amount: int, currency: str, payment_method: str,
+                     idempotency_key: str, customer: str | None = None,
+                     metadata: dict[str, str] | None = None) -> ChargeResult: ...
+
+    async def refund(self, *, intent_id: str, amount: int | None,
+                     idempotency_key: str) -> RefundResult: ...
+
+    async def cancel(self, *, intent_id: str, idempotency_key: str) -> ChargeResult: ...
+
+    async def attach(self, *, customer: str, payment_method: str,
+                     idempotency_key: str) -> SavedCard: ...
+
+    async def detach(self, *, payment_method: str, idempotency_key: str) -> None: ...
+
+
+def check_payment_method(payment_method: str) -> str:
+    """Refuse anything that is not a tokenized payment method (never echo it back)."""
+    if not PAYMENT_METHOD_PATTERN.fullmatch(payment_method):
+        raise InvalidRequest("payment_method must be a Stripe payment method id (pm_...); "
+                             "card numbers are never accepted", code="invalid_payment_method")
+    return payment_method
+
+
+def check_amount(amount: int, currency: str) -> None:
+    if amount < 1:
+        raise InvalidRequest("amount must be at least 1 (minor units)", code="invalid_amount")
+    if not re.fullmatch(r"[a-z]{3}", currency):
+        raise InvalidRequest("currency must be a three-letter ISO code in lower case",
+                             code="invalid_currency")
+
+
+# -- Stripe ----------------------------------------------------------------------------------
+
+
+class StripeGateway:
+    """Stripe PaymentIntents, confirmed server-side with the shopper's payment method."""
+
+    def __init__(self, api_key: str, *, api_base: str | None = None,
+                 max_network_retries: int = 2,
+                 http_client: stripe.HTTPClient | None = None) -> None:
+        options: dict[str, Any] = {"http_client": http_client or stripe.HTTPXClient(),
+                                   "max_network_retries": max_network_retries}
+        if api_base:
+            options["base_addresses"] = {"api": api_base}
+        self._client = stripe.StripeClient(api_key, **options)
+
+    async def create_customer(self, *, email: str | None, idempotency_key: str) -> str:
+        params: dict[str, Any] = {"email": email} if email else {}
+        customer = await self._call(self._client.v1.customers.create_async(
+            params=params, options={"idempotency_key": idempotency_key}))
+        return str(customer.id)
+
+    async def charge(self, *, amount: int, currency: str, payment_method: str,
+                     idempotency_key: str, customer: str | None = None,
+                     metadata: dict[str, str] | None = None) -> ChargeResult:
+        check_amount(amount, currency)
+        params: dict[str, Any] = {
+            "amount": amount, "currency": currency,
+            "payment_method": check_payment_method(payment_method),
+            "payment_method_types": ["card"], "confirm": True,
+            "metadata": metadata or {},
+            "expand": ["payment_method", "latest_charge"],
+        }
+        if customer:
+            params["customer"] = customer
+        try:
+            intent = await self._client.v1.payment_intents.create_async(
+                params=params, options={"idempotency_key": idempotency_key})
+        except stripe.CardError as exc:
+            return _declined(exc, amount, currency)
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+        return _from_intent(intent)
+
+    async def refund(self, *, intent_id: str, amount: int | None,
+                     idempotency_key: str) -> RefundResult:
+        params: dict[str, Any] = {"payment_intent": intent_id}
+        if amount is not None:
+            params["amount"] = amount
+        refund = await self._call(self._client.v1.refunds.create_async(
+            params=params, options={"idempotency_key": idempotency_key}))
+        return RefundResult(refund_id=str(refund.id), intent_id=intent_id,
+                            amount=int(refund.amount), status=str(refund.status))
+
+    async def cancel(self, *, intent_id: str, idempotency_key: str) -> ChargeResult:
+        intent = await self._call(self._client.v1.payment_intents.cancel_async(
+            intent_id, options={"idempotency_key": idempotency_key}))
+        return _from_intent(intent)
+
+    async def attach(self, *, customer: str, payment_method: str,
+                     idempotency_key: str) -> SavedCard:
+        method = await self._call(self._client.v1.payment_methods.attach_async(
+            check_payment_method(payment_method), params={"customer": customer},
+            options={"idempotency_key": idempotency_key}))
+        return SavedCard(id=str(method.id), brand=_attr(method, "card", "brand"),
+                         last4=_attr(method, "card", "last4"))
+
+    async def detach(self, *, payment_method: str, idempotency_key: str) -> None:
+        await self._call(self._client.v1.payment_methods.detach_async(
+            check_payment_method(payment_method), options={"idempotency_key": idempotency_key}))
+
+    @staticmethod
+    async def _call(awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except stripe.StripeError as exc:
+            raise _translate(exc) from exc
+
+
+def _translate(exc: stripe.StripeError) -> Exception:
+    """Client mistakes become 4xx with Stripe's message; outages become 503, never 500."""
+    if isinstance(exc, stripe.IdempotencyError):
+        return Unprocessable("this idempotency key was used with different parameters",
+                             code="idempotency_key_reused")
+    if isinstance(exc, stripe.InvalidRequestError):
+        return Unprocessable(exc.user_message or "the payment provider refused the request",
+                             code=exc.code or "payment_invalid_request")
+    return GatewayError("the payment provider is unavailable; try again shortly")
+
+
+def _attr(obj: Any, *path: str) -> Any:
+    for name in path:
+        if obj is None or isinstance(obj, str):
+            return None
+        obj = obj.get(name) if isinstance(obj, dict) else getattr(obj, name, None)
+    return obj
+
+
+_STATUS = {"succeeded": ChargeStatus.SUCCEEDED, "requires_action": ChargeStatus.REQUIRES_ACTION,
+           "processing": ChargeStatus.PROCESSING, "canceled": ChargeStatus.CANCELED,
+           "requires_payment_method": ChargeStatus.DECLINED}
+
+
+def _from_intent(intent: Any) -> ChargeResult:
+    status = _STATUS.get(str(intent.status), ChargeStatus.PROCESSING)
+    error = _attr(intent, "last_payment_error")
+    return ChargeResult(
+        intent_id=str(intent.id), status=status, amount=int(intent.amount),
+        currency=str(intent.currency),
+        client_secret=_attr(intent, "client_secret") if status is ChargeStatus.REQUIRES_ACTION
+        else None,
+        card_brand=_attr(intent, "payment_method", "card", "brand"),
+        card_last4=_attr(intent, "payment_method", "card", "last4"),
+        decline_code=_attr(error, "decline_code") or _attr(error, "code")
+        if status is ChargeStatus.DECLINED else None,
+        failure_message=_attr(error, "message") if status is ChargeStatus.DECLINED else None,
+        risk_level=_attr(intent, "latest_charge", "outcome", "risk_level"),
+    )
+
+
+def _declined(exc: stripe.CardError, amount: int, currency: str) -> ChargeResult:
+    error = exc.error
+    return ChargeResult(
+        intent_id=_attr(error, "payment_intent", "id"), status=ChargeStatus.DECLINED,
+        amount=amount, currency=currency,
+        card_brand=_attr(error, "payment_method", "card", "brand"),
+        card_last4=_attr(error, "payment_method", "card", "last4"),
+        decline_code=_attr(error, "decline_code") or exc.code or "card_declined",
+        failure_message=exc.user_message or "Your card was declined.",
+        risk_level=_attr(error, "payment_intent", "latest_charge", "outcome", "risk_level"),
+    )
+
+
+# -- the local sandbox -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TestCard:
+    brand: str
+    last4: str
+    outcome: str  # succeeded | declined | requires_action
+    decline_code: str | None = None
+    message: str | None = None
+    risk_level: str = "normal"
+
+
+#: Stripe's documented test payment methods and what Stripe does with each.
+TEST_CARDS: dict[str, TestCard] = {
+    "pm_card_visa": TestCard("visa", "4242", "succeeded"),
+    "pm_card_visa_debit": TestCard("visa", "5556", "succeeded"),
+    "pm_card_mastercard": TestCard("mastercard", "4444", "succeeded"),
+    "pm_card_amex": TestCard("amex", "8431", "succeeded"),
+    "pm_card_chargeDeclined": TestCard("visa", "0002", "declined", "generic_decline",
+                                       "Your card was declined."),
+    "pm_card_chargeDeclinedInsufficientFunds": TestCard(
+        "visa", "9995", "declined", "insufficient_funds", "Your card has insufficient funds."),
+    "pm_card_chargeDeclinedFraudulent": TestCard(
+        "visa", "0019", "declined", "fraudulent", "Your card was declined.", "highest"),
+    "pm_card_chargeDeclinedExpiredCard": TestCard(
+        "visa", "0069", "declined", "expired_card", "Your card has expired."),
+    "pm_card_riskLevelElevated": TestCard("visa", "9235", "succeeded", risk_level="elevated"),
+    "pm_card_authenticationRequired": TestCard("visa", "3184", "requires_action"),
+    "pm_card_threeDSecure2Required": TestCard("visa", "3220", "requires_action"),
+}
+
+
+@dataclass
+class _SandboxIntent:
+    result: ChargeResult
+    request: tuple[Any, ...]
+    refunded: int = 0
+
+
+@dataclass
+class SandboxGateway:
+    """Stripe's test-mode behaviour, in memory: for the embedded default and for tests of
+    the decline paths that stripe-mock (which never declines) cannot exercise."""
+
+    _intents: dict[str, _SandboxIntent] = field(default_factory=dict)
+    _by_key: dict[str, tuple[tuple[Any, ...], Any]] = field(default_factory=dict)
+    _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    _sequence: int = 0
+    #: Saved methods: their new id -> the test card they were made from.
+    _saved: dict[str, TestCard] = field(default_factory=dict)
+
+    def _card(self, payment_method: str) -> TestCard | None:
+        return self._saved.get(payment_method) or TEST_CARDS.get(payment_method)
+
+    def _next_id(self, prefix: str) -> str:
+        self._sequence += 1
+        return f"{prefix}_sandbox{self._sequence:010d}"
+
+    async def _once(self, key: str, request: tuple[Any, ...], make: Any) -> Any:
+        """Stripe's idempotency: the same key repeats the first answer; the same key with
+        other parameters is an error rather than a second operation."""
+        async with self._lock:
+            if key in self._by_key:
+                first_request, answer = self._by_key[key]
+                if first_request != request:
+                    raise Unprocessable("this idempotency key was used with different "
+                                        "parameters", code="idempotency_key_reused")
+                return answer
+            answer = make()
+            self._by_key[key] = (request, answer)
+            return answer
+
+    async def create_customer(self, *, email: str | None, idempotency_key: str) -> str:
+        return str(await self._once(idempotency_key, ("customer", email),
+                                    lambda: self._next_id("cus")))
+
+    async def charge(self, *, amount: int, currency: str, payment_method: str,
+                     idempotency_key: str, customer: str | None = None,
+                     metadata: dict[str, str] | None = None) -> ChargeResult:
+        check_amount(amount, currency)
+        check_payment_method(payment_method)
+        card = self._card(payment_method)
+        if card is None:
+            raise Unprocessable("unknown payment method; the sandbox knows Stripe's test "
+                                "methods such as pm_card_visa", code="resource_missing")
+        request = ("charge", amount, currency, payment_method, customer)
+
+        def make() -> ChargeResult:
+            intent_id = self._next_id("pi")
+            status = {"succeeded": ChargeStatus.SUCCEEDED, "declined": ChargeStatus.DECLINED,
+                      "requires_action": ChargeStatus.REQUIRES_ACTION}[card.outcome]
+            result = ChargeResult(
+                intent_id=intent_id, status=status, amount=amount, currency=currency,
+                client_secret=f"{intent_id}_secret_sandbox"
+                if status is ChargeStatus.REQUIRES_ACTION else None,
+                card_brand=card.brand, card_last4=card.last4, decline_code=card.decline_code,
+                failure_message=card.message, risk_level=card.risk_level)
+            self._intents[intent_id] = _SandboxIntent(result, request)
+            return result
+
+        result: ChargeResult = await self._once(idempotency_key, request, make)
+        return result
+
+    async def refund(self, *, intent_id: str, amount: int | None,
+                     idempotency_key: str) -> RefundResult:
+        def make() -> RefundResult:
+            intent = self._intents.get(intent_id)
+            if intent is None:
+                raise Unprocessable("no such payment intent", code="resource_missing")
+            if intent.result.status is not ChargeStatus.SUCCEEDED:
+                raise Unprocessable("only a succeeded payment can be refunded",
+                                    code="charge_not_refundable")
+            left = intent.result.amount - intent.refunded
+            wanted = left if amount is None else amount
+            if wanted < 1 or wanted > left:
+                raise Unprocessable(f"refund amount must be between 1 and {left}",
+                                    code="amount_too_large")
+            intent.refunded += wanted
+            return RefundResult(refund_id=self._next_id("re"), intent_id=intent_id,
+                                amount=wanted, status="succeeded")
+
+        result: RefundResult = await self._once(idempotency_key,
+                                                ("refund", intent_id, amount), make)
+        return result
+
+    async def cancel(self, *, intent_id: str, idempotency_key: str) -> ChargeResult:
+        def make() -> ChargeResult:
+            intent = self._intents.get(intent_id)
+            if intent is None:
+                raise Unprocessable("no such payment intent", code="resource_missing")
+            if intent.result.status is ChargeStatus.SUCCEEDED:
+                raise Unprocessable("a succeeded payment is refunded, not canceled",
+                                    code="payment_intent_unexpected_state")
+            intent.result = replace(intent.result, status=ChargeStatus.CANCELED,
+                                    client_secret=None)
+            return intent.result
+
+        result: ChargeResult = await self._once(idempotency_key, ("cancel", intent_id), make)
+        return result
+
+    async def attach(self, *, customer: str, payment_method: str,
+                     idempotency_key: str) -> SavedCard:
+        check_payment_method(payment_method)
+        card = self._card(payment_method)
+        if card is None:
+            raise Unprocessable("unknown payment method; the sandbox knows Stripe's test "
+                                "methods such as pm_card_visa", code="resource_missing")
+
+        def make() -> SavedCard:
+            # Like Stripe attaching a test method: a new id, usable for later charges.
+            saved_id = self._next_id("pm")
+            self._saved[saved_id] = card
+            return SavedCard(id=saved_id, brand=card.brand, last4=card.last4)
+
+        result: SavedCard = await self._once(idempotency_key,
+                                             ("attach", customer, payment_method), make)
+        return result
+
+    async def detach(self, *, payment_method: str, idempotency_key: str) -> None:
+        check_payment_method(payment_method)
+        await self._once(idempotency_key, ("detach", payment_method),
+                         lambda: self._saved.pop(payment_method, None))

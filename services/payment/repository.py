@@ -1,0 +1,80 @@
+"""SQL for payments, refunds, the audit log and webhook bookkeeping."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.payment.models import AuditEntry, Payment, Refund, WebhookEvent
+
+
+async def payment_by_key(session: AsyncSession, key: str, *,
+                         for_update: bool = False) -> Payment | None:
+    query = select(Payment).where(Payment.idempotency_key == key)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def payment_by_id(session: AsyncSession, payment_id: uuid.UUID, *,
+                        for_update: bool = False) -> Payment | None:
+    query = select(Payment).where(Payment.id == payment_id)
+    if for_update:
+        query = query.with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def payments_for_order(session: AsyncSession, order_id: str) -> list[Payment]:
+    query = select(Payment).where(Payment.order_id == order_id).order_by(Payment.created_at)
+    return list((await session.execute(query)).scalars())
+
+
+async def payment_by_intent(session: AsyncSession, intent_id: str) -> Payment | None:
+    query = select(Payment).where(Payment.intent_id == intent_id).with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def claim_payment(session: AsyncSession, values: dict[str, Any]) -> bool:
+    """Insert a pending payment unless its idempotency key exists; True if this call did."""
+    inserted = await session.execute(
+        insert(Payment).values(id=uuid.uuid4(), status="pending", needs_review=False,
+                               refunded_amount=0, **values)
+        .on_conflict_do_nothing(index_elements=[Payment.idempotency_key])
+        .returning(Payment.id))
+    return inserted.first() is not None
+
+
+async def touch(session: AsyncSession, payment: Payment) -> None:
+    """Write the payment's changes with the database's clock, and read the row back."""
+    await session.execute(update(Payment).where(Payment.id == payment.id)
+                          .values(updated_at=func.now()))
+    await session.refresh(payment)
+
+
+async def refund_by_key(session: AsyncSession, key: str) -> Refund | None:
+    return (await session.execute(
+        select(Refund).where(Refund.idempotency_key == key))).scalar_one_or_none()
+
+
+async def audit(session: AsyncSession, payment_id: uuid.UUID | None, action: str, actor: str,
+                details: dict[str, Any]) -> None:
+    session.add(AuditEntry(payment_id=payment_id, action=action, actor=actor,
+                           details=details))
+
+
+async def audit_trail(session: AsyncSession, payment_id: uuid.UUID) -> list[AuditEntry]:
+    query = (select(AuditEntry).where(AuditEntry.payment_id == payment_id)
+             .order_by(AuditEntry.id))
+    return list((await session.execute(query)).scalars())
+
+
+async def first_delivery(session: AsyncSession, event_id: str, event_type: str) -> bool:
+    """Record a webhook event id; False when it was applied before."""
+    inserted = await session.execute(
+        insert(WebhookEvent).values(event_id=event_id, event_type=event_type)
+        .on_conflict_do_nothing().returning(WebhookEvent.event_id))
+    return inserted.first() is not None

@@ -1,0 +1,1 @@
+"""The shipping service: rates by weight, size, zone and service level; carriers behind adapters."""

@@ -1,0 +1,174 @@
+"""Rates, shipments and tracking.
+
+A shipment is created once per caller-chosen id (the order saga derives it from the order),
+so a retried create returns the first shipment and its label. Tracking events are stored
+once per (shipment, status, time) and only move a shipment forward: a late "in transit"
+scan never un-delivers a parcel.
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+
+from sqlalchemy import select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core.auth import Principal
+from services.core.db import Database
+from services.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from services.shipping.events import (
+    SHIPMENT_CANCELLED,
+    SHIPMENT_CREATED,
+    SHIPMENT_DELIVERED,
+    SHIPMENT_STATUS_CHANGED,
+    Publisher,
+)
+from services.shipping.models import Shipment, TrackingEvent
+from services.shipping.rates import (
+    Carrier,
+    Parcel,
+    Quote,
+    RateError,
+    RateRequest,
+    ServiceLevel,
+    quote,
+)
+from services.shipping.schemas import ParcelIn, ShipmentIn, TrackingIn
+from services.shipping.settings import ShippingSettings
+
+PRIVILEGED_ROLES = frozenset({"admin", "service"})
+
+#: How far along each status is; tracking only moves a shipment forward.
+PROGRESS = {"created": 0, "picked_up": 1, "in_transit": 2, "out_for_delivery": 3,
+            "exception": 3, "delivered": 4}
+FINAL = {"delivered", "cancelled"}
+
+
+def _privileged(principal: Principal) -> None:
+    if not principal.roles & PRIVILEGED_ROLES:
+        raise Forbidden("the 'admin' or 'service' role is required", code="missing_role")
+
+
+def _parcels(parcels: Sequence[ParcelIn]) -> tuple[Parcel, ...]:
+    return tuple(Parcel(p.weight_grams, p.length_mm, p.width_mm, p.height_mm) for p in parcels)
+
+
+class ShippingService:
+    def __init__(self, database: Database, carriers: Sequence[Carrier], publisher: Publisher,
+                 settings: ShippingSettings) -> None:
+        self.database = database
+        self.carriers = carriers
+        self.publisher = publisher
+        self.settings = settings
+
+    async def rates(self, destination: str, parcels: Sequence[ParcelIn], currency: str,
+                    levels: Sequence[str]) -> list[Quote]:
+        try:
+            return await quote(self.carriers, RateRequest(
+                self.settings.ship_from_country, destination, _parcels(parcels), currency,
+                frozenset(ServiceLevel(level) for level in levels)),
+                self.settings.carrier_timeout_seconds)
+        except RateError as exc:
+            raise Unprocessable(str(exc), code="no_rate") from exc
+
+    async def create(self, principal: Principal, body: ShipmentIn) -> tuple[Shipment, bool]:
+        _privileged(principal)
+        async with self.database.session() as session:
+            existing = await session.get(Shipment, body.id)
+        if existing is not None:
+            if existing.order_id != body.order_id:
+                raise Conflict("this shipment id belongs to another order",
+                               code="shipment_id_reused")
+            return existing, False
+        offers = await self.rates(body.address.country, body.parcels, body.currency,
+                                  [body.service_level])
+        chosen = offers[0]
+        tracking = f"KM{secrets.token_hex(8).upper()}"
+        label = {"format": "record", "carrier": chosen.carrier, "tracking_number": tracking,
+                 "ship_from_country": self.settings.ship_from_country,
+                 "ship_to": body.address.model_dump(), "service_level": chosen.service_level,
+                 "billable_weight_grams": chosen.billable_weight_grams}
+        async with self.database.session() as session, session.begin():
+            inserted = await session.execute(
+                insert(Shipment).values(
+                    id=body.id, order_id=body.order_id, owner=body.owner, status="created",
+                    carrier=chosen.carrier, service_level=chosen.service_level.value,
+                    tracking_number=tracking, amount=chosen.amount, currency=chosen.currency,
+                    address=body.address.model_dump(),
+                    parcels=[p.model_dump() for p in body.parcels], label=label)
+                .on_conflict_do_nothing(index_elements=[Shipment.id]).returning(Shipment.id))
+            created = inserted.first() is not None
+            shipment = await session.get(Shipment, body.id)
+            assert shipment is not None
+            if created:
+                await self._announce(session, SHIPMENT_CREATED, shipment)
+        return shipment, created
+
+    async def cancel(self, principal: Principal, shipment_id: uuid.UUID) -> Shipment:
+        _privileged(principal)
+        async with self.database.session() as session, session.begin():
+            shipment = await self._locked(session, shipment_id)
+            if shipment.status == "cancelled":
+                return shipment
+            if PROGRESS.get(shipment.status, 0) > 0:
+                raise Conflict(f"a {shipment.status} shipment can no longer be cancelled",
+                               code="shipment_not_cancellable")
+            shipment.status = "cancelled"
+            await self._announce(session, SHIPMENT_CANCELLED, shipment)
+        return shipment
+
+    async def track(self, principal: Principal, shipment_id: uuid.UUID,
+                    body: TrackingIn) -> Shipment:
+        _privileged(principal)
+        async with self.database.session() as session, session.begin():
+            shipment = await self._locked(session, shipment_id)
+            if shipment.status == "cancelled":
+                raise Conflict("the shipment was cancelled", code="shipment_cancelled")
+            added = await session.execute(
+                insert(TrackingEvent).values(
+                    shipment_id=shipment.id, status=body.status.value,
+                    description=body.description, location=body.location,
+                    occurred_at=body.occurred_at)
+                .on_conflict_do_nothing(constraint="uq_tracking_events_scan")
+                .returning(TrackingEvent.id))
+            if added.first() is None or shipment.status in FINAL:
+                return shipment
+            if PROGRESS[body.status.value] >= PROGRESS.get(shipment.status, 0):
+                shipment.status = body.status.value
+                await self._announce(session, SHIPMENT_STATUS_CHANGED, shipment,
+                                     description=body.description)
+                if shipment.status == "delivered":
+                    await self._announce(session, SHIPMENT_DELIVERED, shipment)
+        return shipment
+
+    async def detail(self, principal: Principal,
+                     shipment_id: uuid.UUID) -> tuple[Shipment, list[TrackingEvent]]:
+        async with self.database.session() as session:
+            shipment = await session.get(Shipment, shipment_id)
+            if shipment is None or not (shipment.owner == principal.user_id
+                                        or principal.roles & PRIVILEGED_ROLES):
+                raise NotFound("no such shipment", code="shipment_not_found")
+            events = (await session.execute(
+                select(TrackingEvent).where(TrackingEvent.shipment_id == shipment_id)
+                .order_by(TrackingEvent.occurred_at, TrackingEvent.id))).scalars()
+            return shipment, list(events)
+
+    async def _locked(self, session: AsyncSession, shipment_id: uuid.UUID) -> Shipment:
+        result = await session.execute(
+            select(Shipment).where(Shipment.id == shipment_id).with_for_update())
+        shipment: Shipment | None = result.scalar_one_or_none()
+        if shipment is None:
+            raise NotFound("no such shipment", code="shipment_not_found")
+        return shipment
+
+    async def _announce(self, session: AsyncSession, event_type: str, shipment: Shipment,
+                        description: str | None = None) -> None:
+        shipment.updated_at = datetime.now(UTC)
+        await self.publisher.publish(session, event_type, shipment.order_id, {
+            "shipment_id": str(shipment.id), "order_id": shipment.order_id,
+            "owner": shipment.owner, "status": shipment.status, "carrier": shipment.carrier,
+            "tracking_number": shipment.tracking_number, "description": description})

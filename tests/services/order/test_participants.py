@@ -1,0 +1,242 @@
+"""The saga's HTTP participants against the real product, payment and shipping services
+(in-process, on PostgreSQL and Redis), calling as the order service's own identity: the
+forward steps reserve, charge, ship and commit; a declined card is a refusal; the
+compensations release, refund and cancel; and repeating any command changes nothing."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+
+from services.core.auth import TokenService
+from services.order.app import create_app as create_order_app
+from services.order.models import Order
+from services.order.participants import HttpParticipants
+from services.order.saga import (
+    Command,
+    Compensation,
+    CompensationDone,
+    StepFailed,
+    StepSucceeded,
+    reservation_id,
+)
+from services.order.saga import Step as S
+from services.order.settings import OrderSettings
+from services.payment.app import create_app as create_payment_app
+from services.payment.gateway import SandboxGateway
+from services.product.app import create_app as create_product_app
+from services.shipping.app import create_app as create_shipping_app
+from services.shipping.settings import ShippingSettings
+from tests.services.order.conftest import order_settings
+from tests.services.payment.conftest import payment_settings
+from tests.services.product.conftest import product_settings, variant
+from tests.services.support import eventually, running, unique
+
+if TYPE_CHECKING:
+    from kommerce.testbed.postgres import PostgresServer
+    from kommerce.testbed.redis import RedisServer
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+ADDRESS = {"name": "Ann Shopper", "line1": "1 Main St", "city": "Springfield",
+           "postal_code": "12345", "country": "US"}
+
+
+@dataclass
+class Services:
+    participants: HttpParticipants
+    product: httpx.AsyncClient
+    payment: httpx.AsyncClient
+    shipping: httpx.AsyncClient
+    tokens: TokenService
+    variant_id: str
+
+    def admin(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens.issue_access('root', ['admin']).token}"}
+
+
+@pytest.fixture(scope="module")
+async def services(postgres_server: PostgresServer,
+                   redis_server: RedisServer) -> AsyncIterator[Services]:
+    url = postgres_server.create_database(unique("participants"))
+    common: dict[str, Any] = {"environment": "test", "log_json": False, "database_url": url,
+                              "redis_url": redis_server.url,
+                              "event_topic_prefix": unique("t") + ".",
+                              "outbox_poll_interval_seconds": 0.1}
+    async with AsyncExitStack() as stack:
+        product = await stack.enter_async_context(running(create_product_app(
+            product_settings(url, redis_server.url))))
+        payment = await stack.enter_async_context(running(create_payment_app(
+            payment_settings(url, redis_server.url), gateway=SandboxGateway())))
+        shipping = await stack.enter_async_context(running(create_shipping_app(
+            ShippingSettings(**common, database_schema=unique("shipping"),
+                             cache_prefix=unique("s") + ":"))))
+        order_settings = OrderSettings(**common, database_schema=unique("order"))
+        tokens = TokenService(order_settings)
+        services = Services(
+            HttpParticipants(tokens, "order", product=product, payment=payment,
+                             shipping=shipping),
+            product, payment, shipping, tokens, "")
+        slug = f"things-{uuid.uuid4().hex[:8]}"
+        created = await product.post("/categories", headers=services.admin(),
+                                     json={"slug": slug, "name": "Things"})
+        assert created.status_code == 201, created.text
+        made = await product.post("/products", headers=services.admin(), json={
+            "category": created.json()["slug"], "name": "Widget",
+            "variants": [variant(amount=1250, currency="USD", stock=1_000)]})
+        assert made.status_code == 201, made.text
+        services.variant_id = made.json()["variants"][0]["id"]
+        yield services
+
+
+def an_order(services: Services, method: str = "pm_card_visa", quantity: int = 2) -> Order:
+    return Order(id=uuid.uuid4(), owner="ann", idempotency_key=unique("k"), status="PENDING",
+                 currency="usd", total=2500, payment_method=method,
+                 lines=[{"variant_id": services.variant_id, "quantity": quantity,
+                         "unit_price": 1250}], shipping_address=ADDRESS)
+
+
+async def run(services: Services, order: Order, action: S | Compensation) -> Any:
+    command = Command(str(order.id), action)
+    first = await services.participants.perform(order, command)
+    again = await services.participants.perform(order, command)
+    assert again == first  # a resent command repeats the first call
+    return first
+
+
+async def reservation(services: Services, order: Order) -> str:
+    response = await services.product.get(
+        f"/inventory/reservations/{reservation_id(str(order.id))}",
+        headers={"Authorization": "Bearer " + services.tokens.issue_access(
+            "service:order", ["service"]).token})
+    return str(response.json()["status"])
+
+
+async def test_forward_steps_reserve_charge_ship_and_commit(services: Services) -> None:
+    order = an_order(services)
+    assert isinstance(await run(services, order, S.RESERVE_INVENTORY), StepSucceeded)
+    charged = await run(services, order, S.CHARGE_PAYMENT)
+    assert isinstance(charged, StepSucceeded)
+    shipped = await run(services, order, S.CREATE_SHIPMENT)
+    assert isinstance(shipped, StepSucceeded)
+    assert isinstance(await run(services, order, S.COMMIT_INVENTORY), StepSucceeded)
+    assert await reservation(services, order) == "committed"
+    payments = (await services.payment.get("/payments", params={"order_id": str(order.id)},
+                                           headers=services.admin())).json()
+    assert [p["status"] for p in payments] == ["succeeded"]
+
+
+async def test_declined_card_is_a_refusal_and_the_stock_is_released(
+        services: Services) -> None:
+    order = an_order(services, "pm_card_chargeDeclined")
+    await run(services, order, S.RESERVE_INVENTORY)
+    declined = await run(services, order, S.CHARGE_PAYMENT)
+    assert isinstance(declined, StepFailed) and "declined" in declined.reason
+    released = await run(services, order, Compensation.RELEASE_INVENTORY)
+    assert released == CompensationDone(Compensation.RELEASE_INVENTORY)
+    assert await reservation(services, order) == "released"
+
+
+async def test_compensations_undo_a_shipped_paid_order(services: Services) -> None:
+    order = an_order(services)
+    for step in (S.RESERVE_INVENTORY, S.CHARGE_PAYMENT, S.CREATE_SHIPMENT):
+        await run(services, order, step)
+    for compensation in (Compensation.CANCEL_SHIPMENT, Compensation.REFUND_PAYMENT,
+                         Compensation.RELEASE_INVENTORY):
+        assert await run(services, order, compensation) == CompensationDone(compensation)
+    payments = (await services.payment.get("/payments", params={"order_id": str(order.id)},
+                                           headers=services.admin())).json()
+    assert [(p["status"], p["refunded_amount"]) for p in payments] == [("refunded", 2500)]
+    assert await reservation(services, order) == "released"
+
+
+async def test_out_of_stock_is_a_refusal(services: Services) -> None:
+    order = an_order(services, quantity=10_000)
+    refused = await run(services, order, S.RESERVE_INVENTORY)
+    assert isinstance(refused, StepFailed)
+
+
+async def test_compensating_what_never_happened_is_done_at_once(services: Services) -> None:
+    order = an_order(services)
+    for compensation in (Compensation.CANCEL_SHIPMENT, Compensation.REFUND_PAYMENT,
+                         Compensation.RELEASE_INVENTORY):
+        assert await run(services, order, compensation) == CompensationDone(compensation)
+
+
+# -- the whole checkout across the real services ---------------------------------------------
+
+
+class CatalogPrices:
+    """Stands in for a pricing adapter (the product service cannot yet look a price up by
+    variant id alone): the price the product was created with."""
+
+    def __init__(self, variant_id: str) -> None:
+        self.variant_id = uuid.UUID(variant_id)
+
+    async def prices(self, variant_ids: list[uuid.UUID], currency: str) -> dict[uuid.UUID, int]:
+        return {v: 1250 for v in variant_ids if v == self.variant_id and currency == "usd"}
+
+
+@pytest.fixture(scope="module")
+async def order_client(services: Services, postgres_server: PostgresServer,
+                       redis_server: RedisServer) -> AsyncIterator[httpx.AsyncClient]:
+    url = postgres_server.create_database(unique("orders_e2e"))
+    app = create_order_app(order_settings(url, redis_server.url), services.participants,
+                           CatalogPrices(services.variant_id))
+    async with running(app) as client:
+        yield client
+
+
+async def checkout_until(services: Services, client: httpx.AsyncClient, method: str,
+                         final: str, quantity: int = 1) -> dict[str, Any]:
+    headers = {"Authorization": "Bearer " + services.tokens.issue_access("ann").token}
+    placed = await client.post("/checkout", headers={**headers, "Idempotency-Key": unique("k")},
+                               json={"lines": [{"variant_id": services.variant_id,
+                                                "quantity": quantity}],
+                                     "currency": "usd", "payment_method": method,
+                                     "shipping_address": ADDRESS})
+    assert placed.status_code == 202, placed.text
+    order: dict[str, Any] = {}
+
+    async def settled() -> bool:
+        order.update((await client.get(f"/orders/{placed.json()['id']}",
+                                       headers=headers)).json())
+        return order["status"] == final
+
+    await eventually(settled, within=30, what=f"order {final}")
+    return order
+
+
+async def test_checkout_across_the_real_services_is_confirmed(
+        services: Services, order_client: httpx.AsyncClient) -> None:
+    order = await checkout_until(services, order_client, "pm_card_visa", "CONFIRMED")
+    assert [t["status"] for t in order["timeline"]][-1] == "CONFIRMED"
+    assert await reservation(services, Order(id=uuid.UUID(order["id"]))) == "committed"
+
+
+async def test_declined_card_across_the_real_services_releases_the_stock(
+        services: Services, order_client: httpx.AsyncClient) -> None:
+    order = await checkout_until(services, order_client, "pm_card_chargeDeclined", "CANCELLED")
+    assert "declined" in order["reason"]
+    assert await reservation(services, Order(id=uuid.UUID(order["id"]))) == "released"
+
+
+async def test_shipment_refused_across_the_real_services_refunds_and_releases(
+        services: Services, order_client: httpx.AsyncClient) -> None:
+    # 70 units ship as 35 kg: more than any table-rate parcel may weigh.
+    order = await checkout_until(services, order_client, "pm_card_visa", "CANCELLED",
+                                 quantity=70)
+    assert "no carrier" in order["reason"]
+    assert [t["status"] for t in order["timeline"]] == [
+        "PENDING", "INVENTORY_RESERVED", "PAID", "CANCELLING", "CANCELLED"]
+    payments = (await services.payment.get("/payments", params={"order_id": order["id"]},
+                                           headers=services.admin())).json()
+    assert [(p["status"], p["refunded_amount"]) for p in payments] == [
+        ("refunded", 70 * 1250)]
+    assert await reservation(services, Order(id=uuid.UUID(order["id"]))) == "released"

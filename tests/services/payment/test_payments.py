@@ -1,0 +1,320 @@
+"""The payment service end to end on PostgreSQL with the sandbox gateway: charges once per
+Idempotency-Key (even concurrently), declines and 3-D Secure surfaced, refunds bounded by
+the charge, signed webhooks only, an audit log nobody can rewrite, and no card number
+anywhere in the database."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import time
+import uuid
+from typing import Any
+
+import pytest
+from sqlalchemy import func, select, text
+from sqlalchemy.exc import DBAPIError
+
+from services.core.events.tables import outbox
+from services.payment.models import AuditEntry, Payment, WebhookEvent
+from tests.services.payment.conftest import WEBHOOK_SECRET, Service
+from tests.services.support import unique
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+
+def charge_body(method: str = "pm_card_visa", amount: int = 2599,
+                order_id: str | None = None) -> dict[str, Any]:
+    return {"order_id": order_id or unique("ord"), "amount": amount, "currency": "usd",
+            "payment_method": method}
+
+
+async def charge(service: Service, headers: dict[str, str], body: dict[str, Any],
+                 key: str | None = None) -> Any:
+    return await service.client.post("/payments", json=body,
+                                     headers={**headers, "Idempotency-Key": key or unique("k")})
+
+
+async def count(service: Service, query: Any) -> int:
+    async with service.database.session() as session:
+        return int((await session.execute(query)).scalar_one())
+
+
+async def test_visa_charge_succeeds_and_keeps_only_brand_and_last4(service: Service) -> None:
+    response = await charge(service, service.auth(), charge_body())
+    assert response.status_code == 201, response.text
+    payment = response.json()
+    assert payment["status"] == "succeeded"
+    assert (payment["card_brand"], payment["card_last4"]) == ("visa", "4242")
+    assert payment["client_secret"] is None and not payment["needs_review"]
+
+
+async def test_same_key_twice_returns_the_first_payment(service: Service) -> None:
+    headers, body = service.auth(), charge_body()
+    first = await charge(service, headers, body, key="same-key")
+    again = await charge(service, headers, body, key="same-key")
+    assert (first.status_code, again.status_code) == (201, 200)
+    assert again.json()["id"] == first.json()["id"]
+
+
+async def test_same_key_concurrently_makes_one_payment(service: Service) -> None:
+    headers, body = service.auth(), charge_body()
+    responses = await asyncio.gather(*(charge(service, headers, body, key="race")
+                                       for _ in range(8)))
+    assert sorted(r.status_code for r in responses) == [200] * 7 + [201]
+    assert len({r.json()["id"] for r in responses}) == 1
+    assert await count(service, select(func.count()).select_from(Payment)
+                       .where(Payment.order_id == body["order_id"])) == 1
+    charged = select(func.count()).select_from(AuditEntry).where(
+        AuditEntry.action == "charge_succeeded",
+        AuditEntry.payment_id == uuid.UUID(responses[0].json()["id"]))
+    assert await count(service, charged) == 1
+
+
+async def test_same_key_for_a_different_payment_is_refused(service: Service) -> None:
+    headers = service.auth()
+    await charge(service, headers, charge_body(amount=100), key="reused")
+    response = await charge(service, headers, charge_body(amount=200), key="reused")
+    assert response.status_code == 422
+    assert response.json()["code"] == "idempotency_key_reused"
+
+
+@pytest.mark.parametrize(("method", "code"), [
+    ("pm_card_chargeDeclined", "generic_decline"),
+    ("pm_card_chargeDeclinedInsufficientFunds", "insufficient_funds"),
+])
+async def test_declined_card_is_recorded_and_announced(service: Service, method: str,
+                                                       code: str) -> None:
+    body = charge_body(method)
+    response = await charge(service, service.auth(), body)
+    assert response.status_code == 201
+    payment = response.json()
+    assert payment["status"] == "declined" and payment["decline_code"] == code
+    assert payment["failure_message"]
+    events = select(func.count()).select_from(outbox).where(
+        outbox.c.event_type == "payment.failed", outbox.c.event_key == body["order_id"])
+    assert await count(service, events) == 1
+
+
+async def test_requires_action_hands_back_the_client_secret(service: Service) -> None:
+    response = await charge(service, service.auth(),
+                            charge_body("pm_card_authenticationRequired"))
+    payment = response.json()
+    assert payment["status"] == "requires_action" and payment["client_secret"]
+
+
+async def test_elevated_risk_sends_the_payment_to_review(service: Service) -> None:
+    response = await charge(service, service.auth(), charge_body("pm_card_riskLevelElevated"))
+    payment = response.json()
+    assert payment["status"] == "succeeded" and payment["needs_review"]
+    assert payment["risk_level"] == "elevated"
+
+
+async def test_a_card_number_is_refused_and_stored_nowhere(service: Service) -> None:
+    pan = "4242424242424242"
+    response = await charge(service, service.auth(), charge_body(pan))
+    assert response.status_code == 422
+    async with service.database.session() as session:
+        for table in ("payments", "refunds", "payment_audit_log", "outbox"):
+            dump = (await session.execute(text(
+                f"SELECT coalesce(string_agg(t::text, ''), '') FROM {table} t"))).scalar_one()
+            assert pan not in dump, table
+
+
+async def test_shoppers_see_only_their_own_payments(service: Service) -> None:
+    owner = service.auth("ann")
+    payment = (await charge(service, owner, charge_body())).json()
+    assert (await service.client.get(f"/payments/{payment['id']}",
+                                     headers=owner)).status_code == 200
+    other = await service.client.get(f"/payments/{payment['id']}", headers=service.auth("bob"))
+    assert other.status_code == 404
+
+
+async def refund(service: Service, payment_id: str, headers: dict[str, str],
+                 amount: int | None = None, key: str | None = None) -> Any:
+    body = {} if amount is None else {"amount": amount}
+    return await service.client.post(f"/payments/{payment_id}/refunds", json=body, headers={
+        **headers, "Idempotency-Key": key or unique("r")})
+
+
+async def test_partial_then_full_refund_never_exceeds_the_charge(service: Service) -> None:
+    payment = (await charge(service, service.auth(), charge_body(amount=1000))).json()
+    saga = service.auth("order-service", "service")
+    partial = await refund(service, payment["id"], saga, amount=300, key="r1")
+    assert partial.status_code == 201 and partial.json()["amount"] == 300
+    assert (await refund(service, payment["id"], saga, amount=300, key="r1")).status_code == 200
+    too_much = await refund(service, payment["id"], saga, amount=701)
+    assert too_much.status_code == 422 and too_much.json()["code"] == "refund_too_large"
+    rest = await refund(service, payment["id"], saga)
+    assert rest.json()["amount"] == 700
+    after = (await service.client.get(f"/payments/{payment['id']}", headers=saga)).json()
+    assert (after["status"], after["refunded_amount"]) == ("refunded", 1000)
+
+
+async def test_concurrent_refunds_never_exceed_the_charge(service: Service) -> None:
+    payment = (await charge(service, service.auth(), charge_body(amount=1000))).json()
+    admin = service.auth("root", "admin")
+    results = await asyncio.gather(*(refund(service, payment["id"], admin, amount=400)
+                                     for _ in range(4)))
+    assert sorted(r.status_code for r in results) == [201, 201, 422, 422]
+
+
+async def test_a_shopper_cannot_refund(service: Service) -> None:
+    owner = service.auth("carl")
+    payment = (await charge(service, owner, charge_body())).json()
+    assert (await refund(service, payment["id"], owner)).status_code == 403
+
+
+async def test_a_declined_payment_cannot_be_refunded(service: Service) -> None:
+    payment = (await charge(service, service.auth(),
+                            charge_body("pm_card_chargeDeclined"))).json()
+    response = await refund(service, payment["id"], service.auth("root", "admin"))
+    assert response.status_code == 422
+
+
+async def test_the_audit_log_records_each_action_and_cannot_be_rewritten(
+        service: Service) -> None:
+    payment = (await charge(service, service.auth(), charge_body())).json()
+    admin = service.auth("root", "admin")
+    await refund(service, payment["id"], admin, amount=100)
+    trail = (await service.client.get(f"/payments/{payment['id']}/audit",
+                                      headers=admin)).json()
+    assert [e["action"] for e in trail] == ["charge_requested", "charge_succeeded", "refund"]
+    for statement in ("UPDATE payment_audit_log SET actor = 'mallory'",
+                      "DELETE FROM payment_audit_log"):
+        with pytest.raises(DBAPIError, match="append-only"):
+            async with service.database.session() as session, session.begin():
+                await session.execute(text(statement))
+    shopper = await service.client.get(f"/payments/{payment['id']}/audit",
+                                       headers=service.auth())
+    assert shopper.status_code == 403
+
+
+# -- webhooks --------------------------------------------------------------------------------
+
+
+def signed(payload: bytes, secret: str = WEBHOOK_SECRET, at: int | None = None) -> str:
+    timestamp = at or int(time.time())
+    digest = hmac.new(secret.encode(), f"{timestamp}.".encode() + payload,
+                      hashlib.sha256).hexdigest()
+    return f"t={timestamp},v1={digest}"
+
+
+def stripe_event(event_type: str, obj: dict[str, Any]) -> bytes:
+    return json.dumps({"id": unique("evt"), "object": "event", "type": event_type,
+                       "data": {"object": obj}}).encode()
+
+
+async def payment_row(service: Service, payment_id: str) -> Payment:
+    async with service.database.session() as session:
+        row = await session.get(Payment, uuid.UUID(payment_id))
+        assert row is not None
+        return row
+
+
+async def test_webhook_with_a_bad_signature_is_refused_and_changes_nothing(
+        service: Service) -> None:
+    payment = (await charge(service, service.auth(),
+                            charge_body("pm_card_authenticationRequired"))).json()
+    intent_id = (await payment_row(service, payment["id"])).intent_id
+    payload = stripe_event("payment_intent.succeeded", {"id": intent_id})
+    before = await count(service, select(func.count()).select_from(WebhookEvent))
+    for signature in (signed(payload, "whsec_someone_else"), "garbage", None,
+                      signed(payload, at=int(time.time()) - 3600)):
+        headers = {"Stripe-Signature": signature} if signature else {}
+        response = await service.client.post("/webhooks/stripe", content=payload,
+                                             headers=headers)
+        assert response.status_code == 400, response.text
+    assert (await payment_row(service, payment["id"])).status == "requires_action"
+    assert await count(service, select(func.count()).select_from(WebhookEvent)) == before
+
+
+async def test_signed_webhook_applies_once(service: Service) -> None:
+    payment = (await charge(service, service.auth(),
+                            charge_body("pm_card_authenticationRequired"))).json()
+    intent_id = (await payment_row(service, payment["id"])).intent_id
+    payload = stripe_event("payment_intent.succeeded", {"id": intent_id})
+    first = await service.client.post("/webhooks/stripe", content=payload,
+                                      headers={"Stripe-Signature": signed(payload)})
+    again = await service.client.post("/webhooks/stripe", content=payload,
+                                      headers={"Stripe-Signature": signed(payload)})
+    assert (first.json(), again.json()) == ({"outcome": "applied"}, {"outcome": "duplicate"})
+    assert (await payment_row(service, payment["id"])).status == "succeeded"
+    announced = select(func.count()).select_from(outbox).where(
+        outbox.c.event_type == "payment.succeeded", outbox.c.event_key == payment["order_id"])
+    assert await count(service, announced) == 1
+
+
+async def test_webhook_never_moves_a_succeeded_payment_back(service: Service) -> None:
+    payment = (await charge(service, service.auth(), charge_body())).json()
+    intent_id = (await payment_row(service, payment["id"])).intent_id
+    payload = stripe_event("payment_intent.payment_failed",
+                           {"id": intent_id, "last_payment_error": {"code": "card_declined"}})
+    response = await service.client.post("/webhooks/stripe", content=payload,
+                                         headers={"Stripe-Signature": signed(payload)})
+    assert response.status_code == 200
+    assert (await payment_row(service, payment["id"])).status == "succeeded"
+
+
+async def test_charge_refunded_webhook_updates_the_refunded_amount(service: Service) -> None:
+    payment = (await charge(service, service.auth(), charge_body(amount=1000))).json()
+    intent_id = (await payment_row(service, payment["id"])).intent_id
+    payload = stripe_event("charge.refunded", {"id": "ch_1", "payment_intent": intent_id,
+                                               "amount_refunded": 250})
+    await service.client.post("/webhooks/stripe", content=payload,
+                              headers={"Stripe-Signature": signed(payload)})
+    row = await payment_row(service, payment["id"])
+    assert (row.status, row.refunded_amount) == ("partially_refunded", 250)
+
+
+@pytest.mark.parametrize("payload", [b'{"hello": "world"}', b"[]", b"not json", b'"x"',
+                                     b'{"id": "evt_1", "type": "x", "data": []}'])
+async def test_signed_body_that_is_no_event_is_a_client_error(service: Service,
+                                                              payload: bytes) -> None:
+    response = await service.client.post("/webhooks/stripe", content=payload,
+                                         headers={"Stripe-Signature": signed(payload)})
+    assert response.status_code == 400
+
+
+async def test_payments_are_listed_by_order_for_services_only(service: Service) -> None:
+    body = charge_body()
+    await charge(service, service.auth(), body)
+    listed = await service.client.get("/payments", params={"order_id": body["order_id"]},
+                                      headers=service.auth("order-service", "service"))
+    assert [p["order_id"] for p in listed.json()] == [body["order_id"]]
+    shopper = await service.client.get("/payments", params={"order_id": body["order_id"]},
+                                       headers=service.auth())
+    assert shopper.status_code == 403
+
+
+# -- saved payment methods -------------------------------------------------------------------
+
+
+async def test_a_saved_card_is_listed_by_brand_and_last4_and_can_be_charged(
+        service: Service) -> None:
+    owner = service.auth("erin")
+    saved = await service.client.post("/payment-methods", headers=owner,
+                                      json={"payment_method": "pm_card_mastercard"})
+    assert saved.status_code == 201, saved.text
+    method = saved.json()
+    assert (method["brand"], method["last4"]) == ("mastercard", "4444")
+    listed = (await service.client.get("/payment-methods", headers=owner)).json()
+    assert [m["id"] for m in listed] == [method["id"]]
+    assert (await service.client.get("/payment-methods",
+                                     headers=service.auth("frank"))).json() == []
+    paid = (await charge(service, owner, charge_body(method["id"]))).json()
+    assert (paid["status"], paid["card_last4"]) == ("succeeded", "4444")
+
+
+async def test_a_saved_card_is_removed_only_by_its_owner(service: Service) -> None:
+    owner = service.auth("gail")
+    method = (await service.client.post("/payment-methods", headers=owner,
+                                        json={"payment_method": "pm_card_visa"})).json()
+    stranger = await service.client.delete(f"/payment-methods/{method['id']}",
+                                           headers=service.auth("hank"))
+    assert stranger.status_code == 404
+    removed = await service.client.delete(f"/payment-methods/{method['id']}", headers=owner)
+    assert removed.status_code == 204
+    assert (await service.client.get("/payment-methods", headers=owner)).json() == []
