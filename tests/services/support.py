@@ -6,10 +6,17 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from typing import TYPE_CHECKING, Any
 
 import httpx
 from asgi_lifespan import LifespanManager
 from fastapi import FastAPI
+
+if TYPE_CHECKING:
+    from sqlalchemy import MetaData
+
+    from services.core.db import Database
+    from services.core.migrations import Migrations
 
 
 def unique(prefix: str) -> str:
@@ -33,3 +40,37 @@ async def running(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
         transport = httpx.ASGITransport(app=manager.app, raise_app_exceptions=False)
         async with httpx.AsyncClient(transport=transport, base_url="http://service") as client:
             yield client
+
+
+@asynccontextmanager
+async def scratch_schema(database_url: str) -> AsyncIterator[Database]:
+    """A database handle on a schema of its own, disposed afterwards."""
+    from services.core.db import Database, create_engine
+
+    schema = unique("m")
+    database = Database(create_engine(database_url, schema, pool_size=1), schema)
+    try:
+        yield database
+    finally:
+        await database.dispose()
+
+
+async def drift_between_models_and_migrations(database: Database, service_migrations: Migrations,
+                                              metadata: MetaData) -> list[Any]:
+    """Upgrade a fresh schema, then ask Alembic's autogenerate what is left to do: an empty
+    list means the revisions build exactly the service's models (and the core's tables)."""
+    from alembic.autogenerate import compare_metadata
+    from alembic.runtime.migration import MigrationContext
+
+    from services.core import migrations
+    from services.core.events.tables import core_metadata
+
+    await migrations.upgrade(database, service_migrations)
+    async with database.engine.connect() as conn:
+
+        def diff(sync_conn: Any) -> list[Any]:
+            context = MigrationContext.configure(
+                sync_conn, opts=migrations.context_options(database.schema))
+            return list(compare_metadata(context, [core_metadata, metadata]))
+
+        return await conn.run_sync(diff)

@@ -11,21 +11,12 @@ from typing import TYPE_CHECKING
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from services.core.auth import TokenService
 from services.order import api
 from services.order.app import create_app
+from tests.services.fuzz import fuzz_operation, operation_ids, operations
 from tests.services.order.conftest import World, order_settings
 
 if TYPE_CHECKING:
@@ -35,10 +26,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
-OPERATIONS = sorted((route.path, method) for route in api.router.routes
-                    if isinstance(route, APIRoute) for method in route.methods)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+OPERATIONS = operations([api.router])
 
 
 @pytest.fixture(scope="module")
@@ -54,18 +42,8 @@ def order_api(fuzzed_app: FastAPI) -> OpenApiSchema:
     return schemathesis.openapi.from_asgi("/openapi.json", fuzzed_app)
 
 
-@pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
-def test_no_request_makes_the_payment_service_answer_5xx_or_off_schema(
+@pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=operation_ids(OPERATIONS))
+def test_no_request_makes_the_order_service_answer_5xx_or_off_schema(
         path: str, method: str, order_api: OpenApiSchema, fuzzed_app: FastAPI) -> None:
     token = TokenService(fuzzed_app.state.settings).issue_access("root", ["admin"]).token
-    operation = order_api[path][method]
-    cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
-                      operation.as_strategy(GenerationMode.NEGATIVE))
-
-    @given(case=cases)
-    @settings(max_examples=25, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
-    def call(case: schemathesis.Case) -> None:
-        case.call_and_validate(headers={"Authorization": f"Bearer {token}"}, checks=CHECKS)
-
-    call()
+    fuzz_operation(order_api, path, method, {"Authorization": f"Bearer {token}"})

@@ -19,20 +19,11 @@ from typing import TYPE_CHECKING
 import pytest
 import schemathesis
 from fastapi import FastAPI
-from fastapi.routing import APIRoute
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
-from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
 from schemathesis.python import asgi
-from schemathesis.specs.openapi.checks import (
-    content_type_conformance,
-    response_schema_conformance,
-    status_code_conformance,
-)
 
 from services.user import api
 from services.user.app import create_app
+from tests.services.fuzz import fuzz_operation, operation_ids, operations
 
 from .conftest import ADMIN_EMAIL, ADMIN_PASSWORD, user_settings
 
@@ -43,13 +34,7 @@ if TYPE_CHECKING:
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
-OPERATIONS = sorted(
-    (route.path, method)
-    for router in api.routers for route in router.routes if isinstance(route, APIRoute)
-    for method in route.methods
-)
-CHECKS = [not_a_server_error, status_code_conformance, content_type_conformance,
-          response_schema_conformance]
+OPERATIONS = operations(api.routers)
 
 
 @pytest.fixture(scope="module")
@@ -75,18 +60,8 @@ def admin_headers(fuzzed_app: FastAPI) -> dict[str, str]:
     return {"Authorization": f"Bearer {response.json()['access_token']}"}
 
 
-@pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=[f"{m} {p}" for p, m in OPERATIONS])
+@pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=operation_ids(OPERATIONS))
 def test_no_request_makes_the_user_service_answer_5xx_or_off_schema(
     path: str, method: str, user_api: OpenApiSchema, admin_headers: dict[str, str],
 ) -> None:
-    operation = user_api[path][method]
-    cases = st.one_of(operation.as_strategy(GenerationMode.POSITIVE),
-                      operation.as_strategy(GenerationMode.NEGATIVE))
-
-    @given(case=cases)
-    @settings(max_examples=25, deadline=None, database=None,
-              suppress_health_check=list(HealthCheck))
-    def call(case: schemathesis.Case) -> None:
-        case.call_and_validate(headers=admin_headers, checks=CHECKS)
-
-    call()
+    fuzz_operation(user_api, path, method, admin_headers)
