@@ -7,7 +7,6 @@ and not just refused with 401.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,13 +14,11 @@ from dataclasses import dataclass
 import httpx
 import pytest
 import schemathesis
-import uvicorn
-from hypothesis import HealthCheck, given, settings
 
-from kommerce.testbed.ports import free_port, wait_until
 from kommerce.testbed.redis import RedisServer
 from services.core.auth import TokenService
 from services.product.app import create_app
+from tests.services.fuzz import served, server_errors
 
 from .conftest import product_settings
 
@@ -42,20 +39,9 @@ class Served:
 def served_product(product_database_url: str, redis_server: RedisServer) -> Iterator[Served]:
     service_settings = product_settings(product_database_url, redis_server.url)
     app = create_app(service_settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                           access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, name="product-under-test", daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started, timeout=60, what="the product service",
-                   alive=lambda: None if thread.is_alive() else "server thread ended")
+    with served(app, "product") as base_url:
         token = TokenService(service_settings).issue_access("fuzzer", ["admin"]).token
-        yield Served(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {token}"},
-                     app.openapi())
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
+        yield Served(base_url, {"Authorization": f"Bearer {token}"}, app.openapi())
 
 
 def seed(served: Served) -> dict[str, str]:
@@ -90,27 +76,9 @@ def point_at(case: schemathesis.Case, rows: dict[str, str]) -> None:
 
 @pytest.mark.parametrize("target", ["generated ids", "existing rows"])
 def test_no_generated_request_gets_a_server_error(served_product: Served, target: str) -> None:
-    api = schemathesis.openapi.from_dict(served_product.openapi)
     rows = seed(served_product) if target == "existing rows" else None
-    failures: list[str] = []
-    for result in api.get_all_operations():
-        operation = result.ok()
-
-        @given(case=operation.as_strategy())
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
-        def no_server_error(case: schemathesis.Case) -> None:
-            if rows is not None:
-                point_at(case, rows)
-            response = case.call(base_url=served_product.base_url,
-                                 headers=served_product.headers, timeout=30)
-            assert response.status_code < 500, (
-                f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                f"{response.text}")
-
-        try:
-            no_server_error()
-        except AssertionError as failure:
-            failures.append(str(failure).splitlines()[0])
-
+    failures = server_errors(
+        served_product.openapi, served_product.base_url, served_product.headers,
+        aim=(lambda case: point_at(case, rows)) if rows is not None else None,
+        max_examples=MAX_EXAMPLES)
     assert not failures, "\n".join(failures)

@@ -7,21 +7,17 @@ generated ids and once aimed at a seeded product and review.
 
 from __future__ import annotations
 
-import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import httpx
 import pytest
-import schemathesis
-import uvicorn
-from hypothesis import HealthCheck, given, settings
 
-from kommerce.testbed.ports import free_port, wait_until
 from kommerce.testbed.redis import RedisServer
 from services.core.auth import TokenService
 from services.review.app import create_app
+from tests.services.fuzz import aim_path_parameters, served, server_errors
 
 from .conftest import review_settings
 
@@ -42,22 +38,12 @@ class Served:
 def served_review(review_database_url: str, redis_server: RedisServer) -> Iterator[Served]:
     service_settings = review_settings(review_database_url, redis_server.url)
     app = create_app(service_settings)
-    port = free_port()
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None,
-                                           access_log=False, lifespan="on"))
-    thread = threading.Thread(target=server.run, name="review-under-test", daemon=True)
-    thread.start()
-    try:
-        wait_until(lambda: server.started, timeout=60, what="the review service",
-                   alive=lambda: None if thread.is_alive() else "server thread ended")
+    with served(app, "review") as base_url:
         tokens = TokenService(service_settings)
         admin = tokens.issue_access("fuzzer", ["admin"]).token
         author = tokens.issue_access("author").token
-        yield Served(f"http://127.0.0.1:{port}", {"Authorization": f"Bearer {admin}"},
+        yield Served(base_url, {"Authorization": f"Bearer {admin}"},
                      {"Authorization": f"Bearer {author}"}, app.openapi())
-    finally:
-        server.should_exit = True
-        thread.join(timeout=30)
 
 
 def seed(served: Served) -> dict[str, str]:
@@ -73,29 +59,7 @@ def seed(served: Served) -> dict[str, str]:
 
 @pytest.mark.parametrize("target", ["generated ids", "existing rows"])
 def test_no_generated_request_gets_a_server_error(served_review: Served, target: str) -> None:
-    api = schemathesis.openapi.from_dict(served_review.openapi)
-    rows = seed(served_review) if target == "existing rows" else None
-    failures: list[str] = []
-    for result in api.get_all_operations():
-        operation = result.ok()
-
-        @given(case=operation.as_strategy())
-        @settings(max_examples=MAX_EXAMPLES, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))
-        def no_server_error(case: schemathesis.Case) -> None:
-            if rows is not None:
-                for name in list(case.path_parameters or {}):
-                    if name in rows:
-                        case.path_parameters[name] = rows[name]  # type: ignore[index]
-            response = case.call(base_url=served_review.base_url,
-                                 headers=served_review.headers, timeout=30)
-            assert response.status_code < 500, (
-                f"{case.method} {case.formatted_path} -> {response.status_code}: "
-                f"{response.text}")
-
-        try:
-            no_server_error()
-        except AssertionError as failure:
-            failures.append(str(failure).splitlines()[0])
-
+    aim = aim_path_parameters(seed(served_review)) if target == "existing rows" else None
+    failures = server_errors(served_review.openapi, served_review.base_url,
+                             served_review.headers, aim=aim, max_examples=MAX_EXAMPLES)
     assert not failures, "\n".join(failures)
