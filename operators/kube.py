@@ -10,6 +10,7 @@ etcd and no ``resourceVersion`` moves, which is what makes a reconcile idempoten
 from __future__ import annotations
 
 import json
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 from kubernetes import client, config
@@ -162,3 +163,18 @@ def _server_message(raw: bytes, reason: str | None) -> str:
         return str(json.loads(raw or b"{}").get("message") or reason)
     except (TypeError, ValueError):
         return str(reason)
+
+
+_APPLY_POOL = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="apply")
+
+
+def apply_all(manifests: list[Manifest]) -> list[Manifest]:
+    """Apply a resource's children: the first (its ServiceAccount, which Pods need to exist
+    before they can be created) on its own, the rest at once. Each apply is an independent
+    round trip, so a reconcile takes about two round trips instead of one per child."""
+    from operators.runtime import kube
+
+    if not manifests:
+        return []
+    first = kube().apply(manifests[0])
+    return [first, *_APPLY_POOL.map(kube().apply, manifests[1:])]

@@ -32,7 +32,7 @@ from operators.commerceservice.status import (
     invalid_spec_status,
 )
 from operators.drift import differs
-from operators.kube import PLURALS, KubeError, Manifest
+from operators.kube import PLURALS, KubeError, Manifest, apply_all
 from operators.meta import API_VERSION, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 from operators.metrics import reconcile_timer
 from operators.route_tables import route_table_publisher
@@ -107,7 +107,7 @@ def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.S
         if release is not None:
             children = hand_over(children, release.rollout)
         try:
-            applied = [kube().apply(child) for child in children]
+            applied = apply_all(children)
             _prune(namespace, name, uid, children,
                    keep=HANDED_OVER_KINDS if release is not None else frozenset())
         except KubeError as error:
