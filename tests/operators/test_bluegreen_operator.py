@@ -168,9 +168,16 @@ def test_flip_waits_until_green_is_available(control_plane: ControlPlane,
     assert status["stableColor"] == "blue" and status["scaleDownAt"]
     assert {("Normal", "WaitingForAvailable"), ("Normal", "Promoted")} <= \
         set(_events(control_plane, namespace, "shop"))
-    service = _get(control_plane, "commerceservice", "shop", namespace) or {}
-    released = next(c for c in service["status"]["conditions"] if c["type"] == "Released")
-    assert "green is active" in released["message"]
+    # The CommerceService learns of the flip on its own reconcile, a moment later.
+    wait_until(lambda: "green is active" in _released(control_plane, namespace, "shop"),
+               timeout=30, what="the CommerceService's Released condition names green",
+               interval=0.2)
+
+
+def _released(plane: ControlPlane, namespace: str, name: str) -> str:
+    service = _get(plane, "commerceservice", name, namespace) or {}
+    conditions = (service.get("status") or {}).get("conditions") or []
+    return next((c["message"] for c in conditions if c["type"] == "Released"), "")
 
 
 def test_past_the_progress_deadline_the_rollout_is_degraded_and_traffic_untouched(
@@ -374,11 +381,11 @@ def test_deleting_the_rollout_hands_traffic_back_to_the_service(control_plane: C
         own = _get(control_plane, "deployment", "shop", namespace) or {}
         return (own.get("status", {}).get("availableReplicas") == 1
                 and _get(control_plane, "deployment", "shop-blue", namespace) is None
-                and _traffic(control_plane, "shop", namespace)[0] is None)
+                and _traffic(control_plane, "shop", namespace)[0] is None
+                and _released(control_plane, namespace, "shop") == "")
     wait_until(handed_back, timeout=60, what="the CommerceService carries its traffic again",
                interval=0.3)
     service = _get(control_plane, "commerceservice", "shop", namespace) or {}
-    assert not any(c["type"] == "Released" for c in service["status"]["conditions"])
     assert "bluegreen.kommerce.io/rollout" not in service["metadata"].get("annotations", {})
     routes = (_get(control_plane, "virtualservice.networking.istio.io", "shop", namespace)
               or {})["spec"]["http"]
