@@ -2,33 +2,49 @@
 
 The control plane (etcd, apiserver, controllers, scheduler, kwok, Istio's CRDs), the CRDs
 and RBAC, the operator running as its ServiceAccount, and the sample shop from
-``manifests/samples``: ``kubectl get commerceservices -A`` then shows the shop the operator
+``manifests/samples``: ``kubectl get commerceservices`` then shows the shop the operator
 reconciles. The cluster is rebuilt on every start (its folder is wiped): it is derived
 entirely from the manifests, and a fresh PKI with old etcd data is a source of confusion,
 not of value.
+
+One thing differs from a real cluster: kwok's Pods run nothing, so a rollout's
+pre-promotion checks, which ask the preview Service, would never get an answer. The sample
+shop is applied with each check's ``url`` pointed at the same service running on this
+machine (the product service ``kommerce up`` started), so a release manager's promote runs
+real checks against a real server and flips.
 """
 
 from __future__ import annotations
 
+import copy
 import shutil
 import time
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+import yaml
 from rich.console import Console
 
 from kommerce.platform.state import ProcessRecord
 from kommerce.testbed.cache import REPO_ROOT
+from kommerce.testbed.ports import LOOPBACK
 
 if TYPE_CHECKING:
     from kommerce.platform.launcher import Platform
+    from kommerce.testbed.kube import ControlPlane
     from kommerce.testbed.process import ServerProcess
 
 SAMPLE_SHOP = REPO_ROOT / "manifests" / "samples"
+#: The sample shop's namespace (manifests/samples/kustomization.yaml); the kubeconfig
+#: ``up`` prints defaults to it, so ``kubectl get bgr`` needs no ``-n``.
+SHOP_NAMESPACE = "kommerce-shop"
+#: The kubeconfig handed to people: the admin's, with the shop as default namespace.
+USER_KUBECONFIG = "kubeconfig"
 
 
 def start_cluster(platform: Platform, console: Console) -> Path:
-    """Start it all and return the admin kubeconfig; registers every process with
+    """Start it all and return the kubeconfig to print; registers every process with
     ``platform`` so ``kommerce down`` (or a failure) stops them too."""
     from kommerce.testbed.kube import ControlPlane
     from kommerce.testbed.operator import OperatorProcess
@@ -60,10 +76,59 @@ def start_cluster(platform: Platform, console: Console) -> Path:
     console.print(f"  [green]✓[/green] CRDs installed, operator running "
                   f"({time.monotonic() - began:.1f} s)")
 
+    local = {record.name: f"http://{LOOPBACK}:{record.port}"
+             for record in platform.state.processes if record.ready_url}
     with console.status("applying the sample shop"):
-        plane.kubectl("apply", "--server-side", "-k", str(SAMPLE_SHOP))
-    console.print(f"  [green]✓[/green] sample shop applied ({SAMPLE_SHOP.relative_to(REPO_ROOT)})")
-    return plane.kubeconfig
+        shop = rendered_sample_shop(plane)
+        plane.kubectl("apply", "--server-side", "-f", "-",
+                      input_text=yaml.safe_dump_all(checks_on_local_services(shop, local)))
+    console.print(f"  [green]✓[/green] sample shop applied ({SAMPLE_SHOP.relative_to(REPO_ROOT)}; "
+                  "rollout checks ask the local services)")
+    return user_kubeconfig(plane)
+
+
+def rendered_sample_shop(plane: ControlPlane) -> list[dict[str, Any]]:
+    """``manifests/samples`` as kustomize renders it: namespace and labels applied."""
+    out = plane.kubectl("kustomize", str(SAMPLE_SHOP)).stdout
+    return [doc for doc in yaml.safe_load_all(out) if doc]
+
+
+def checks_on_local_services(manifests: list[dict[str, Any]],
+                             local_urls: Mapping[str, str]) -> list[dict[str, Any]]:
+    """The manifests with every BlueGreenRollout's pre-promotion checks given the ``url`` of
+    the rolled-out component running locally (``local_urls``: component -> base URL), so the
+    checks reach a server instead of a preview Service no Pod backs. A rollout whose
+    component does not run locally (or a check that already names a url) is left as is."""
+    components = {doc["metadata"]["name"]: doc["spec"]["component"] for doc in manifests
+                  if doc.get("kind") == "CommerceService"}
+    result = []
+    for doc in manifests:
+        if doc.get("kind") == "BlueGreenRollout":
+            service = doc["spec"]["serviceRef"]["name"]
+            base = local_urls.get(components.get(service, ""))
+            checks = doc["spec"].get("prePromotionChecks")
+            if base and checks:
+                doc = copy.deepcopy(doc)
+                checks = doc["spec"]["prePromotionChecks"]
+                # The paths' defaults are the CRD's (operators/bluegreen/spec.py).
+                aimed = [(check, "/ready") for check in checks.get("http", [])]
+                if checks.get("errorRate"):
+                    aimed.append((checks["errorRate"], "/metrics"))
+                for check, default_path in aimed:
+                    check.setdefault("url", base + check.get("path", default_path))
+        result.append(doc)
+    return result
+
+
+def user_kubeconfig(plane: ControlPlane) -> Path:
+    """A copy of the admin kubeconfig whose context defaults to the shop's namespace (the
+    admin one stays as the test bed wrote it, for the test bed's own kubectl calls)."""
+    path = plane.workdir / USER_KUBECONFIG
+    shutil.copyfile(plane.kubeconfig, path)
+    path.chmod(0o600)
+    plane.kubectl("config", "set-context", "--current", f"--namespace={SHOP_NAMESPACE}",
+                  kubeconfig=path)
+    return path
 
 
 def _record(platform: Platform, processes: list[ServerProcess], ports: dict[str, int]) -> None:

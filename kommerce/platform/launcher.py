@@ -18,12 +18,23 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import httpx
 from rich.console import Console
 
-from kommerce.platform.seed import SeedResult, admin_token, mark_seeded, seed_catalog, seeded
+from kommerce.platform.seed import (
+    REVIEWERS,
+    ReviewSeedResult,
+    SeedResult,
+    admin_token,
+    mark_reviews_seeded,
+    mark_seeded,
+    reviewer_tokens,
+    reviews_seeded,
+    seed_catalog,
+    seed_reviews,
+    seeded,
+)
 from kommerce.platform.services import (
     GATEWAY,
     ServiceSpec,
@@ -34,9 +45,6 @@ from kommerce.platform.state import PlatformState, ProcessRecord
 from kommerce.testbed.cache import REPO_ROOT
 from kommerce.testbed.ports import LOOPBACK, free_port, port_open
 from kommerce.testbed.process import ServerProcess
-
-if TYPE_CHECKING:
-    pass
 
 ADMIN_EMAIL = "admin@kommerce.local"
 READY_TIMEOUT_SECONDS = 120.0
@@ -281,23 +289,68 @@ class Platform:
     # -- demo catalog ---------------------------------------------------------------------
 
     def _seed(self) -> str:
+        """Seed what this data folder lacks: the catalog and (when the review service runs)
+        its reviews. The note says what happened to each."""
         if not self.seed:
             return "catalog not seeded (--no-seed)"
-        if seeded(self.data_dir):
-            return "catalog already seeded"
         ports = {record.name: record.port for record in self.state.processes}
         if "user" not in ports or "product" not in ports:
             return "catalog not seeded (needs the user and product services)"
+        catalog_done = seeded(self.data_dir)
+        with_reviews = "review" in ports and not reviews_seeded(self.data_dir)
+        if catalog_done and not with_reviews:
+            return "catalog already seeded" + ("\n  reviews already seeded" if "review" in ports
+                                              else "")
         with self.console.status("seeding the demo catalog"):
-            result = asyncio.run(self._seed_async(ports["user"], ports["product"]))
-        mark_seeded(self.data_dir, result)
-        return (f"catalog seeded: {result.created} products created, {result.existing} "
-                f"already there ({result.seconds:.1f} s)")
+            catalog, reviews = asyncio.run(self._seed_async(
+                self._url(ports["user"]), self._url(ports["product"]),
+                self._url(ports["review"]) if with_reviews else None,
+                catalog=not catalog_done))
+        notes = ["catalog already seeded"]
+        if catalog is not None:
+            mark_seeded(self.data_dir, catalog)
+            notes = [f"catalog seeded: {catalog.created} products created, "
+                     f"{catalog.existing} already there ({catalog.seconds:.1f} s)"]
+        if reviews is not None:
+            mark_reviews_seeded(self.data_dir, reviews)
+            notes.append(f"reviews seeded: {reviews.created} written by {len(REVIEWERS)} "
+                         f"demo shoppers, {reviews.existing} already there "
+                         f"({reviews.seconds:.1f} s)")
+        else:
+            notes.append("reviews already seeded" if "review" in ports else
+                         "reviews not seeded (the review service is not running)")
+        return "\n  ".join(notes)
 
-    async def _seed_async(self, user_port: int, product_port: int) -> SeedResult:
-        token = await admin_token(f"http://{LOOPBACK}:{user_port}", ADMIN_EMAIL,
-                                  self.admin_password)
-        return await seed_catalog(f"http://{LOOPBACK}:{product_port}", token)
+    async def _seed_async(self, user_url: str, product_url: str, review_url: str | None, *,
+                          catalog: bool) -> tuple[SeedResult | None, ReviewSeedResult | None]:
+        """The catalog, and meanwhile the demo shoppers' logins (password hashing is the
+        slow part), then their reviews of the catalog."""
+        async def seed_products() -> SeedResult | None:
+            if not catalog:
+                return None
+            token = await admin_token(user_url, ADMIN_EMAIL, self.admin_password)
+            return await seed_catalog(product_url, token)
+
+        async def log_reviewers_in() -> list[str]:
+            if review_url is None:
+                return []
+            return await reviewer_tokens(user_url, self.demo_shopper_password)
+
+        products, tokens = await asyncio.gather(seed_products(), log_reviewers_in())
+        if review_url is None:
+            return products, None
+        return products, await seed_reviews(product_url, review_url, tokens)
+
+    @staticmethod
+    def _url(port: int) -> str:
+        return f"http://{LOOPBACK}:{port}"
+
+    @property
+    def demo_shopper_password(self) -> str:
+        """The demo reviewers' password: per data folder, like the admin's, so an
+        interrupted seed can log them in again."""
+        return read_or_create_secret(self.data_dir / "secrets" / "demo-shopper-password",
+                                     lambda: secrets.token_urlsafe(18))
 
     # -- stop -----------------------------------------------------------------------------
 

@@ -1,4 +1,5 @@
-"""The pure parts of ``kommerce up``: the demo catalog, the service table, the state file."""
+"""The pure parts of ``kommerce up``: the demo catalog and its reviews, the service table,
+the state file, and how the sample shop is adapted to the local cluster."""
 
 from __future__ import annotations
 
@@ -8,11 +9,21 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kommerce.platform.seed import CATEGORIES, PRODUCTS_PER_CATEGORY, demo_products
+from kommerce.platform.cluster import checks_on_local_services
+from kommerce.platform.seed import (
+    CATEGORIES,
+    PRODUCTS_PER_CATEGORY,
+    REVIEWERS,
+    demo_products,
+    demo_reviews,
+    reviewer_email,
+)
 from kommerce.platform.services import SERVICES, ServiceSpec, installed_services
 from kommerce.platform.state import PlatformState, ProcessRecord, process_start_time
 from kommerce.testbed.cache import REPO_ROOT
 from services.product.schemas import ProductIn
+from services.review.schemas import ReviewIn
+from services.user.schemas import RegisterRequest
 
 
 def test_demo_catalog_is_accepted_by_the_product_api_and_the_same_every_time() -> None:
@@ -29,6 +40,52 @@ def test_demo_categories_are_the_shard_layouts() -> None:
     layout = yaml.safe_load((REPO_ROOT / "manifests/samples/shard-layout.yaml").read_text())
     sharded = {c for shard in layout["spec"]["shards"] for c in shard["categories"]}
     assert set(CATEGORIES) == sharded
+
+
+def test_demo_reviews_are_accepted_by_the_review_api_one_per_shopper_and_product() -> None:
+    reviews = [demo_reviews(product) for product in demo_products()]
+    assert reviews == [demo_reviews(product) for product in demo_products()]
+    for product, per_product in zip(demo_products(), reviews, strict=True):
+        reviewers = [reviewer for reviewer, _ in per_product]
+        assert len(reviewers) == len(set(reviewers)), "a second review would be refused"
+        item = product["name"].removeprefix(product["attributes"]["brand"] + " ").lower()
+        for _, body in per_product:
+            ReviewIn.model_validate(body)
+            assert item in body["body"], (product["name"], body)  # "Urban Thread Hoodie"
+    written = sum(map(len, reviews))
+    # Most products have some reviews, a few have none: both show up in the shop.
+    assert sum(1 for r in reviews if not r) < len(reviews) // 4 < written
+    assert {body["rating"] for r in reviews for _, body in r} == {1, 2, 3, 4, 5}
+
+
+def test_demo_reviewers_can_register() -> None:
+    for full_name, handle in REVIEWERS:
+        RegisterRequest.model_validate({"email": reviewer_email(handle),
+                                        "password": "a-long-demo-password-42",
+                                        "full_name": full_name})
+
+
+def test_on_the_local_cluster_rollout_checks_ask_the_locally_running_service() -> None:
+    shop = [
+        {"kind": "CommerceService", "metadata": {"name": "product-service"},
+         "spec": {"component": "product"}},
+        {"kind": "BlueGreenRollout", "metadata": {"name": "product-service"},
+         "spec": {"serviceRef": {"name": "product-service"}, "prePromotionChecks": {
+             "http": [{"path": "/ready"}, {"url": "http://smoke.example/ok"}, {}],
+             "errorRate": {"metric": "http_requests_total"}}}},
+        {"kind": "BlueGreenRollout", "metadata": {"name": "not-local"},
+         "spec": {"serviceRef": {"name": "search-service"},
+                  "prePromotionChecks": {"http": [{"path": "/ready"}]}}},
+    ]
+    local = {"product": "http://127.0.0.1:4242", "search": "http://127.0.0.1:4343"}
+    adapted = checks_on_local_services(shop, local)
+    checks = adapted[1]["spec"]["prePromotionChecks"]
+    assert [check["url"] for check in checks["http"]] == [
+        "http://127.0.0.1:4242/ready", "http://smoke.example/ok", "http://127.0.0.1:4242/ready"]
+    assert checks["errorRate"]["url"] == "http://127.0.0.1:4242/metrics"
+    # No CommerceService names search-service's component: its rollout is left alone.
+    assert adapted[2] == shop[2] and adapted[0] == shop[0]
+    assert "url" not in shop[1]["spec"]["prePromotionChecks"]["http"][0], "input untouched"
 
 
 def test_only_packages_with_main_and_app_modules_count_as_installed() -> None:

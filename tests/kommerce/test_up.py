@@ -1,9 +1,10 @@
 """``kommerce up`` as a newcomer runs it: the platform starts, serves the README's shopper
-session through the gateway, reports itself, stops cleanly and starts warm without seeding
-again.
+session (register to a confirmed order) through the gateway, reports itself, stops cleanly
+and starts warm without seeding again; with ``--cluster``, the README's release manager
+stages, promotes and aborts a blue-green release of the product service.
 
-One test on purpose: the platform takes seconds to start, and the second start is the point
-of the warm-start and no-reseed checks.
+One test per session on purpose: the platform takes seconds to start, and the second start
+is the point of the warm-start and no-reseed checks.
 """
 
 from __future__ import annotations
@@ -21,7 +22,13 @@ from typing import Any
 import httpx
 import pytest
 
-from kommerce.platform.seed import CATEGORIES, PRODUCTS_PER_CATEGORY
+from kommerce.platform.seed import (
+    CATEGORIES,
+    PRODUCTS_PER_CATEGORY,
+    REVIEWERS,
+    demo_products,
+    demo_reviews,
+)
 from kommerce.platform.state import ProcessRecord
 from kommerce.testbed.ports import free_port, wait_until
 
@@ -30,6 +37,13 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 #: The README's shopper (section "Run it"); the requests below are the README's curl lines.
 SHOPPER = {"email": "ada@example.com", "password": "correct-horse-battery",
            "full_name": "Ada Lovelace"}
+
+#: The README's checkout: the sandbox's always-approved test card, and where the parcel goes.
+CHECKOUT = {"payment_method": "pm_card_visa",
+            "shipping_address": {"name": "Ada Lovelace", "line1": "12 St James Square",
+                                 "city": "London", "postal_code": "SW1Y 4JH", "country": "GB"}}
+#: What a confirmed order went through, in the order's own timeline.
+CONFIRMED_TIMELINE = ["PENDING", "INVENTORY_RESERVED", "PAID", "SHIPMENT_CREATED", "CONFIRMED"]
 
 #: Backends the caller's shell may point elsewhere; the test wants the embedded ones.
 EXTERNAL_BACKENDS = ("KOMMERCE_DATABASE_URL", "DATABASE_URL", "KOMMERCE_REDIS_URL",
@@ -69,6 +83,10 @@ def status(data_dir: Path) -> dict[str, Any]:
     return json.loads(result.stdout)  # type: ignore[no-any-return]
 
 
+def ports_of(report: dict[str, Any]) -> dict[str, int]:
+    return {process["name"]: process["port"] for process in report["processes"]}
+
+
 def still_running(report: dict[str, Any]) -> list[str]:
     """Which of the processes ``status --json`` listed still run (checked by pid and start
     time, not by asking the state file, which ``down`` removes)."""
@@ -87,15 +105,15 @@ def count_in_category(api: httpx.Client, category: str) -> int:
 
 
 def shopper_session(api: httpx.Client) -> None:
-    """register → log in → browse and search the catalog → open a product, as in the
-    README."""
+    """register → log in → browse and search the catalog → open a product → add it to the
+    cart → check out → see the order confirmed, as in the README."""
     registered = api.post("/auth/register", json=SHOPPER)
     assert registered.status_code == 201, registered.text
     login = api.post("/auth/login", json={"email": SHOPPER["email"],
                                          "password": SHOPPER["password"]})
     assert login.status_code == 200, login.text
-    token = login.json()["access_token"]
-    me = api.get("/users/me", headers={"Authorization": f"Bearer {token}"})
+    auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+    me = api.get("/users/me", headers=auth)
     assert me.status_code == 200 and me.json()["email"] == SHOPPER["email"], me.text
 
     found = api.get("/products", params={"q": "headphones", "limit": 5})
@@ -113,6 +131,59 @@ def shopper_session(api: httpx.Client) -> None:
     assert product.status_code == 200, product.text
     assert product.json()["variants"][0]["sku"].startswith("DEMO-")
 
+    checkout(api, auth)
+
+
+def checkout(api: httpx.Client, auth: dict[str, str]) -> None:
+    """The README's cart and checkout: the first in-stock headphones, paid with the
+    sandbox's test card; the saga confirms the order a moment later."""
+    in_stock = api.get("/products", params={"q": "headphones", "in_stock": "true", "limit": 1})
+    assert in_stock.status_code == 200, in_stock.text
+    variant = next(v for v in in_stock.json()["items"][0]["variants"]
+                   if v["stock"]["available"] > 0)
+
+    cart = api.post("/cart/items", headers=auth,
+                    json={"variant_id": variant["id"], "quantity": 1, "currency": "eur"})
+    assert cart.status_code == 200, cart.text
+    assert cart.json()["total"] == variant["price"]["amount"], cart.text
+
+    placed = api.post("/cart/checkout", headers={**auth, "Idempotency-Key": "ada-order-1"},
+                      json=CHECKOUT)
+    assert placed.status_code == 202, placed.text
+    order = placed.json()
+    assert order["status"] == "PENDING" and order["total"] == variant["price"]["amount"]
+
+    def order_status() -> str:
+        response = api.get(f"/orders/{order['id']}", headers=auth)
+        assert response.status_code == 200, response.text
+        return str(response.json()["status"])
+
+    wait_until(lambda: order_status() in ("CONFIRMED", "CANCELLED"), timeout=30,
+               what="the order's saga", interval=0.3)
+    detail = api.get(f"/orders/{order['id']}", headers=auth).json()
+    assert detail["status"] == "CONFIRMED", detail
+    assert [step["status"] for step in detail["timeline"]] == CONFIRMED_TIMELINE, detail
+
+    history = api.get("/orders", headers=auth)
+    assert history.status_code == 200 and history.json()[0]["id"] == order["id"], history.text
+    assert api.get("/cart", headers=auth).json()["lines"] == [], "checkout empties the cart"
+    product = api.get(f"/products/{in_stock.json()['items'][0]['id']}").json()
+    after = next(v for v in product["variants"] if v["id"] == variant["id"])
+    assert after["stock"]["available"] == variant["stock"]["available"] - 1, after
+
+
+def reviews_are_published(api: httpx.Client, review_url: str) -> None:
+    """A demo product's seeded reviews and rating, read from the review service itself (the
+    gateway's /api/reviews reaches /reviews/{id} only, not a product's reviews)."""
+    product = next(p for p in demo_products() if len(demo_reviews(p)) >= 2)
+    seeded = demo_reviews(product)
+    found = api.get("/products", params={"q": product["name"], "limit": 1}).json()["items"][0]
+    with httpx.Client(base_url=review_url, timeout=10) as reviews:
+        page = reviews.get(f"/products/{found['id']}/reviews").json()
+        rating = reviews.get(f"/products/{found['id']}/rating").json()
+    assert sorted(r["rating"] for r in page["items"]) == sorted(r["rating"] for _, r in seeded)
+    assert rating["count"] == len(seeded), rating
+
 
 def search_finds_the_seeded_catalog(api: httpx.Client) -> None:
     """The search service indexes the catalog from the product service's events, so it
@@ -129,16 +200,20 @@ def test_up_serves_the_seeded_shop_through_the_gateway_and_restarts_warm(
     port = free_port()
     cold_seconds, out = up(data_dir, port)
     assert "cold start" in out and "catalog seeded: 300 products created" in out, out
+    reviews = sum(len(demo_reviews(product)) for product in demo_products())
+    assert f"reviews seeded: {reviews} written by {len(REVIEWERS)} demo shoppers" in out, out
     assert f"http://127.0.0.1:{port}/api" in out
 
     report = status(data_dir)
     assert report["ready"] is True, report
-    names = {process["name"] for process in report["processes"]}
-    assert {"postgres", "redis", "user", "product", "gateway"} <= names
+    ports = ports_of(report)
+    assert {"postgres", "redis", "user", "product", "order", "payment", "shipping", "review",
+            "gateway"} <= set(ports)
 
     with httpx.Client(base_url=f"http://127.0.0.1:{port}/api", timeout=10) as api:
         shopper_session(api)
-        if "search" in names:
+        reviews_are_published(api, f"http://127.0.0.1:{ports['review']}")
+        if "search" in ports:
             search_finds_the_seeded_catalog(api)
         assert count_in_category(api, "garden") == PRODUCTS_PER_CATEGORY
         assert {c["slug"] for c in api.get("/categories").json()} == set(CATEGORIES)
@@ -150,6 +225,7 @@ def test_up_serves_the_seeded_shop_through_the_gateway_and_restarts_warm(
 
     warm_seconds, out = up(data_dir, port)
     assert "warm start" in out and "catalog already seeded" in out, out
+    assert "reviews already seeded" in out, out
     assert warm_seconds < cold_seconds, (warm_seconds, cold_seconds)
     with httpx.Client(base_url=f"http://127.0.0.1:{port}/api", timeout=10) as api:
         # Seeded once: the second start added nothing; the shopper from before still logs in.
@@ -157,14 +233,68 @@ def test_up_serves_the_seeded_shop_through_the_gateway_and_restarts_warm(
         login = api.post("/auth/login", json={"email": SHOPPER["email"],
                                              "password": SHOPPER["password"]})
         assert login.status_code == 200, login.text
+        # ... and still finds the order placed before the restart.
+        auth = {"Authorization": f"Bearer {login.json()['access_token']}"}
+        orders = api.get("/orders", headers=auth).json()
+        assert [order["status"] for order in orders] == ["CONFIRMED"], orders
     assert status(data_dir)["ready"] is True
 
 
-@pytest.mark.kube
-def test_up_with_the_cluster_shows_the_sample_shop_and_down_stops_the_cluster_too(
-        data_dir: Path) -> None:
-    from kommerce.testbed.kube import control_plane_binaries
+class Kubectl:
+    """The test bed's kubectl with the kubeconfig ``kommerce up --cluster`` printed, as the
+    README's release manager uses it (its context's namespace is the shop's)."""
 
+    def __init__(self, kubeconfig: str) -> None:
+        from kommerce.testbed.kube import control_plane_binaries
+
+        self.kubeconfig = kubeconfig
+        self.argv = [str(control_plane_binaries()["kubectl"]), f"--kubeconfig={kubeconfig}"]
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run([*self.argv, *args], capture_output=True, text=True,
+                              check=True, timeout=60).stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "-o", "json"))
+
+    def rollout(self, *args: str) -> str:
+        """``kommerce rollout ...`` against the same cluster."""
+        return kommerce_command("rollout", *args, env={"KUBECONFIG": self.kubeconfig},
+                                timeout=120).stdout
+
+
+def kommerce_command(*args: str, env: dict[str, str], timeout: float
+                     ) -> subprocess.CompletedProcess[str]:
+    """A ``kommerce`` subcommand that takes no ``--data-dir``."""
+    result = subprocess.run([sys.executable, "-m", "kommerce.cli", *args], capture_output=True,
+                            text=True, timeout=timeout, env={**os.environ, **env})
+    assert result.returncode == 0, f"kommerce {' '.join(args)}: {result.stdout}{result.stderr}"
+    return result
+
+
+def bgr_columns(kubectl: Kubectl) -> dict[str, str]:
+    """``kubectl get bgr product-service -o wide`` as column -> value."""
+    header, row = kubectl("get", "bgr", "product-service", "-o", "wide").splitlines()
+    return dict(zip(header.split(), row.split(), strict=True))
+
+
+def color_behind_gateway_route(kubectl: Kubectl, prefix: str) -> str:
+    """Which colour the gateway's route for ``prefix`` reaches: the operator's route table
+    (ConfigMap kommerce-gateway-routes) names the upstream Service, and that Service's
+    selector picks the colour. The table itself names no colour (see the README)."""
+    table = json.loads(kubectl.json("get", "configmap", "kommerce-gateway-routes")
+                       ["data"]["routes.json"])
+    route = next(r for r in table["routes"] if r["pathPrefix"] == prefix)
+    host = httpx.URL(route["upstream"]).host
+    service, namespace = host.split(".")[:2]
+    assert service == route["service"] == "product-service" and namespace == "kommerce-shop"
+    selector = kubectl.json("get", "service", service)["spec"]["selector"]
+    return str(selector["kommerce.io/color"])
+
+
+@pytest.mark.kube
+def test_up_with_the_cluster_lets_a_release_manager_promote_green_and_abort_back_to_blue(
+        data_dir: Path) -> None:
     port = free_port()
     out = kommerce("up", "--detach", "--cluster", "--no-seed", "--port", str(port),
                    data_dir=data_dir, timeout=240).stdout
@@ -173,11 +303,43 @@ def test_up_with_the_cluster_shows_the_sample_shop_and_down_stops_the_cluster_to
     kubeconfig = report["kubeconfig"]
     assert kubeconfig and f"KUBECONFIG={kubeconfig}" in out, out
     assert {"kube-apiserver", "kommerce-operator"} <= {p["name"] for p in report["processes"]}
-
-    kubectl = [str(control_plane_binaries()["kubectl"]), f"--kubeconfig={kubeconfig}"]
-    listed = subprocess.run([*kubectl, "get", "commerceservices", "-A", "-o", "name"],
-                            capture_output=True, text=True, check=True).stdout.split()
+    kubectl = Kubectl(kubeconfig)
+    listed = kubectl("get", "commerceservices", "-o", "name").split()
     assert "commerceservice.kommerce.io/product-service" in listed, listed
+
+    # The README's release manager, step by step.
+    kubectl("wait", "--for=condition=Ready", "bgr/product-service", "--timeout=90s")
+    assert bgr_columns(kubectl) | {"AGE": ""} == {
+        "NAME": "product-service", "SERVICE": "product-service", "ACTIVE": "blue",
+        "DESIRED": "blue", "PHASE": "Healthy", "BLUE": "kommerce:0.1.0",
+        "GREEN": "kommerce:0.1.0", "READY": "True", "AGE": ""}
+    assert color_behind_gateway_route(kubectl, "/api/products") == "blue"
+
+    kubectl("patch", "bgr", "product-service", "--type", "merge",
+            "-p", '{"spec":{"green":{"image":"kommerce:0.2.0"}}}')
+    wait_until(lambda: bgr_columns(kubectl)["PHASE"] == "Paused", timeout=30,
+               what="green staged", interval=0.3)
+    assert bgr_columns(kubectl)["GREEN"] == "kommerce:0.2.0"
+
+    promoted = kubectl.rollout("promote", "product-service", "--wait")
+    assert "traffic on green" in promoted, promoted
+    rollout = kubectl.json("get", "bgr", "product-service")
+    assert rollout["status"]["activeColor"] == "green", rollout["status"]
+    assert rollout["status"]["phase"] == "Healthy", rollout["status"]
+    checks = rollout["spec"]["prePromotionChecks"]["http"][0]["url"]
+    assert checks == f"http://127.0.0.1:{ports_of(report)['product']}/ready", checks
+    assert {"ACTIVE": "green", "PHASE": "Healthy"}.items() <= bgr_columns(kubectl).items()
+    assert color_behind_gateway_route(kubectl, "/api/products") == "green"
+
+    aborted = kubectl.rollout("abort", "product-service", "--wait")
+    assert "traffic on blue" in aborted, aborted
+    rollout = kubectl.json("get", "bgr", "product-service")
+    assert rollout["status"]["activeColor"] == "blue", rollout["status"]
+    assert {"ACTIVE": "blue", "DESIRED": "green", "PHASE": "Aborted",
+            "READY": "False"}.items() <= bgr_columns(kubectl).items()
+    assert color_behind_gateway_route(kubectl, "/api/products") == "blue"
+    assert [(flip["reason"], flip["toColor"]) for flip in rollout["status"]["history"]] == [
+        ("Abort", "blue"), ("Promote", "green")]
 
     kommerce("down", data_dir=data_dir)
     assert still_running(report) == []
