@@ -12,6 +12,7 @@ and the operator's resident memory (current and peak).
 from __future__ import annotations
 
 import argparse
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -112,6 +113,49 @@ def total(samples: dict[str, float], prefix: str, must: str = "") -> float:
     return sum(v for k, v in samples.items() if k.startswith(prefix) and must in k)
 
 
+def apiserver_requests(plane: ControlPlane) -> dict[tuple[str, str, str], float]:
+    """The apiserver's own count of requests by (client, resource, verb): what the cluster
+    was asked to do, by the operator and by Kubernetes' controllers alike."""
+    counts: dict[tuple[str, str, str], float] = {}
+    for line in plane.kubectl("get", "--raw", "/metrics").stdout.splitlines():
+        if not line.startswith("apiserver_request_total{"):
+            continue
+        labels = dict(part.split("=", 1) for part in
+                      line[line.index("{") + 1:line.rindex("}")].replace('"', "").split(","))
+        key = (labels.get("resource", ""), labels.get("subresource", ""), labels["verb"])
+        counts[key] = counts.get(key, 0.0) + float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def print_request_mix(before: dict[tuple[str, str, str], float],
+                      after: dict[tuple[str, str, str], float], count: int) -> None:
+    """Requests per CommerceService by resource and verb, biggest first: where the
+    cluster's time goes (watches excluded, they are long-lived)."""
+    table = Table("resource", "subresource", "verb", f"requests / {count} objects",
+                  "per object", title=f"apiserver requests while {count} became Ready")
+    deltas = sorted(((after[k] - before.get(k, 0.0), k) for k in after
+                     if k[2] != "WATCH"), reverse=True)
+    for delta, (resource, subresource, verb) in deltas[:15]:
+        if delta >= 1:
+            table.add_row(resource, subresource, verb, f"{delta:.0f}", f"{delta / count:.1f}")
+    console.print(table)
+
+
+def cpu_seconds(plane: ControlPlane, operator: OperatorProcess) -> dict[str, float]:
+    """User+system CPU seconds used so far by each server of the cluster and the operator:
+    on two cores, who spends the machine is as telling as how many requests there were."""
+    pids = {process.name: process._proc.pid for process in plane._processes
+            if process._proc is not None}
+    if operator._process is not None:
+        pids["operator"] = operator._process.pid
+    ticks = os.sysconf("SC_CLK_TCK")
+    used = {}
+    for name, pid in pids.items():
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        used[name] = (int(fields[11]) + int(fields[12])) / ticks
+    return used
+
+
 def rss_mb(pid: int) -> tuple[float, float]:
     fields = dict(line.split(":", 1) for line in Path(f"/proc/{pid}/status").read_text()
                   .splitlines() if ":" in line)
@@ -135,12 +179,18 @@ def run(counts: list[int], timeout: float) -> None:
                     lambda ns=base_ns: available_deployments(plane, ns), count, timeout)
 
                 ns = plane.create_namespace(f"shop-{count}")
-                before = scrape(operator)
+                before, api_before = scrape(operator), apiserver_requests(plane)
+                cpu_before = cpu_seconds(plane, operator)
                 started = time.monotonic()
                 apply_all(plane, ns, [commerce_service(f"s{i:04d}") for i in range(count)])
                 elapsed = time.monotonic() - started + wait_all(
                     lambda ns=ns: ready_services(plane, ns), count, timeout)
                 after = scrape(operator)
+                print_request_mix(api_before, apiserver_requests(plane), count)
+                cpu_after = cpu_seconds(plane, operator)
+                console.print("CPU seconds while they became Ready: " + ", ".join(
+                    f"{name} {cpu_after[name] - cpu_before.get(name, 0.0):.1f}"
+                    for name in sorted(cpu_after, key=lambda n: -cpu_after[n])))
 
                 name = "kommerce_operator_reconcile_duration_seconds"
                 reconciles = total(after, f"{name}_count", "CommerceService") - \

@@ -25,6 +25,7 @@ from operators.circuitbreaker.render import PolicyRef, policy_for_target
 from operators.circuitbreaker.spec import RESOURCE as BREAKER
 from operators.circuitbreaker.spec import CircuitBreakerPolicySpec
 from operators.commerceservice.render import CHILD_KINDS, RoutedService, render, route_conflicts
+from operators.commerceservice.reports import DeploymentReports
 from operators.commerceservice.spec import RESOURCE, CommerceServiceSpec
 from operators.commerceservice.status import (
     MissingReference,
@@ -41,16 +42,21 @@ from operators.schema import InvalidSpec, parse_spec
 
 KIND = "CommerceService"
 RECHECK_SECONDS = 15
+REPORTS = DeploymentReports()
 
 
 # -- indexes: the watch stream's view of every CommerceService and policy, by namespace --
 
 @kopf.index(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
 def commerce_services(namespace: str, name: str, uid: str, spec: kopf.Spec,
+                      annotations: kopf.Annotations,
                       **_: Any) -> dict[str, RoutedService | None]:
     """Parsed specs by namespace: the route table and drift repair read them without a GET."""
+    release = release_of(annotations)
     try:
-        return {namespace: RoutedService(name, uid, parse_spec(CommerceServiceSpec, dict(spec)))}
+        return {namespace: RoutedService(
+            name, uid, parse_spec(CommerceServiceSpec, dict(spec)),
+            active_color=release.active.value if release is not None else None)}
     except InvalidSpec:
         return {namespace: None}
 
@@ -80,14 +86,15 @@ def _policies_in(index: kopf.Index[str, PolicyRef | None], namespace: str) -> li
 @kopf.on.update(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
 @kopf.timer(RESOURCE.group, RESOURCE.version, RESOURCE.plural, interval=RECHECK_SECONDS,
             initial_delay=RECHECK_SECONDS, idle=RECHECK_SECONDS,
-            when=lambda status, **_: _needs_another_look(status))
+            when=lambda status, **_: _is_degraded(status))
 def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.Spec,
               meta: kopf.Meta, status: kopf.Status,
               commerce_services: kopf.Index[str, RoutedService | None],
               breaker_policies: kopf.Index[str, PolicyRef | None], **_: Any) -> None:
     """Render and apply every child, prune what is no longer rendered, publish routes, and
-    write status. The timer re-runs it while ``Degraded`` or not ``Ready``, so a Secret
-    created later clears the condition without anyone touching the resource."""
+    write status. The timer re-runs it while ``Degraded``, so a Secret created later clears
+    the condition without anyone touching the resource; ``Ready`` follows the Deployment's
+    own events (see :func:`_refresh_status_from_deployment`)."""
     generation = int(meta.get("generation") or 0)
     with reconcile_timer(KIND):
         try:
@@ -124,16 +131,22 @@ def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.S
                                     status_deployment_name(name, release))
         conflicts = [c for c in route_conflicts(_services_in(commerce_services, namespace))
                      if name in c.services]
-        new_status = build_status(
-            generation=generation, namespace=namespace, deployment=deployment,
-            missing=_missing_references(namespace, parsed), conflicts=conflicts,
-            previous_conditions=status.get("conditions"), now=_now())
-        new_status["conditions"] = with_release_condition(
-            new_status["conditions"], release, service=name, observed_generation=generation,
-            now=_now())
-        if _write_status(namespace, name, status, new_status):
-            kopf.event(body, type="Normal", reason="Reconciled",
-                       message=f"applied {len(children)} children for generation {generation}")
+        missing = _missing_references(namespace, parsed)
+        with REPORTS.lock(namespace, name):
+            deployment = REPORTS.newest(namespace, name, deployment)
+            new_status = build_status(
+                generation=generation, namespace=namespace, deployment=deployment,
+                missing=missing, conflicts=conflicts,
+                previous_conditions=status.get("conditions"), now=_now())
+            new_status["conditions"] = with_release_condition(
+                new_status["conditions"], release, service=name,
+                observed_generation=generation, now=_now())
+            if _write_status(namespace, name, status, new_status):
+                kopf.event(body, type="Normal", reason="Reconciled",
+                           message=f"applied {len(children)} children for generation "
+                                   f"{generation}")
+            if deployment is not None:
+                REPORTS.written(namespace, name, deployment)
 
 
 def _prune(namespace: str, name: str, uid: str, children: list[Manifest],
@@ -171,16 +184,11 @@ def _write_status(namespace: str, name: str, current: kopf.Status,
     return True
 
 
-def _needs_another_look(status: kopf.Status) -> bool:
-    """Degraded, or not Ready yet: re-run the reconcile until it settles, so a Secret created
-    later or a missed Deployment event can never leave status stale. Unchanged objects make
-    it a few no-op applies."""
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True"
-                for c in status.get("conditions") or [])
-    return _is_degraded(status) or not ready
-
-
 def _is_degraded(status: kopf.Status) -> bool:
+    """Only a Degraded service is re-checked on a timer (a Secret created later clears it).
+    A timer on every service not yet Ready would make Kopf add a finalizer to each new one
+    and take it off again once Ready: two extra writes per service, which at a few hundred
+    services is a large share of what the API server is asked to do."""
     return any(c.get("type") == "Degraded" and c.get("status") == "True"
                for c in status.get("conditions") or [])
 
@@ -271,11 +279,21 @@ def _refresh_status_from_deployment(deployment: kopf.Body, meta: kopf.Meta,
         return
     if not any(e.name == owner for e in _services_in(commerce_services, namespace)):
         return
+    REPORTS.observe(namespace, owner, deployment)
+    with REPORTS.lock(namespace, owner):
+        if REPORTS.unchanged(namespace, owner, deployment):
+            return
+        _write_status_from_deployment(deployment, namespace, owner, commerce_services)
+
+
+def _write_status_from_deployment(deployment: kopf.Body, namespace: str, owner: str,
+                                  commerce_services: kopf.Index[str, RoutedService | None]
+                                  ) -> None:
     current = kube().get(API_VERSION, KIND, namespace, owner)
     if current is None:
         return
     release = release_of(current["metadata"].get("annotations"))
-    if meta.get("name") != status_deployment_name(owner, release):
+    if deployment["metadata"].get("name") != status_deployment_name(owner, release):
         return
     status = current.get("status") or {}
     entry = next(e for e in _services_in(commerce_services, namespace) if e.name == owner)
@@ -288,12 +306,12 @@ def _refresh_status_from_deployment(deployment: kopf.Body, meta: kopf.Meta,
     new_status["conditions"] = with_release_condition(
         new_status["conditions"], release, service=owner,
         observed_generation=new_status["observedGeneration"], now=_now())
-    if all(status.get(key) == value for key, value in new_status.items()):
-        return
-    kube().patch_status(API_VERSION, KIND, namespace, owner, new_status)
-    if _became_ready(status, new_status):
-        kopf.event(current, type="Normal", reason="Ready",
-                   message=f"all {new_status.get('readyReplicas', 0)} replicas are available")
+    if any(status.get(key) != value for key, value in new_status.items()):
+        kube().patch_status(API_VERSION, KIND, namespace, owner, new_status)
+        if _became_ready(status, new_status):
+            kopf.event(current, type="Normal", reason="Ready",
+                       message=f"all {new_status.get('readyReplicas', 0)} replicas are available")
+    REPORTS.written(namespace, owner, deployment)
 
 
 def _became_ready(old: dict[str, Any], new: dict[str, Any]) -> bool:
@@ -304,11 +322,14 @@ def _became_ready(old: dict[str, Any], new: dict[str, Any]) -> bool:
 
 
 @kopf.on.event(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
-def republish_routes_on_delete(event: kopf.RawEvent, namespace: str | None, **_: Any) -> None:
+def republish_routes_on_delete(event: kopf.RawEvent, namespace: str | None, name: str | None,
+                               **_: Any) -> None:
     """Children go with the owner by garbage collection; the shared route table is
     re-rendered without the deleted service."""
     if event.get("type") == "DELETED" and namespace:
         route_table_publisher().mark_dirty(namespace)
+        if name:
+            REPORTS.forget(namespace, name)
 
 
 _register_child_watchers()

@@ -383,11 +383,14 @@ def pod_disruption_budget(child: _Child) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class RoutedService:
-    """One CommerceService as the route table needs it."""
+    """One CommerceService as the route table needs it. ``active_color`` is set while a
+    blue-green rollout carries its traffic, so that a flip changes the table (and its
+    version) and the gateway's reload log shows which colour it now routes to."""
 
     name: str
     uid: str
     spec: CommerceServiceSpec
+    active_color: str | None = None
 
 
 @dataclass(frozen=True)
@@ -437,7 +440,7 @@ def route_table(namespace: str, services: Sequence[RoutedService]) -> dict[str, 
             "component": routed.spec.component.value,
             "upstream": f"http://{service_host(routed.name, namespace)}:"
                         f"{routed.spec.service_port}",
-        })
+        } | ({"activeColor": routed.active_color} if routed.active_color else {}))
     routes.sort(key=lambda r: (-len(r["pathPrefix"]), r["pathPrefix"]))
     body = json.dumps(routes, sort_keys=True, separators=(",", ":"))
     return {"version": hashlib.sha256(body.encode()).hexdigest()[:16], "routes": routes}

@@ -146,6 +146,8 @@ def _stays(check: Callable[[], bool], seconds: float) -> bool:
 def test_flip_waits_until_green_is_available(control_plane: ControlPlane,
                                             namespace: str) -> None:
     _create(control_plane, namespace)
+    wait_until(lambda: _routed_colors(control_plane, namespace) == {"blue"}, timeout=30,
+               what="the gateway's route table names blue", interval=0.2)
     _hold(control_plane, namespace, "shop-green")
     _patch(control_plane, namespace, "shop", {"green": {"image": "shop:2"},
                                               "activeColor": "green"})
@@ -172,6 +174,15 @@ def test_flip_waits_until_green_is_available(control_plane: ControlPlane,
     wait_until(lambda: "green is active" in _released(control_plane, namespace, "shop"),
                timeout=30, what="the CommerceService's Released condition names green",
                interval=0.2)
+    wait_until(lambda: _routed_colors(control_plane, namespace) == {"green"}, timeout=30,
+               what="the gateway's route table names green", interval=0.2)
+
+
+def _routed_colors(plane: ControlPlane, namespace: str) -> set[str | None]:
+    """The colours the gateway's route table says the shop's routes go to."""
+    table = _get(plane, "configmap", "kommerce-gateway-routes", namespace) or {}
+    routes = json.loads(table.get("data", {}).get("routes.json", '{"routes": []}'))["routes"]
+    return {route.get("activeColor") for route in routes if route["service"] == "shop"}
 
 
 def _released(plane: ControlPlane, namespace: str, name: str) -> str:

@@ -1,0 +1,82 @@
+"""What each CommerceService's status last said about its Deployment, and the newest
+Deployment the watch stream has shown.
+
+Two writers put a Deployment's progress into a service's status: the reconcile (right after
+it applied the Deployment) and the Deployment's own watch events. Unordered, they can undo
+each other: a reconcile that started before the Pods came up writes "0 of 1 available" after
+the event handler already wrote Ready, and no further event comes to correct it. So both
+write under one lock per service, and both judge the *newest* Deployment the watch stream
+delivered (events for one object arrive in order), falling back to the apply's answer only
+until the first event arrives. The record of what was written lets the many Deployment events
+that change nothing status shows (metadata, observedGeneration, our own no-op applies) skip
+the GET of the service and the status patch.
+
+In memory only: after a restart the resume handler reconciles every service anyway.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Mapping
+from typing import Any
+
+from operators.workloads import DeploymentProgress, deployment_progress
+
+Key = tuple[str, str, str]  # namespace, owning service, Deployment name
+
+
+def _identity(deployment: Mapping[str, Any]) -> tuple[str, str]:
+    metadata = deployment.get("metadata") or {}
+    return str(metadata.get("name")), str(metadata.get("uid"))
+
+
+class DeploymentReports:
+    """Thread-safe: Kopf runs sync handlers in a thread pool."""
+
+    def __init__(self) -> None:
+        self._locks: dict[tuple[str, str], threading.Lock] = {}
+        self._latest: dict[Key, dict[str, Any]] = {}
+        self._written: dict[Key, tuple[str, DeploymentProgress]] = {}
+        self._guard = threading.Lock()
+
+    def lock(self, namespace: str, service: str) -> threading.Lock:
+        """The lock every status write for this service holds."""
+        with self._guard:
+            return self._locks.setdefault((namespace, service), threading.Lock())
+
+    def observe(self, namespace: str, service: str, deployment: Mapping[str, Any]) -> None:
+        """Record a Deployment as the watch stream delivered it (always the newest)."""
+        name, _ = _identity(deployment)
+        self._latest[(namespace, service, name)] = dict(deployment)
+
+    def newest(self, namespace: str, service: str,
+               applied: Mapping[str, Any] | None) -> dict[str, Any] | None:
+        """The Deployment to judge: the watch stream's newest copy of the same object, else
+        the one the API server just answered with (a Deployment recreated under the same
+        name has a new uid, and its first event may not have arrived yet)."""
+        if applied is None:
+            return None
+        name, uid = _identity(applied)
+        watched = self._latest.get((namespace, service, name))
+        if watched is not None and _identity(watched)[1] == uid:
+            return watched
+        return dict(applied)
+
+    def unchanged(self, namespace: str, service: str, deployment: Mapping[str, Any]) -> bool:
+        """True when status already shows this Deployment's progress."""
+        name, uid = _identity(deployment)
+        return self._written.get((namespace, service, name)) == (
+            uid, deployment_progress(deployment))
+
+    def written(self, namespace: str, service: str, deployment: Mapping[str, Any]) -> None:
+        """Status now shows this Deployment's progress (written, or found already there)."""
+        name, uid = _identity(deployment)
+        self._written[(namespace, service, name)] = (uid, deployment_progress(deployment))
+
+    def forget(self, namespace: str, service: str) -> None:
+        """The service is gone; drop what was kept for it."""
+        with self._guard:
+            self._locks.pop((namespace, service), None)
+            for store in (self._latest, self._written):
+                for key in [k for k in store if k[:2] == (namespace, service)]:
+                    store.pop(key, None)
