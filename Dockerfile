@@ -1,6 +1,9 @@
-# One image for the operator and every service: `kommerce operator` or
-# `uvicorn services.<name>.app:app`. Multi-stage: wheels are built in the first stage, the
-# runtime stage carries only the installed packages and runs as a non-root user.
+# One image for the operator and every service. The default command, `kommerce serve`, serves
+# the component named by KOMMERCE_COMPONENT (the CommerceService operator sets it in every Pod
+# it renders, so a CommerceService without `args` serves its component); the operator's
+# Deployment names its own command, `kommerce operator`. Multi-stage: wheels are built in the
+# first stage, the runtime stage carries only the installed packages and runs as a non-root
+# user.
 FROM python:3.11-slim AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
@@ -17,4 +20,4 @@ RUN pip install --no-cache-dir /wheels/*.whl && rm -rf /wheels
 USER 10001
 EXPOSE 8000 8080 9090
 ENTRYPOINT ["kommerce"]
-CMD ["operator"]
+CMD ["serve"]

@@ -6,6 +6,7 @@ import typer
 
 from kommerce.operator_cli import run_operator
 from kommerce.rollout_cli import rollout_app
+from kommerce.serve_cli import serve
 from kommerce.testbed_cli import testbed_app
 from kommerce.up_cli import down, status, up
 
@@ -20,6 +21,7 @@ app.command("operator")(run_operator)
 app.command("up")(up)
 app.command("status")(status)
 app.command("down")(down)
+app.command("serve")(serve)
 
 
 if __name__ == "__main__":

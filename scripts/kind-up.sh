@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Kommerce on a real (local) Kubernetes cluster: kind, Istio, the image built from the
-# Dockerfile, the CRDs, the operator and the sample shop, then a wait until every
+# Dockerfile, the CRDs, the operator, the development backing servers (manifests/dev:
+# PostgreSQL, Redis, Kafka, Elasticsearch) and the sample shop, then a wait until every
 # CommerceService is Ready. Needs docker, kind, kubectl and istioctl on PATH. Safe to run
 # again: every step applies or skips what already exists.
 #
@@ -39,6 +40,16 @@ kubectl wait --for=condition=Established --timeout=60s \
   crd/circuitbreakerpolicies.kommerce.io crd/shardlayouts.kommerce.io
 kubectl apply --server-side -k manifests/operator/
 kubectl -n kommerce-system rollout status deployment/kommerce-operator --timeout="$TIMEOUT"
+
+step "backing servers (PostgreSQL, Redis, Kafka, Elasticsearch) in $SHOP"
+# The namespace first, from the samples (same fields as their kustomization applies, so the
+# two applies agree): manifests/dev puts its servers there, next to the services using them.
+kubectl apply --server-side -f manifests/samples/namespace.yaml
+kubectl apply --server-side -k manifests/dev/
+kubectl -n "$SHOP" rollout status statefulset/postgres --timeout="$TIMEOUT"
+kubectl -n "$SHOP" rollout status deployment/redis --timeout="$TIMEOUT"
+kubectl -n "$SHOP" rollout status statefulset/kafka --timeout="$TIMEOUT"
+kubectl -n "$SHOP" rollout status statefulset/elasticsearch --timeout="$TIMEOUT"
 
 step "sample shop"
 kubectl apply --server-side -k manifests/samples/
