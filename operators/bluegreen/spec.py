@@ -94,9 +94,10 @@ class ErrorRateCheck(KubeModel):
     metric: str = Field(default="http_requests_total", max_length=200,
                         pattern=r"^[a-zA-Z_:][a-zA-Z0-9_:]*$",
                         description="Counter of requests, labelled by status.")
-    status_label: str = Field(default="status", max_length=100,
+    status_label: str = Field(default="status_code", max_length=100,
                               pattern=r"^[a-zA-Z_][a-zA-Z0-9_]*$",
-                              description="Label holding the HTTP status code.")
+                              description="Label holding the HTTP status code "
+                                          "(Kommerce services call it status_code).")
     max_error_percent: float = Field(default=1.0, ge=0, le=100,
                                      description="Highest 5xx share, in percent, that passes.")
     min_requests: int = Field(default=0, ge=0, le=1_000_000,

@@ -24,19 +24,19 @@ NOW = datetime(2025, 1, 1, 12, 0, 0, tzinfo=UTC)
 METRICS = """\
 # HELP http_requests_total Requests.
 # TYPE http_requests_total counter
-http_requests_total{method="GET",status="200"} 90.0
-http_requests_total{method="GET",status="503"} 4.0
-http_requests_total{method="POST",status="500"} 1.0
-http_requests_total{method="POST",status="404"} 5.0
-http_requests_created{method="GET",status="200"} 1.7e9
+http_requests_total{method="GET",status_code="200"} 90.0
+http_requests_total{method="GET",status_code="503"} 4.0
+http_requests_total{method="POST",status_code="500"} 1.0
+http_requests_total{method="POST",status_code="404"} 5.0
+http_requests_created{method="GET",status_code="200"} 1.7e9
 # TYPE other_total counter
-other_total{status="500"} 1000.0
+other_total{status_code="500"} 1000.0
 """
 
 
 def test_error_counts_sum_every_series_and_count_5xx_as_errors() -> None:
-    assert parse_error_counts(METRICS, "http_requests_total", "status") == (100.0, 5.0)
-    assert parse_error_counts(METRICS, "http_requests", "status") == (100.0, 5.0)
+    assert parse_error_counts(METRICS, "http_requests_total", "status_code") == (100.0, 5.0)
+    assert parse_error_counts(METRICS, "http_requests", "status_code") == (100.0, 5.0)
 
 
 def test_error_rate_over_a_window_uses_the_difference_of_two_scrapes() -> None:
