@@ -74,5 +74,24 @@ class Vote(Base):
                                                  server_default=func.now())
 
 
+class Purchase(Base):
+    """A product the user bought, one row per (order, product), from the order service's
+    events: what makes a review a verified purchase, whichever arrives first. ``active`` is
+    false once the order was cancelled (refunded), so the flag can be taken back."""
+
+    __tablename__ = "review_purchases"
+
+    order_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    product_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    user_id: Mapped[str] = mapped_column(String(255))
+    active: Mapped[bool] = mapped_column(Boolean)
+    #: The order event that last changed the row (for tracing a flag back to its cause).
+    event_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True))
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())
+
+    __table_args__ = (Index("ix_review_purchases_user_product", "user_id", "product_id"),)
+
+
 MIGRATIONS = Migrations(branch="review", versions_dir=Path(__file__).parent / "migrations",
                         metadata=Base.metadata)

@@ -10,6 +10,8 @@
   the approved set drops the cache and publishes ``rating.changed`` with the new summary
   (in the same transaction, through the outbox), so product and search can show and rank
   by it.
+* A review is a verified purchase while its author has a paid, uncancelled order of the
+  product (:mod:`services.review.purchases`, fed by order events).
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from services.core.events.outbox import add_event
 from services.core.metrics import counter
 from services.review.models import Review, Vote
 from services.review.moderation import ReviewStatus, may_moderate, screen
+from services.review.purchases import has_purchased, lock_pairs
 from services.review.schemas import (
     ModerationIn,
     RatingSummary,
@@ -75,6 +78,10 @@ class ReviewService:
             helpful_count=0, unhelpful_count=0, created_at=now, updated_at=now)
         try:
             async with self.database.session() as session, session.begin():
+                # Locked against a purchase being recorded this instant (see purchases).
+                await lock_pairs(session, author.user_id, [product_id])
+                review.verified_purchase = await has_purchased(session, author.user_id,
+                                                               product_id)
                 session.add(review)
                 await session.flush()
                 await self._publish(session, REVIEW_CREATED, review)

@@ -28,6 +28,12 @@ class ReviewSettings(ServiceSettings):
         True, description="Publish reviews the screen finds nothing in at once; otherwise "
         "every review waits in the moderation queue.",
     )
+    order_topic: str = Field(
+        "order.events", description="Topic the order service publishes order.status_changed "
+        "on (paid and cancelled orders make and unmake verified purchases).")
+    product_service_url: str | None = Field(
+        None, description="Product service (``kommerce up`` sets KOMMERCE_PRODUCT_SERVICE_URL): "
+        "maps an order line's variant to its product for the verified-purchase flag.")
     rating_cache_ttl_seconds: int = Field(
         600, ge=1, description="How long a product's rating summary stays cached; every "
         "change to its approved reviews drops it sooner.",

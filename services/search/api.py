@@ -71,8 +71,10 @@ async def search(
                         offset=(page - 1) * size, limit=size)
     query_id, results = await _service(request).search(
         query, user.user_id if user is not None else None)
-    return SearchPage(query_id=query_id, total=results.total, page=page, size=size,
-                      items=results.hits, facets=results.facets)
+    return SearchPage(query_id=query_id, total=results.total,
+                      total_relation=results.total_relation, page=page, size=size,
+                      items=results.hits, facets=results.facets,
+                      facets_exact=results.facets_exact)
 
 
 @router.get("/search/autocomplete", response_model=Suggestions)

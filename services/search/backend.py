@@ -4,6 +4,12 @@ The behavioural tests run against this interface with each engine, so the shapes
 the contract: what a filter means (values of one facet are OR-ed, different facets AND-ed),
 which price ranges exist, how results are ordered when scores tie (by id, so pages never
 overlap) and that facets count the filtered result set.
+
+Both engines bound the work of one search, so a query word found in half of a large
+catalog stays fast: facets count at most :data:`FACET_CANDIDATES` matches, the best ones
+(``facets_exact`` says whether that was all of them), and ``total`` is exact up to that many
+(beyond, it is that many with ``total_relation`` "gte", as Elasticsearch reports a bounded
+``track_total_hits``; the page window grows with the page asked for).
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Protocol
+from typing import Literal, Protocol
 
 from pydantic import BaseModel, Field
 
@@ -39,11 +45,17 @@ PRICE_RANGES: tuple[PriceRange, ...] = (
 )
 
 
+#: How many of the best matches facets and totals are counted over (all when fewer match).
+FACET_CANDIDATES = 1_000
+
+
 class SortOrder(StrEnum):
     RELEVANCE = "relevance"
     PRICE_ASC = "price_asc"
     PRICE_DESC = "price_desc"
     NEWEST = "newest"
+    #: Best rated first (unrated last); among equal ratings, the more reviewed first.
+    RATING = "rating"
 
 
 @dataclass(frozen=True)
@@ -72,6 +84,9 @@ class Hit(BaseModel):
     currency: str | None
     in_stock: bool
     image: str | None = None
+    rating: float | None = Field(None, description="Average approved review rating, 1-5; "
+                                 "null when not rated.")
+    rating_count: int = Field(0, description="Approved reviews the rating averages.")
 
 
 class FacetValue(BaseModel):
@@ -95,8 +110,13 @@ class Facets(BaseModel):
 
 class SearchResults(BaseModel):
     total: int
+    total_relation: Literal["eq", "gte"] = Field(
+        "eq", description="'gte': more than ``total`` match (counting stops there).")
     hits: list[Hit]
     facets: Facets
+    facets_exact: bool = Field(
+        True, description="False when facets count only the best matches of a very large "
+        "result set.")
 
 
 class Suggestion(BaseModel):
@@ -118,6 +138,13 @@ class SearchBackend(Protocol):
     async def ping(self) -> None:
         """Raise when the engine cannot answer (for ``/ready``)."""
 
+    async def refresh(self) -> None:
+        """Make what was indexed visible to searches."""
+
+    async def needs_rebuild(self) -> bool:
+        """True when the engine holds nothing, or an index built for another mapping, and
+        should be rebuilt from the store (checked at start-up)."""
+
     async def index(self, documents: Sequence[ProductDocument]) -> None:
         """Add or replace documents; an older version never replaces a newer one."""
 
@@ -136,7 +163,8 @@ def hit_of(document: ProductDocument) -> Hit:
     return Hit(id=document.id, name=document.name, category=document.category,
                brand=document.brand, price_min=document.price_min,
                price_max=document.price_max, currency=document.currency,
-               in_stock=document.in_stock, image=document.images[0] if document.images else None)
+               in_stock=document.in_stock, image=document.images[0] if document.images else None,
+               rating=document.rating, rating_count=document.rating_count)
 
 
 def price_facets(counts: dict[str, int]) -> list[PriceFacet]:

@@ -43,6 +43,17 @@ class ProductDocument(BaseModel):
     images: list[str] = Field(default_factory=list)
     created_at: datetime
     updated_at: datetime
+    #: Average approved review rating (None: not rated) and how many reviews it averages;
+    #: not part of product events, filled from the review service's ``rating.changed``.
+    rating: float | None = None
+    rating_count: int = 0
+
+    @property
+    def attribute_pairs(self) -> list[str]:
+        """``name:value`` strings, the form facets and filters use (a name has no colon:
+        the API's ``attr=name:value`` filter splits on the first one)."""
+        return [f"{name}:{value}" for name, values in sorted(self.attributes.items())
+                for value in values]
 
     @property
     def price_min(self) -> int | None:

@@ -9,10 +9,20 @@ module, so no edge n-grams or synonyms; no ``mapper-extras``, so no ``search_as_
 * ``category``, ``brand``, ``currency`` are ``keyword`` (filters and facets), ``price_min``
   and ``price_max`` are ``long`` minor units (range filter and range facet), ``in_stock`` a
   boolean.
-* ``attributes`` is ``nested`` ``{name, value}`` pairs, so "colour = red" matches the pair
-  and not a red something with some other colour; facets come from a nested aggregation.
+* ``attribute_pairs`` is a ``keyword`` of ``name:value`` strings, so "colour = red" matches
+  the pair and not a red something with some other colour; filters are ``terms`` on it and
+  facets one ``terms`` aggregation split by name (a nested mapping did the same at several
+  times the cost: one hidden document per pair).
+* ``rating`` / ``rating_count`` come from the review service (sort ``rating``).
 * ``suggest`` (name, brand, category) is ``text`` with ``index_prefixes``, queried with
   ``match_bool_prefix``: autocomplete from prefix terms indexed at write time.
+
+Queries are kept lean: filters in filter context, typo-tolerant (fuzzy) matching only when
+the exact words find nothing (fuzziness on every query multiplied its cost), facets over the
+best :data:`~services.search.backend.FACET_CANDIDATES` matches (a ``sampler``), totals
+counted up to as many (or the page asked for), and the shard request cache on
+(invalidated by every refresh). The mapping carries a version in ``_meta``; an index built
+with an older one is reported by :meth:`ElasticsearchBackend.start` so the service rebuilds.
 
 Writes use the product version with ``version_type=external_gte``: an older version never
 overwrites a newer one, and price/stock changes (same version) still land.
@@ -27,10 +37,11 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from typing import Any
 
-from elasticsearch import AsyncElasticsearch, ConflictError, NotFoundError
+from elasticsearch import ApiError, AsyncElasticsearch, ConflictError, NotFoundError
 from elasticsearch.helpers import async_bulk
 
 from services.search.backend import (
+    FACET_CANDIDATES,
     PRICE_RANGES,
     Facets,
     FacetValue,
@@ -48,6 +59,11 @@ log = logging.getLogger(__name__)
 
 FACET_VALUES = 20
 ATTRIBUTE_NAMES = 10
+#: Distinct name:value pairs one facet aggregation returns before they are split by name.
+ATTRIBUTE_PAIRS = 1000
+FUZZY_MIN_LENGTH = 3
+#: Bump when MAPPING changes: a live index with another version is rebuilt at start-up.
+MAPPING_VERSION = 2
 
 SETTINGS: dict[str, Any] = {
     "number_of_shards": 1,
@@ -57,14 +73,16 @@ SETTINGS: dict[str, Any] = {
 
 MAPPING: dict[str, Any] = {
     "dynamic": "strict",
+    "_meta": {"mapping_version": MAPPING_VERSION},
     "properties": {
         "id": {"type": "keyword"},
         "name": {"type": "text", "fields": {"sort": {"type": "keyword", "ignore_above": 256}}},
         "description": {"type": "text"},
         "category": {"type": "keyword", "fields": {"text": {"type": "text"}}},
         "brand": {"type": "keyword", "fields": {"text": {"type": "text"}}},
-        "attributes": {"type": "nested", "properties": {
-            "name": {"type": "keyword"}, "value": {"type": "keyword"}}},
+        "attribute_pairs": {"type": "keyword"},
+        "rating": {"type": "float"},
+        "rating_count": {"type": "integer"},
         "price_min": {"type": "long"},
         "price_max": {"type": "long"},
         "currency": {"type": "keyword"},
@@ -82,8 +100,8 @@ def source_of(document: ProductDocument) -> dict[str, Any]:
     return {
         "id": str(document.id), "name": document.name, "description": document.description,
         "category": document.category, "brand": document.brand,
-        "attributes": [{"name": n, "value": v} for n, values in document.attributes.items()
-                       for v in values],
+        "attribute_pairs": document.attribute_pairs,
+        "rating": document.rating, "rating_count": document.rating_count,
         "price_min": document.price_min, "price_max": document.price_max,
         "currency": document.currency, "in_stock": document.in_stock,
         "image": document.images[0] if document.images else None,
@@ -101,10 +119,28 @@ class ElasticsearchBackend:
                                          max_retries=2)
         self.alias = alias
         self._retired: list[str] = []
+        #: Set by start(): the live index was built with another mapping version.
+        self.stale_mapping = False
 
     async def start(self) -> None:
-        """Create the first index behind the alias unless the alias exists."""
-        if not await self.client.indices.exists_alias(name=self.alias):
+        """Create the first index behind the alias unless the alias exists; note whether an
+        existing one has the current mapping."""
+        if await self.client.indices.exists_alias(name=self.alias):
+            mappings = (await self.client.indices.get_mapping(index=self.alias)).body
+            versions = {(m.get("mappings", {}).get("_meta") or {}).get("mapping_version")
+                        for m in mappings.values()}
+            self.stale_mapping = versions != {MAPPING_VERSION}
+            if self.stale_mapping:
+                # Until the rebuild switches the alias, the old index keeps taking writes:
+                # give it the new fields (additions only) so documents carrying them are
+                # not refused by its strict mapping.
+                try:
+                    await self.client.indices.put_mapping(index=self.alias,
+                                                          properties=MAPPING["properties"])
+                except ApiError as exc:
+                    log.warning("could not add the new fields to %s (%s); writes may be "
+                                "refused until its rebuild", self.alias, exc)
+        else:
             index = self._new_index_name()
             await self._create_index(index)
             try:
@@ -123,6 +159,11 @@ class ElasticsearchBackend:
 
     async def refresh(self) -> None:
         await self.client.indices.refresh(index=self.alias)
+
+    async def needs_rebuild(self) -> bool:
+        if self.stale_mapping:
+            return True
+        return int((await self.client.count(index=self.alias)).body["count"]) == 0
 
     async def index(self, documents: Sequence[ProductDocument]) -> None:
         await self._bulk_index(self.alias, documents)
@@ -181,6 +222,7 @@ class ElasticsearchBackend:
             await self.client.indices.delete(index=index, ignore_unavailable=True)
             raise
         self._retired = old
+        self.stale_mapping = False
         return count
 
     async def drop_retired(self) -> None:
@@ -191,13 +233,30 @@ class ElasticsearchBackend:
 
     async def search(self, query: SearchQuery) -> SearchResults:
         terms = terms_of(query.text)
+        # As in PostgreSQL: totals and facets cover the best ``window`` matches.
+        window = max(FACET_CANDIDATES, query.offset + query.limit)
+        body = await self._search(query, terms, window, fuzzy=False)
+        if (body["hits"]["total"]["value"] == 0
+                and any(len(t) >= FUZZY_MIN_LENGTH for t in terms)):
+            body = await self._search(query, terms, window, fuzzy=True)
+        total = body["hits"]["total"]
+        sample = body["aggregations"]["best"]
+        return SearchResults(
+            total=total["value"], total_relation=total["relation"],
+            hits=[_hit(h["_source"]) for h in body["hits"].get("hits", [])],
+            facets=_facets(sample), facets_exact=total["relation"] == "eq"
+            and total["value"] == sample["doc_count"])
+
+    async def _search(self, query: SearchQuery, terms: list[str], window: int, *,
+                      fuzzy: bool) -> dict[str, Any]:
         must: list[dict[str, Any]] = []
         should: list[dict[str, Any]] = []
         if terms:
-            must.append({"multi_match": {
-                "query": " ".join(terms), "fields": SEARCH_FIELDS, "type": "best_fields",
-                "operator": "or", "fuzziness": "AUTO", "prefix_length": 0,
-                "max_expansions": 20}})
+            match: dict[str, Any] = {"query": " ".join(terms), "fields": SEARCH_FIELDS,
+                                     "type": "best_fields", "operator": "or"}
+            if fuzzy:
+                match.update(fuzziness="AUTO", prefix_length=0, max_expansions=20)
+            must.append({"multi_match": match})
             if query.boost_categories:
                 should.append({"terms": {"category": list(query.boost_categories),
                                          "boost": 2.0}})
@@ -205,12 +264,13 @@ class ElasticsearchBackend:
                                "filter": _filters(query)}}
         response = await self.client.search(
             index=self.alias, query=body_query, sort=_sort(query, bool(terms)),
-            from_=query.offset, size=query.limit, track_total_hits=True,
-            aggs=_aggregations(), source_excludes=["suggest", "description", "attributes"])
-        body = response.body
-        hits = [_hit(h["_source"]) for h in body["hits"]["hits"]]
-        return SearchResults(total=body["hits"]["total"]["value"], hits=hits,
-                             facets=_facets(body["aggregations"]))
+            from_=query.offset, size=query.limit, track_total_hits=window,
+            aggs=_aggregations(window), request_cache=True,
+            # Only what is read: less JSON for the node to write and the client to parse.
+            filter_path=["hits.total", "hits.hits._source", "aggregations"],
+            source_includes=["id", "name", "category", "brand", "price_min", "price_max",
+                             "currency", "in_stock", "image", "rating", "rating_count"])
+        return response.body  # type: ignore[no-any-return]
 
     async def autocomplete(self, prefix: str, limit: int) -> list[Suggestion]:
         terms = terms_of(prefix)
@@ -241,9 +301,7 @@ def _filters(query: SearchQuery) -> list[dict[str, Any]]:
         filters.append({"terms": {"brand": list(query.brands)}})
     for name, values in query.attributes.items():
         if values:
-            filters.append({"nested": {"path": "attributes", "query": {"bool": {"filter": [
-                {"term": {"attributes.name": name}},
-                {"terms": {"attributes.value": list(values)}}]}}}})
+            filters.append({"terms": {"attribute_pairs": [f"{name}:{v}" for v in values]}})
     price: dict[str, int] = {}
     if query.price_min is not None:
         price["gte"] = query.price_min
@@ -266,12 +324,16 @@ def _sort(query: SearchQuery, has_text: bool) -> list[Any]:
         first = [{"price_min": {"order": "asc", "missing": "_last"}}]
     elif sort is SortOrder.PRICE_DESC:
         first = [{"price_min": {"order": "desc", "missing": "_last"}}]
+    elif sort is SortOrder.RATING:
+        first = [{"rating": {"order": "desc", "missing": "_last"}}, {"rating_count": "desc"}]
     else:
         first = [{"created_at": "desc"}]
     return [*first, {"id": "asc"}]
 
 
-def _aggregations() -> dict[str, Any]:
+def _aggregations(window: int) -> dict[str, Any]:
+    """Every facet, over the best ``window`` matches (the sampler takes the top-scoring
+    documents; when fewer match, that is all of them)."""
     ranges = []
     for r in PRICE_RANGES:
         bucket: dict[str, Any] = {"key": r.key}
@@ -280,30 +342,38 @@ def _aggregations() -> dict[str, Any]:
         if r.high is not None:
             bucket["to"] = r.high
         ranges.append(bucket)
-    return {
+    return {"best": {"sampler": {"shard_size": window}, "aggs": {
         "category": {"terms": {"field": "category", "size": FACET_VALUES}},
         "brand": {"terms": {"field": "brand", "size": FACET_VALUES}},
         "price": {"range": {"field": "price_min", "ranges": ranges, "keyed": False}},
-        "attributes": {"nested": {"path": "attributes"}, "aggs": {"names": {
-            "terms": {"field": "attributes.name", "size": ATTRIBUTE_NAMES},
-            "aggs": {"values": {"terms": {"field": "attributes.value",
-                                          "size": FACET_VALUES}}}}}},
-    }
+        "attributes": {"terms": {"field": "attribute_pairs", "size": ATTRIBUTE_PAIRS}},
+    }}}
 
 
 def _values(buckets: list[dict[str, Any]]) -> list[FacetValue]:
     return [FacetValue(value=str(b["key"]), count=b["doc_count"]) for b in buckets]
 
 
+def _top(counts: dict[str, int]) -> list[FacetValue]:
+    ordered = sorted(counts.items(), key=lambda item: (-item[1], item[0]))[:FACET_VALUES]
+    return [FacetValue(value=value, count=count) for value, count in ordered]
+
+
 def _facets(aggregations: dict[str, Any]) -> Facets:
+    """Attribute pairs are split by name; names are ordered by how many values they count,
+    as the PostgreSQL engine orders them."""
     by_key = {r.key: r for r in PRICE_RANGES}
+    attributes: dict[str, dict[str, int]] = {}
+    for b in aggregations["attributes"]["buckets"]:
+        name, _, value = str(b["key"]).partition(":")
+        attributes.setdefault(name, {})[value] = b["doc_count"]
+    names = sorted(attributes, key=lambda n: (-sum(attributes[n].values()), n))
     return Facets(
         category=_values(aggregations["category"]["buckets"]),
         brand=_values(aggregations["brand"]["buckets"]),
         price=[PriceFacet(key=b["key"], low=by_key[b["key"]].low, high=by_key[b["key"]].high,
                           count=b["doc_count"]) for b in aggregations["price"]["buckets"]],
-        attributes={b["key"]: _values(b["values"]["buckets"])
-                    for b in aggregations["attributes"]["names"]["buckets"]},
+        attributes={n: _top(attributes[n]) for n in names[:ATTRIBUTE_NAMES]},
     )
 
 
@@ -311,4 +381,5 @@ def _hit(source: dict[str, Any]) -> Hit:
     return Hit(id=source["id"], name=source["name"], category=source["category"],
                brand=source.get("brand"), price_min=source.get("price_min"),
                price_max=source.get("price_max"), currency=source.get("currency"),
-               in_stock=source.get("in_stock", False), image=source.get("image"))
+               in_stock=source.get("in_stock", False), image=source.get("image"),
+               rating=source.get("rating"), rating_count=source.get("rating_count") or 0)

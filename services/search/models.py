@@ -20,6 +20,7 @@ from sqlalchemy import (
     Boolean,
     Computed,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -29,7 +30,7 @@ from sqlalchemy import (
     func,
     text,
 )
-from sqlalchemy.dialects.postgresql import JSONB, TSVECTOR, UUID
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, TSVECTOR, UUID
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
 from services.core.db import new_metadata
@@ -41,6 +42,14 @@ DOCUMENT_VECTOR = (
     "setweight(to_tsvector('simple'::regconfig, coalesce(brand, '')), 'B') || "
     "setweight(to_tsvector('simple'::regconfig, coalesce(category, '')), 'C') || "
     "setweight(to_tsvector('simple'::regconfig, coalesce(description, '')), 'D')"
+)
+#: Name, brand and category only: the "strong match" tier a search takes candidates from
+#: first. Its own column and GIN index, because restricting a query on ``document`` to
+#: weights A-C makes PostgreSQL recheck every row that has the words anywhere.
+TITLE_VECTOR = (
+    "setweight(to_tsvector('simple'::regconfig, coalesce(name, '')), 'A') || "
+    "setweight(to_tsvector('simple'::regconfig, coalesce(brand, '')), 'B') || "
+    "setweight(to_tsvector('simple'::regconfig, coalesce(category, '')), 'C')"
 )
 #: What typo-tolerant matching compares against (trigram word similarity).
 FUZZY_TEXT = "lower(name || ' ' || coalesce(brand, '') || ' ' || category)"
@@ -63,6 +72,12 @@ class SearchDocumentRow(Base):
     attributes: Mapped[dict[str, Any]] = mapped_column(JSONB, server_default=text("'{}'"))
     variants: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'"))
     images: Mapped[list[Any]] = mapped_column(JSONB, server_default=text("'[]'"))
+    #: ``name:value`` for every attribute value: facet counts unnest a plain array (cheap,
+    #: and estimated well by the planner) and filters are array overlaps on a GIN index.
+    attribute_pairs: Mapped[list[str]] = mapped_column(ARRAY(Text), server_default=text("'{}'"))
+    #: Average of approved reviews (None: no reviews), from the review service's events.
+    rating: Mapped[float | None] = mapped_column(Float)
+    rating_count: Mapped[int] = mapped_column(Integer, server_default=text("0"))
     price_min: Mapped[int | None] = mapped_column(BigInteger)
     price_max: Mapped[int | None] = mapped_column(BigInteger)
     currency: Mapped[str | None] = mapped_column(String(3))
@@ -74,17 +89,34 @@ class SearchDocumentRow(Base):
                                                  server_default=func.now())
     document: Mapped[str] = mapped_column(TSVECTOR, Computed(DOCUMENT_VECTOR, persisted=True))
     fuzzy_text: Mapped[str] = mapped_column(Text, Computed(FUZZY_TEXT, persisted=True))
+    title: Mapped[str] = mapped_column(TSVECTOR, Computed(TITLE_VECTOR, persisted=True))
 
     __table_args__ = (
         Index("ix_search_documents_document", "document", postgresql_using="gin"),
+        Index("ix_search_documents_title", "title", postgresql_using="gin"),
         Index("ix_search_documents_fuzzy_text", "fuzzy_text", postgresql_using="gin",
               postgresql_ops={"fuzzy_text": "gin_trgm_ops"}),
-        Index("ix_search_documents_attributes", "attributes", postgresql_using="gin",
-              postgresql_ops={"attributes": "jsonb_path_ops"}),
+        Index("ix_search_documents_attribute_pairs", "attribute_pairs",
+              postgresql_using="gin"),
         Index("ix_search_documents_category", "category"),
         Index("ix_search_documents_price_min", "price_min"),
         Index("ix_search_documents_changed_at", "changed_at"),
+        Index("ix_search_documents_created_at", "created_at"),
+        Index("ix_search_documents_rating", "rating"),
     )
+
+
+class SearchRatingRow(Base):
+    """The latest rating summary per product, whether or not the product is in the store
+    yet: a product created after its first review still gets its rating."""
+
+    __tablename__ = "search_ratings"
+
+    product_id: Mapped[uuid.UUID] = mapped_column(UUID(as_uuid=True), primary_key=True)
+    rating: Mapped[float | None] = mapped_column(Float)
+    rating_count: Mapped[int] = mapped_column(Integer)
+    #: When the review service computed the summary: an older one never replaces a newer.
+    rated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
 
 
 class SearchQueryRow(Base):

@@ -12,17 +12,23 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, true
+from sqlalchemy import and_, func, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.db import Database
 from services.search.documents import ProductDocument
-from services.search.models import SearchClickRow, SearchDocumentRow, SearchQueryRow
+from services.search.models import (
+    SearchClickRow,
+    SearchDocumentRow,
+    SearchQueryRow,
+    SearchRatingRow,
+)
 
 documents = SearchDocumentRow.__table__
 queries = SearchQueryRow.__table__
 clicks = SearchClickRow.__table__
+ratings = SearchRatingRow.__table__
 
 
 def row_values(document: ProductDocument) -> dict[str, Any]:
@@ -32,7 +38,9 @@ def row_values(document: ProductDocument) -> dict[str, Any]:
         "name": document.name, "description": document.description,
         "category": document.category, "brand": document.brand,
         "attributes": data["attributes"], "variants": data["variants"],
-        "images": data["images"], "price_min": document.price_min,
+        "images": data["images"], "attribute_pairs": document.attribute_pairs,
+        "rating": document.rating, "rating_count": document.rating_count,
+        "price_min": document.price_min,
         "price_max": document.price_max, "currency": document.currency,
         "in_stock": document.in_stock, "created_at": document.created_at,
         "updated_at": document.updated_at, "changed_at": func.clock_timestamp(),
@@ -44,7 +52,7 @@ def document_of(row: Any) -> ProductDocument:
         id=row.id, version=row.version, name=row.name, description=row.description,
         category=row.category, brand=row.brand, attributes=row.attributes,
         variants=row.variants, images=row.images, created_at=row.created_at,
-        updated_at=row.updated_at)
+        updated_at=row.updated_at, rating=row.rating, rating_count=row.rating_count)
 
 
 async def save(session: AsyncSession, document: ProductDocument,
@@ -89,6 +97,48 @@ async def live_document(session: AsyncSession, product_id: uuid.UUID,
         statement = statement.with_for_update()
     row = (await session.execute(statement)).first()
     return None if row is None else document_of(row)
+
+
+async def with_rating(session: AsyncSession, document: ProductDocument) -> ProductDocument:
+    """The document carrying the product's latest known rating (product events have none)."""
+    row = (await session.execute(select(ratings.c.rating, ratings.c.rating_count)
+                                 .where(ratings.c.product_id == document.id))).first()
+    if row is None:
+        return document
+    return document.model_copy(update={"rating": row.rating,
+                                       "rating_count": row.rating_count})
+
+
+async def save_rating(session: AsyncSession, product_id: uuid.UUID, rating: float | None,
+                      count: int, rated_at: datetime) -> bool:
+    """Keep the newest summary per product; False when a newer one is already kept (a
+    redelivered or overtaken event)."""
+    statement = insert(ratings).values(product_id=product_id, rating=rating,
+                                       rating_count=count, rated_at=rated_at)
+    statement = statement.on_conflict_do_update(
+        index_elements=[ratings.c.product_id],
+        set_={"rating": statement.excluded.rating,
+              "rating_count": statement.excluded.rating_count,
+              "rated_at": statement.excluded.rated_at},
+        where=ratings.c.rated_at <= statement.excluded.rated_at,
+    ).returning(ratings.c.product_id)
+    return (await session.execute(statement)).first() is not None
+
+
+async def rate_document(session: AsyncSession, product_id: uuid.UUID, rating: float | None,
+                        count: int) -> ProductDocument | None:
+    """Put the rating on the live document, if the store has it; the updated document."""
+    row = (await session.execute(
+        update(documents).where(documents.c.id == product_id, documents.c.deleted.is_(False))
+        .values(rating=rating, rating_count=count, changed_at=func.clock_timestamp())
+        .returning(*documents.c))).first()
+    return None if row is None else document_of(row)
+
+
+async def is_empty(database: Database) -> bool:
+    """True when the store has never held a product (not even a tombstone)."""
+    async with database.session() as session:
+        return (await session.execute(select(documents.c.id).limit(1))).first() is None
 
 
 async def live_batches(database: Database, *, batch_size: int = 500,

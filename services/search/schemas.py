@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -17,10 +18,14 @@ class SearchPage(BaseModel):
     query_id: uuid.UUID = Field(description="Send with a click (POST /search/clicks) so "
                                 "click-through can be measured.")
     total: int
+    total_relation: Literal["eq", "gte"] = Field(
+        "eq", description="'gte': at least ``total`` results match (counting stops there).")
     page: int
     size: int
     items: list[Hit]
     facets: Facets
+    facets_exact: bool = Field(True, description="False when facets count only the best "
+                               "matches of a very large result set.")
 
 
 class Suggestions(BaseModel):

@@ -1,4 +1,5 @@
-"""The search service's rules: applying product events, answering searches, analytics.
+"""The search service's rules: applying product and rating events, filling an empty store
+from the catalog, answering searches, analytics.
 
 No FastAPI here. The document store (PostgreSQL) is written first, inside the consumer's
 transaction; the engine is then updated before that transaction commits, so a failure
@@ -11,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -36,6 +37,12 @@ SEARCHES = counter("search_queries_total", "Searches answered, by engine and out
                    "(results, zero_results)", ["engine", "outcome"])
 SEARCH_LATENCY = histogram("search_engine_seconds", "Time the engine took per search",
                            ["engine", "operation"])
+#: Published by the review service on ``review.events`` with the product's new summary.
+RATING_CHANGED = "rating.changed"
+#: What this service consumes from the product service's topic.
+PRODUCT_EVENTS = ("product.created", "product.updated", "product.deleted", "price.changed",
+                  "stock.changed")
+
 INDEXED = counter("search_documents_applied_total", "Product events applied to the index",
                   ["event"])
 
@@ -57,7 +64,8 @@ async def engine_call(call: Callable[[], Awaitable[T]]) -> T:
 
 
 class SearchIndexer:
-    """Keeps the store and the engine in step with the catalog's events."""
+    """Keeps the store and the engine in step with the catalog's events and the products'
+    ratings (``rating.changed`` from the review service)."""
 
     def __init__(self, database: Database, backend: SearchBackend) -> None:
         self.database = database
@@ -69,6 +77,7 @@ class SearchIndexer:
             document = ProductDocument.from_product(payload)
         except (KeyError, TypeError, ValueError) as exc:
             raise PoisonEvent(f"not a product document: {exc!r}") from exc
+        document = await repo.with_rating(session, document)
         if await repo.save(session, document, same_version=False):
             await engine_call(lambda: self.backend.index([document]))
 
@@ -81,6 +90,25 @@ class SearchIndexer:
             raise PoisonEvent(f"not a deletion: {exc!r}") from exc
         if await repo.tombstone(session, product_id, version, category):
             await engine_call(lambda: self.backend.remove(product_id, version))
+
+    async def rating_changed(self, session: AsyncSession, payload: dict[str, Any],
+                             rated_at: datetime) -> None:
+        """A product's new rating summary (the review service's ``rating.changed``): kept
+        per product even before the product is known, and put on its document if it is."""
+        try:
+            product_id = uuid.UUID(str(payload["product_id"]))
+            count = int(payload["count"])
+            average = payload.get("average")
+            rating = None if average is None or count == 0 else float(average)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise PoisonEvent(f"not a rating summary: {exc!r}") from exc
+        if count < 0 or (rating is not None and not 1.0 <= rating <= 5.0):
+            raise PoisonEvent(f"rating {average!r} over {count} reviews is out of range")
+        if not await repo.save_rating(session, product_id, rating, count, rated_at):
+            return  # a newer summary is already applied
+        document = await repo.rate_document(session, product_id, rating, count)
+        if document is not None:
+            await engine_call(lambda: self.backend.index([document]))
 
     async def variant_changed(self, session: AsyncSession, payload: dict[str, Any],
                               change: Callable[[ProductDocument, uuid.UUID], ProductDocument]
@@ -127,12 +155,55 @@ class SearchIndexer:
                                        lambda doc, vid: doc.with_available(vid, available))
             INDEXED.labels(event.type).inc()
 
+        async def on_rating(session: AsyncSession, event: EventEnvelope) -> None:
+            await self.rating_changed(session, event.payload, event.occurred_at)
+            INDEXED.labels(event.type).inc()
+
+        handlers.on(RATING_CHANGED)(on_rating)
         handlers.on("product.created")(on_changed)
         handlers.on("product.updated")(on_changed)
         handlers.on("product.deleted")(on_deleted)
         handlers.on("price.changed")(on_price)
         handlers.on("stock.changed")(on_stock)
         return handlers
+
+    async def load_catalog(self, pages: AsyncIterator[list[dict[str, Any]]]) -> int:
+        """Apply whole-catalog pages (``GET /products`` JSON) as ``product.created`` events
+        are applied: version-guarded, so an event that brought a newer version meanwhile
+        wins. A product the store cannot take is skipped and logged, not fatal: one bad row
+        must not leave search empty. How many documents were written."""
+        written = 0
+        async for page in pages:
+            documents: list[ProductDocument] = []
+            async with self.database.session() as session, session.begin():
+                for product in page:
+                    try:
+                        document = ProductDocument.from_product(product)
+                    except (KeyError, TypeError, ValueError) as exc:
+                        log.warning("catalog product %s skipped: %r", product.get("id"), exc)
+                        continue
+                    document = await repo.with_rating(session, document)
+                    if await repo.save(session, document, same_version=False):
+                        documents.append(document)
+                await engine_call(lambda docs=documents: self.backend.index(docs))
+            written += len(documents)
+        await self.backend.refresh()
+        return written
+
+    async def fill_if_empty(self, catalog: Callable[[], AsyncIterator[list[dict[str, Any]]]]
+                            | None) -> str:
+        """At start-up: an empty store is loaded from the catalog (when there is one to read);
+        an engine that is empty, or built with an older mapping, while the store is not is
+        rebuilt from the store. What was done, for the log."""
+        done: list[str] = []
+        if await repo.is_empty(self.database):
+            if catalog is None:
+                return "store empty; no product service configured, waiting for events"
+            done.append(f"loaded {await self.load_catalog(catalog())} products from the "
+                        "catalog")
+        if not await repo.is_empty(self.database) and await self.backend.needs_rebuild():
+            done.append(f"engine rebuilt from the store: {await self.rebuild()} documents")
+        return "; ".join(done) or "store and engine in place"
 
     async def rebuild(self) -> int:
         """Rebuild the engine's index from the store, then replay what changed meanwhile.

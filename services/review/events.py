@@ -1,0 +1,59 @@
+"""What the review service publishes and consumes.
+
+Published (topic ``review.events``, keyed by product id), from :mod:`.service`:
+``review.created``, ``review.approved`` and ``rating.changed`` (the product's new summary:
+``product_id``, ``count``, ``average``, ``distribution``), which the search service ranks by.
+
+Consumed (topic ``order.events``): ``order.status_changed`` — paid and cancelled orders,
+which make reviews verified purchases or take the flag back (:mod:`.purchases`). Other order
+events are skipped; a payload that is not an order status change is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Callable
+
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from services.core.events.consumer import EventHandlers
+from services.core.events.envelope import EventEnvelope
+from services.core.http import ServiceClient
+from services.core.metrics import counter
+from services.review.purchases import apply_order_update, order_update, products_of_variants
+
+log = logging.getLogger(__name__)
+
+ORDER_STATUS_CHANGED = "order.status_changed"
+
+VERIFIED_CHANGES = counter("review_verified_changes_total",
+                           "Reviews whose verified-purchase flag an order event changed")
+
+
+def order_handlers(catalog: Callable[[], ServiceClient | None]) -> EventHandlers:
+    """``catalog`` gives the product service's client once the service runs (None when no
+    product service is configured: lines naming only a variant are then skipped)."""
+    handlers = EventHandlers()
+
+    @handlers.on(ORDER_STATUS_CHANGED)
+    async def record_purchase(session: AsyncSession, event: EventEnvelope) -> None:
+        change = order_update(event.payload)
+        if not change.relevant:
+            return
+        product = catalog()
+        if change.variant_ids and product is not None:
+            resolved = await products_of_variants(product, change.variant_ids)
+            change = dataclasses.replace(change, product_ids=tuple(
+                sorted(resolved | set(change.product_ids))))
+        elif change.variant_ids:
+            log.warning("order %s names variants but no product service is configured "
+                        "(KOMMERCE_PRODUCT_SERVICE_URL); they are not verified",
+                        change.order_id)
+        if not change.product_ids:
+            log.debug("order %s (%s) names no products; nothing to verify", change.order_id,
+                      change.status)
+            return
+        VERIFIED_CHANGES.inc(await apply_order_update(session, change, event.id))
+
+    return handlers
