@@ -1,9 +1,11 @@
 """The order service's app: the core, the saga orchestrator and its timer.
 
-The participants and the pricing source are handed in. :class:`~services.order.
-participants.HttpParticipants` calls the product, payment and shipping services; a pricing
-adapter over HTTP waits for the product service to look a variant's price up by variant id
-alone, which is why there is no ``__main__`` yet.
+Run with ``python -m services.order`` or ``uvicorn services.order.app:app``. By default the
+saga's participants are the product, payment and shipping services over HTTP
+(:class:`~services.order.participants.HttpParticipants`) and prices come from the product
+service by variant id (:class:`~services.order.pricing.HttpPricing`), both through the
+core's breaker-guarded clients, which exist only once the core is up — hence built in the
+lifespan. Tests may hand in their own participants and pricing instead.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ from services.order import api, events
 from services.order.cart import CartStore
 from services.order.models import MIGRATIONS
 from services.order.orchestrator import Orchestrator, Participants
+from services.order.participants import HttpParticipants
+from services.order.pricing import HttpPricing
 from services.order.saga import SagaPolicy
 from services.order.service import CartService, OrderService, Pricing
 from services.order.settings import OrderSettings
@@ -38,8 +42,19 @@ def policy_from(settings: OrderSettings) -> SagaPolicy:
             seconds=settings.saga_customer_action_timeout_seconds))
 
 
-def create_app(settings: OrderSettings, participants: Participants,
-               pricing: Pricing) -> FastAPI:
+def http_participants(settings: OrderSettings, runtime: ServiceRuntime) -> HttpParticipants:
+    clients = runtime.http
+    return HttpParticipants(
+        runtime.tokens, settings.service_name,
+        product=clients.client("product", settings.product_service_url),
+        payment=clients.client("payment", settings.payment_service_url),
+        shipping=clients.client("shipping", settings.shipping_service_url),
+        reservation_ttl_seconds=settings.reservation_ttl_seconds)
+
+
+def create_app(settings: OrderSettings | None = None, participants: Participants | None = None,
+               pricing: Pricing | None = None) -> FastAPI:
+    settings = settings or OrderSettings()
     holder: dict[str, Orchestrator] = {}
 
     def orchestrator() -> Orchestrator:
@@ -48,15 +63,19 @@ def create_app(settings: OrderSettings, participants: Participants,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI, runtime: ServiceRuntime) -> AsyncIterator[None]:
-        orchestrator = Orchestrator(runtime.require_database(), participants,
-                                    settings.service_name, policy_from(settings))
+        doers = participants or http_participants(settings, runtime)
+        prices = pricing or HttpPricing(
+            runtime.http.client("product", settings.product_service_url))
+        orchestrator = Orchestrator(runtime.require_database(), doers,
+                                    settings.service_name, policy_from(settings),
+                                    inline_concurrency=settings.saga_inline_concurrency)
         holder["orchestrator"] = orchestrator
         app.state.orchestrator = orchestrator
-        orders = OrderService(runtime.require_database(), orchestrator, pricing)
+        orders = OrderService(runtime.require_database(), orchestrator, prices)
         app.state.orders = orders
         app.state.carts = CartService(
             CartStore(runtime.require_cache().redis, settings.cache_key_prefix,
-                      settings.cart_ttl_seconds), pricing, orders)
+                      settings.cart_ttl_seconds), prices, orders)
         timers = asyncio.create_task(
             orchestrator.run_timers(settings.saga_timer_interval_seconds), name="saga-timers")
         try:
@@ -65,6 +84,7 @@ def create_app(settings: OrderSettings, participants: Participants,
             timers.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await timers
+            await orchestrator.close()
 
     return create_service_app(
         settings, routers=[api.router], migrations=MIGRATIONS, lifespan_hooks=[lifespan],
@@ -73,3 +93,12 @@ def create_app(settings: OrderSettings, participants: Participants,
                    Consume("shipping.events", events.shipping_handlers())],
         title="kommerce order", description=DESCRIPTION,
     )
+
+
+def __getattr__(name: str) -> FastAPI:
+    """``services.order.app:app`` for uvicorn, built on first access from the environment
+    (so importing this module has no side effects)."""
+    if name == "app":
+        globals()["app"] = built = create_app()
+        return built
+    raise AttributeError(name)

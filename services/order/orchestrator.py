@@ -16,6 +16,18 @@ around them, always in one transaction per step:
 A restarted service therefore resumes every saga from the database and the bus: unsent
 commands are still in the outbox, unhandled ones still on the bus, and anything else is
 caught by its deadline.
+
+The bus is the durable path, not the fast one: the core's consumer takes one event at a
+time, so a saga whose every step waited its turn on the bus (relay, broker, one consumer
+per process, a participant call each) would move at a few orders a second. So a command is
+also run *inline* — in a task of this process the moment its transaction commits — through
+the same idempotent handler the consumer uses (one ``processed_events`` row per command
+event, in the handler's transaction). Whichever of the two gets the event first does the
+work; the other finds it processed (or, arriving while the first is still at it, waits on
+its uncommitted mark and then finds it). An inline run that fails or is lost with a crash
+leaves no mark, so the bus delivery — or the deadline — does the step instead. Inline runs
+are bounded (``inline_concurrency`` at once, a queue behind them); beyond that the bus
+carries the rest.
 """
 
 from __future__ import annotations
@@ -26,10 +38,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Protocol
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
+from sqlalchemy.orm import Session
 
 from services.core.db import Database
+from services.core.events.consumer import idempotent
 from services.core.events.envelope import EventEnvelope
 from services.core.events.outbox import add_event
 from services.core.metrics import counter
@@ -53,6 +67,9 @@ ORDERS_TOTAL = counter("orders_total", "Orders reaching each status", ["status"]
 SAGA_COMMAND = "order.saga_command"
 ORDER_STATUS_CHANGED = "order.status_changed"
 
+#: ``session.info`` key: commands to run inline once the session's transaction commits.
+_INLINE = "order.inline_saga_commands"
+
 
 class Participants(Protocol):
     """Carries out one saga command against inventory, payment or shipping, and says what
@@ -69,11 +86,20 @@ def utcnow() -> datetime:
 
 class Orchestrator:
     def __init__(self, database: Database, participants: Participants, source: str,
-                 policy: SagaPolicy | None = None) -> None:
+                 policy: SagaPolicy | None = None, *, inline_concurrency: int = 32,
+                 inline_backlog: int = 2_000) -> None:
+        """``source`` is the service name: the events' source and the consumer group of
+        the service's own topic, whose ``processed_events`` marks inline runs share."""
         self.database = database
         self.participants = participants
         self.source = source
         self.policy = policy or SagaPolicy()
+        self.inline_concurrency = inline_concurrency
+        self.inline_backlog = inline_backlog
+        self._run_once = idempotent(database, source, self.run_command)
+        self._inline_slots = asyncio.Semaphore(max(1, inline_concurrency))
+        self._inline_tasks: set[asyncio.Task[None]] = set()
+        self._closing = False
 
     # -- starting ----------------------------------------------------------------------------
 
@@ -109,20 +135,25 @@ class Orchestrator:
                     "status": saga.state.value, "previous": previous.value,
                     "reason": saga.reason}))
         for command in decision.commands:
-            await add_event(session, EventEnvelope.new(
+            envelope = EventEnvelope.new(
                 SAGA_COMMAND, source=self.source, key=str(order.id), payload={
                     "order_id": str(order.id), "action": command.action.value,
-                    "attempt": command.attempt}))
+                    "attempt": command.attempt})
+            await add_event(session, envelope)
+            if self.inline_concurrency > 0:
+                session.sync_session.info.setdefault(_INLINE, []).append((self, envelope))
 
     async def _locked(self, session: AsyncSession, order_id: uuid.UUID,
                       skip_locked: bool = False) -> tuple[SagaRecord, Order] | None:
-        query = select(SagaRecord).where(SagaRecord.order_id == order_id).with_for_update(
-            skip_locked=skip_locked)
-        record = (await session.execute(query)).scalar_one_or_none()
-        if record is None:
+        # One round trip for both rows (this runs for every step of every saga); only the
+        # saga row is locked, and every writer of the order takes that lock first.
+        query = (select(SagaRecord, Order).join(Order, Order.id == SagaRecord.order_id)
+                 .where(SagaRecord.order_id == order_id)
+                 .with_for_update(of=SagaRecord, skip_locked=skip_locked))
+        found = (await session.execute(query)).first()
+        if found is None:
             return None
-        order = await session.get(Order, order_id)
-        assert order is not None
+        record, order = found
         return record, order
 
     async def apply(self, session: AsyncSession, order_id: uuid.UUID,
@@ -156,6 +187,40 @@ class Orchestrator:
         if decision.changed:
             await self._store(session, record, order, decision, previous=saga.state)
 
+    # -- running commands inline ----------------------------------------------------------------
+
+    def _run_inline(self, envelope: EventEnvelope) -> None:
+        """Start the command now (after its transaction committed); called from the
+        commit hook below, inside the event loop."""
+        if self._closing or len(self._inline_tasks) >= self.inline_backlog:
+            return  # stopping, or saturated: the bus delivery will do it
+        task = asyncio.get_running_loop().create_task(self._inline(envelope),
+                                                      name=f"saga-command:{envelope.id}")
+        self._inline_tasks.add(task)
+        task.add_done_callback(self._inline_tasks.discard)
+
+    async def _inline(self, envelope: EventEnvelope) -> None:
+        async with self._inline_slots:
+            try:
+                await self._run_once(envelope)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # already done, or failed: the bus delivery retries
+                log.debug("inline saga command %s left to the bus: %r", envelope.id, exc)
+
+    async def close(self, grace_seconds: float = 10.0) -> None:
+        """Start no more inline runs and let those under way finish (a step cut off halfway
+        would be done again by the next instance: harmless, being idempotent, but a
+        second call to a participant all the same); cancel what is left after the grace
+        period (their transactions roll back and the bus redelivers them)."""
+        self._closing = True
+        tasks = list(self._inline_tasks)
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace_seconds)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+
     # -- deadlines ---------------------------------------------------------------------------
 
     async def tick_due(self, limit: int = 100) -> int:
@@ -188,3 +253,14 @@ class Orchestrator:
             except Exception:  # the database may be restarting: try again next round
                 log.exception("saga timer pass failed")
             await asyncio.sleep(interval_seconds)
+
+
+@event.listens_for(Session, "after_commit")
+def _run_committed_commands(session: Session) -> None:
+    for orchestrator, envelope in session.info.pop(_INLINE, ()):
+        orchestrator._run_inline(envelope)
+
+
+@event.listens_for(Session, "after_rollback")
+def _forget_rolled_back_commands(session: Session) -> None:
+    session.info.pop(_INLINE, None)

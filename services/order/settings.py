@@ -1,4 +1,5 @@
-"""The order service's settings: the core's, plus the saga's timing."""
+"""The order service's settings: the core's, plus the saga's timing and where the saga's
+participants (product, payment, shipping) answer."""
 
 from __future__ import annotations
 
@@ -22,5 +23,19 @@ class OrderSettings(ServiceSettings):
         900.0, gt=0, description="Time a shopper has to finish 3-D Secure.")
     saga_timer_interval_seconds: float = Field(
         1.0, gt=0, description="How often sagas past their deadline are looked for.")
+    saga_inline_concurrency: int = Field(
+        32, ge=0, description="Saga commands run at once in this process as soon as they "
+        "commit, ahead of their delivery by the bus (which stays the durable path); 0 = "
+        "only the bus runs them.")
     cart_ttl_seconds: int = Field(
         30 * 86_400, ge=60, description="How long an untouched cart is kept.")
+    product_service_url: str = Field(
+        "http://127.0.0.1:8002", description="Product service: prices by variant id and the "
+        "stock reservations (``kommerce up`` sets KOMMERCE_PRODUCT_SERVICE_URL).")
+    payment_service_url: str = Field(
+        "http://127.0.0.1:8005", description="Payment service: charges and refunds.")
+    shipping_service_url: str = Field(
+        "http://127.0.0.1:8007", description="Shipping service: shipments and their cancellation.")
+    reservation_ttl_seconds: int = Field(
+        1800, ge=60, description="How long the product service holds a checkout's stock "
+        "before its sweeper gives it back (a saga that never finishes frees it).")

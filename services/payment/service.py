@@ -84,12 +84,14 @@ class PaymentService:
                                        principal.user_id, {"order_id": body.order_id,
                                                            "amount": body.amount,
                                                            "currency": body.currency})
-        if payment.status not in ("pending", "requires_action"):
-            return payment, None, created
+            if payment.status not in ("pending", "requires_action"):
+                return payment, None, created
+            # Read in the claim's transaction: one round trip less on every checkout.
+            customer = await self._customer_of_saved(session, principal.user_id,
+                                                     body.payment_method)
         result = await self.gateway.charge(
             amount=body.amount, currency=body.currency, payment_method=body.payment_method,
-            idempotency_key=f"charge-{payment.id}",
-            customer=await self._customer_of_saved(principal.user_id, body.payment_method),
+            idempotency_key=f"charge-{payment.id}", customer=customer,
             metadata={"order_id": body.order_id, "payment_id": str(payment.id)})
         async with self.database.session() as session, session.begin():
             payment = await repository.payment_by_key(session, key, for_update=True)
@@ -98,14 +100,15 @@ class PaymentService:
                 await self._record_charge(session, payment, result, principal.user_id)
         return payment, result.client_secret, created
 
-    async def _customer_of_saved(self, owner: str, payment_method: str) -> str | None:
+    @staticmethod
+    async def _customer_of_saved(session: AsyncSession, owner: str,
+                                 payment_method: str) -> str | None:
         """A saved card is charged on its customer (Stripe requires it); a one-off is not."""
-        async with self.database.session() as session:
-            saved = await session.get(SavedPaymentMethod, payment_method)
-            if saved is None or saved.owner != owner:
-                return None
-            customer = await session.get(Customer, owner)
-            return customer.provider_customer_id if customer else None
+        saved = await session.get(SavedPaymentMethod, payment_method)
+        if saved is None or saved.owner != owner:
+            return None
+        customer = await session.get(Customer, owner)
+        return customer.provider_customer_id if customer else None
 
     # -- saved payment methods ---------------------------------------------------------------
 

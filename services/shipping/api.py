@@ -33,7 +33,7 @@ Shipping = Annotated[ShippingService, Depends(shipping_of)]
 @router.post("/rates", tags=["rates"], summary="Offers for a parcel set, cheapest first")
 async def rates(body: RatesIn, shipping: Shipping) -> list[QuoteOut]:
     offers = await shipping.rates(body.destination_country, body.parcels, body.currency,
-                                  body.service_levels)
+                                  body.service_levels, body.destination_postal_code)
     return [QuoteOut(carrier=o.carrier, service_level=o.service_level, amount=o.amount,
                      currency=o.currency, transit_days_min=o.transit_days_min,
                      transit_days_max=o.transit_days_max,

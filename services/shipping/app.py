@@ -1,8 +1,10 @@
 """The shipping service's app: the core, plus the carriers to quote from.
 
 Run with ``python -m services.shipping`` or ``uvicorn services.shipping.app:app``. The
-built-in table-rate carrier is always present, so quotes work offline; carrier adapters
-shaped like FedEx/UPS/USPS are passed in next to it once built.
+built-in table-rate carrier is always present, so quotes work offline; the FedEx, UPS and
+USPS adapters join it for each carrier whose API the settings configure, each calling
+through the core's breaker-guarded client (one breaker per carrier), which exists only once
+the core is up — hence built in the lifespan. Tests may hand in carriers of their own.
 """
 
 from __future__ import annotations
@@ -14,6 +16,12 @@ from fastapi import FastAPI
 
 from services.core.app import ServiceRuntime, create_service_app
 from services.shipping import api
+from services.shipping.carriers import (
+    CarrierCredentials,
+    FedExCarrier,
+    UpsCarrier,
+    UspsCarrier,
+)
 from services.shipping.events import Publisher
 from services.shipping.models import MIGRATIONS
 from services.shipping.rates import Carrier, default_table_carrier
@@ -24,6 +32,21 @@ DESCRIPTION = """Rate quotes by weight, size, zone and service level; shipments 
 records; carrier tracking events and delivery notifications as events."""
 
 
+def configured_carriers(settings: ShippingSettings, runtime: ServiceRuntime) -> list[Carrier]:
+    """The carrier adapters whose API address and credentials are all set."""
+    adapters: list[Carrier] = []
+    for name, adapter in (("fedex", FedExCarrier), ("ups", UpsCarrier),
+                          ("usps", UspsCarrier)):
+        url = getattr(settings, f"{name}_api_url")
+        client_id = getattr(settings, f"{name}_client_id")
+        secret = getattr(settings, f"{name}_client_secret")
+        if url and client_id and secret is not None:
+            adapters.append(adapter(runtime.http.client(name, url), CarrierCredentials(
+                client_id, secret.get_secret_value(),
+                getattr(settings, f"{name}_account_number"))))
+    return adapters
+
+
 def create_app(settings: ShippingSettings | None = None,
                carriers: Sequence[Carrier] = ()) -> FastAPI:
     settings = settings or ShippingSettings()
@@ -31,7 +54,8 @@ def create_app(settings: ShippingSettings | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI, runtime: ServiceRuntime) -> AsyncIterator[None]:
-        app.state.shipping = ShippingService(runtime.require_database(), chosen,
+        everyone = [*configured_carriers(settings, runtime), *chosen]
+        app.state.shipping = ShippingService(runtime.require_database(), everyone,
                                              Publisher(settings.service_name), settings)
         yield
 

@@ -1,6 +1,7 @@
 """Shipping rates: what a parcel costs to send, by weight, size, zone and service level.
 
-Pure and offline. Carriers are adapters behind :class:`Carrier`; :class:`TableRateCarrier`
+Pure and offline. Carriers are adapters behind :class:`Carrier` (those that ask FedEx, UPS
+and USPS over HTTP are in :mod:`services.shipping.carriers`); :class:`TableRateCarrier`
 prices from a table held in configuration, so checkout can always quote a price even when
 no carrier's API can be reached. :func:`quote` asks every carrier, drops the ones that fail
 or cannot take the parcel, and returns the offers cheapest first.
@@ -104,6 +105,9 @@ class RateRequest:
     currency: str
     #: Only these levels; all the carrier offers when empty.
     service_levels: frozenset[ServiceLevel] = frozenset()
+    #: Postal codes: carriers' APIs price by them (USPS needs both); the table ignores them.
+    origin_postal_code: str | None = None
+    destination_postal_code: str | None = None
 
     def __post_init__(self) -> None:
         if not self.parcels:

@@ -25,6 +25,9 @@ class ParcelIn(_In):
 
 class RatesIn(_In):
     destination_country: str = Field(pattern=r"^[A-Z]{2}$")
+    destination_postal_code: str | None = Field(
+        None, min_length=1, max_length=20, pattern=r"^[A-Za-z0-9 -]+$",
+        description="Carriers' APIs price by it (USPS needs it); the table ignores it.")
     parcels: list[ParcelIn] = Field(min_length=1, max_length=50)
     currency: str = Field(pattern=r"^[a-z]{3}$")
     service_levels: list[ServiceLevel] = Field(default_factory=list)

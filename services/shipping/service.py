@@ -66,11 +66,14 @@ class ShippingService:
         self.settings = settings
 
     async def rates(self, destination: str, parcels: Sequence[ParcelIn], currency: str,
-                    levels: Sequence[str]) -> list[Quote]:
+                    levels: Sequence[str], destination_postal_code: str | None = None,
+                    ) -> list[Quote]:
         try:
             return await quote(self.carriers, RateRequest(
                 self.settings.ship_from_country, destination, _parcels(parcels), currency,
-                frozenset(ServiceLevel(level) for level in levels)),
+                frozenset(ServiceLevel(level) for level in levels),
+                origin_postal_code=self.settings.ship_from_postal_code,
+                destination_postal_code=destination_postal_code),
                 self.settings.carrier_timeout_seconds)
         except RateError as exc:
             raise Unprocessable(str(exc), code="no_rate") from exc
@@ -85,7 +88,7 @@ class ShippingService:
                                code="shipment_id_reused")
             return existing, False
         offers = await self.rates(body.address.country, body.parcels, body.currency,
-                                  [body.service_level])
+                                  [body.service_level], body.address.postal_code)
         chosen = offers[0]
         tracking = f"KM{secrets.token_hex(8).upper()}"
         label = {"format": "record", "carrier": chosen.carrier, "tracking_number": tracking,

@@ -1,0 +1,66 @@
+"""Saga commands run inline as soon as they commit, and again arrive over the bus: each
+step is still done once, and with inline runs switched off the bus alone carries a saga."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import func, select
+
+from services.core.events.tables import outbox, processed_events
+from tests.services.order.conftest import Service, World, order_service, order_settings
+from tests.services.order.test_checkout import checkout_body, place, settled
+from tests.services.support import eventually
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+STEPS = ("reserve_inventory", "charge_payment", "create_shipment", "commit_inventory")
+
+
+async def duplicates(service: Service) -> float:
+    """Events the service's own consumer found already handled (process-wide counter)."""
+    text = (await service.client.get("/metrics")).text
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+               if line.startswith("events_consumed_total{")
+               and 'outcome="duplicate"' in line and 'topic="order.events"' in line)
+
+
+async def test_each_step_runs_once_though_it_runs_inline_and_arrives_over_the_bus(
+        order_database_url: str, redis_server: object) -> None:
+    settings = order_settings(order_database_url, redis_server.url)  # type: ignore[attr-defined]
+    async with order_service(settings, World()) as service:
+        before = await duplicates(service)
+        headers = service.auth()
+        order = (await place(service, headers, checkout_body())).json()
+        await settled(service, headers, order["id"], "CONFIRMED")
+        assert {action: service.world.calls[(order["id"], action)] for action in STEPS} == \
+            dict.fromkeys(STEPS, 1)
+
+        async def every_command_published_and_seen_again() -> bool:
+            async with service.database.session() as session:
+                published = await session.scalar(
+                    select(func.count()).select_from(outbox)
+                    .where(outbox.c.event_type == "order.saga_command",
+                           outbox.c.event_key == order["id"],
+                           outbox.c.published_at.is_not(None)))
+                marked = await session.scalar(
+                    select(func.count()).select_from(processed_events)
+                    .where(processed_events.c.event_type == "order.saga_command"))
+            return (published == marked == len(STEPS)
+                    and await duplicates(service) - before >= len(STEPS))
+
+        # The bus delivers the same four commands later; the consumer finds them marked.
+        await eventually(every_command_published_and_seen_again,
+                         what="the bus to deliver the commands run inline")
+        assert sum(service.world.calls.values()) == len(STEPS)
+
+
+async def test_with_inline_runs_off_the_bus_alone_carries_the_saga(
+        order_database_url: str, redis_server: object) -> None:
+    settings = order_settings(order_database_url, redis_server.url,  # type: ignore[attr-defined]
+                              saga_inline_concurrency=0)
+    async with order_service(settings, World()) as service:
+        headers = service.auth()
+        order = (await place(service, headers, checkout_body())).json()
+        await settled(service, headers, order["id"], "CONFIRMED")
+        assert {action: service.world.calls[(order["id"], action)] for action in STEPS} == \
+            dict.fromkeys(STEPS, 1)

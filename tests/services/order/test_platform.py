@@ -1,0 +1,262 @@
+"""Checkout across the real services, each its own process (product, payment on Stripe's
+API via stripe-mock, shipping, order) on Kafka, PostgreSQL and Redis:
+
+* a cart is priced by variant id from the product service, and a checkout re-checks the
+  prices and refuses (refreshing the cart) when one moved;
+* after checkouts with Stripe's test cards, no card number (PAN) is anywhere: not in any
+  column of any table of any service's schema, not in Redis, not in any service's log, not
+  in what was sent to Stripe.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import httpx
+import pytest
+from redis.asyncio import Redis
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from tests.services.order.cardscan import find_pans, luhn_valid
+from tests.services.order.platform import (
+    ADDRESS,
+    CheckoutPlatform,
+    StripeRecorder,
+    checkout_body,
+    checkout_platform,
+    stock_catalog,
+)
+from tests.services.support import eventually
+
+if TYPE_CHECKING:
+    from kommerce.testbed.kafka import KafkaBroker
+    from kommerce.testbed.postgres import PostgresServer
+    from kommerce.testbed.redis import RedisServer
+    from kommerce.testbed.stripe_mock import StripeMock
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis, pytest.mark.kafka, pytest.mark.stripe]
+
+TEST_CARDS = ["pm_card_visa", "pm_card_mastercard", "pm_card_amex", "pm_card_visa_debit"]
+
+
+@pytest.fixture(scope="module")
+def recorder(stripe_mock: StripeMock) -> Iterator[StripeRecorder]:
+    with StripeRecorder(stripe_mock.api_base).serving() as serving:
+        yield serving
+
+
+@pytest.fixture(scope="module")
+def platform(postgres_server: PostgresServer, redis_server: RedisServer,
+             kafka_broker: KafkaBroker, recorder: StripeRecorder,
+             tmp_path_factory: pytest.TempPathFactory) -> Iterator[CheckoutPlatform]:
+    with checkout_platform(
+            database_url=postgres_server.create_database("checkout_platform"),
+            redis_url=redis_server.url, kafka_bootstrap=kafka_broker.bootstrap_servers,
+            stripe_api_base=recorder.url,
+            log_dir=tmp_path_factory.mktemp("platform") / "logs") as started:
+        yield started
+
+
+@pytest.fixture
+async def client() -> Any:
+    async with httpx.AsyncClient(timeout=15) as http:
+        yield http
+
+
+async def wait_for_status(client: httpx.AsyncClient, platform: CheckoutPlatform,
+                          headers: dict[str, str], order_id: str) -> dict[str, Any]:
+    seen: dict[str, Any] = {}
+
+    async def final() -> bool:
+        response = await client.get(f"{platform['order'].url}/orders/{order_id}",
+                                    headers=headers)
+        seen.update(response.json())
+        return seen.get("status") in ("CONFIRMED", "CANCELLED")
+
+    await eventually(final, within=30, what=f"order {order_id} to finish")
+    return seen
+
+
+# -- pricing by variant id -------------------------------------------------------------------
+
+
+async def test_a_cart_is_priced_by_variant_id_and_rechecked_at_checkout(
+        platform: CheckoutPlatform, client: httpx.AsyncClient) -> None:
+    catalog = await stock_catalog(client, platform, variants=2, stock=50, price=1250)
+    first, second = catalog.variant_ids
+    order_url = platform["order"].url
+    shopper = platform.token(f"cart-{uuid.uuid4().hex[:6]}", "customer")
+
+    added = await client.post(f"{order_url}/cart/items", headers=shopper, json={
+        "variant_id": first, "quantity": 2, "currency": "usd"})
+    assert added.status_code == 200, added.text
+    assert added.json()["lines"] == [{"variant_id": first, "quantity": 2, "unit_price": 1250}]
+    unknown = await client.post(f"{order_url}/cart/items", headers=shopper, json={
+        "variant_id": str(uuid.uuid4()), "quantity": 1, "currency": "usd"})
+    assert (unknown.status_code, unknown.json()["code"]) == (422, "unknown_variant")
+    not_in_eur = await client.post(f"{order_url}/cart/items", headers=shopper, json={
+        "variant_id": second, "quantity": 1, "currency": "eur"})
+    assert (not_in_eur.status_code, not_in_eur.json()["code"]) == (422, "unknown_variant")
+
+    repriced = await client.put(
+        f"{platform['product'].url}/products/{catalog.product_id}/variants/{first}/price",
+        headers=platform.token("admin-1", "admin"), json={"amount": 1400, "currency": "USD"})
+    assert repriced.status_code == 200, repriced.text
+    body = {"payment_method": "pm_card_visa", "shipping_address": ADDRESS}
+    key = {"Idempotency-Key": f"cart-{uuid.uuid4().hex}"}
+    refused = await client.post(f"{order_url}/cart/checkout", headers={**shopper, **key},
+                                json=body)
+    assert refused.status_code == 409, refused.text
+    assert refused.json()["code"] == "price_changed"
+    assert refused.json()["details"] == [{"variant_id": first, "was": 1250, "now": 1400}]
+    cart = (await client.get(f"{order_url}/cart", headers=shopper)).json()
+    assert cart["lines"][0]["unit_price"] == 1400  # the snapshot was refreshed
+
+    placed = await client.post(f"{order_url}/cart/checkout", headers={**shopper, **key},
+                               json=body)
+    assert placed.status_code == 202, placed.text
+    assert placed.json()["total"] == 2 * 1400
+    order = await wait_for_status(client, platform, shopper, placed.json()["id"])
+    assert order["status"] == "CONFIRMED", order
+    assert (await client.get(f"{order_url}/cart", headers=shopper)).json()["lines"] == []
+
+
+# -- no card numbers anywhere ----------------------------------------------------------------
+
+
+async def text_columns(engine: AsyncEngine) -> list[tuple[str, str, str]]:
+    """Every text-like column (text, varchar, char, json, jsonb, arrays) of every table in
+    every schema but PostgreSQL's own."""
+    async with engine.connect() as conn:
+        found = await conn.execute(text("""
+            SELECT c.table_schema, c.table_name, c.column_name
+            FROM information_schema.columns c
+            JOIN information_schema.tables t
+              ON t.table_schema = c.table_schema AND t.table_name = c.table_name
+            WHERE t.table_type = 'BASE TABLE'
+              AND c.table_schema NOT IN ('pg_catalog', 'information_schema')
+              AND c.table_schema NOT LIKE 'pg_toast%'
+              AND c.data_type IN ('text', 'character varying', 'character', 'json', 'jsonb',
+                                  'ARRAY')
+            ORDER BY 1, 2, 3"""))
+        return [tuple(row) for row in found.all()]  # type: ignore[misc]
+
+
+async def pans_in_database(engine: AsyncEngine) -> tuple[set[str], dict[str, list[str]]]:
+    """(the schemas scanned, the PANs found per ``schema.table.column``)."""
+    columns = await text_columns(engine)
+    found: dict[str, list[str]] = {}
+    async with engine.connect() as conn:
+        for schema, table, column in columns:
+            values = await conn.execute(text(
+                f'SELECT "{column}"::text FROM "{schema}"."{table}" '
+                f'WHERE "{column}" IS NOT NULL'))
+            pans = [pan for (value,) in values.all() for pan in find_pans(value)]
+            if pans:
+                found[f"{schema}.{table}.{column}"] = pans
+    return {schema for schema, _, _ in columns}, found
+
+
+async def pans_in_redis(url: str) -> tuple[int, dict[str, list[str]]]:
+    redis = Redis.from_url(url, decode_responses=True, encoding_errors="replace")
+    found: dict[str, list[str]] = {}
+    keys = 0
+    try:
+        async for key in redis.scan_iter(count=500):
+            keys += 1
+            kind = await redis.type(key)
+            if kind == "string":
+                values = [await redis.get(key) or ""]
+            elif kind == "hash":
+                values = [f"{k}={v}" for k, v in (await redis.hgetall(key)).items()]
+            elif kind == "list":
+                values = await redis.lrange(key, 0, -1)
+            elif kind == "set":
+                values = list(await redis.smembers(key))
+            elif kind == "zset":
+                values = await redis.zrange(key, 0, -1)
+            elif kind == "stream":
+                values = [str(fields) for _, fields in await redis.xrange(key)]
+            else:
+                continue
+            pans = [pan for value in [key, *values] for pan in find_pans(str(value))]
+            if pans:
+                found[key] = pans
+    finally:
+        await redis.aclose()
+    return keys, found
+
+
+def test_the_scan_knows_a_card_number_when_it_sees_one() -> None:
+    """The scan's own check: a test that finds nothing must be able to find something."""
+    assert find_pans('{"pan": "4242424242424242"}') == ["4242424242424242"]
+    assert find_pans("card 5555 5555 5555 4444 exp") == ["5555555555554444"]
+    assert find_pans("amex 3782-822463-10005 no, 378282246310005 yes") == ["378282246310005"]
+    assert find_pans("pm_4000056655665556") == ["4000056655665556"]
+    assert find_pans("4242424242424241 fails Luhn; 2026-11-24T10:00:00 is a date; "
+                     "a3f4242424242424242b is a hex id; 1732442205123 is a timestamp") == []
+    assert luhn_valid("79927398713") and not luhn_valid("79927398710")
+
+
+async def test_no_card_number_is_stored_logged_or_sent_after_checkouts_with_test_cards(
+        platform: CheckoutPlatform, client: httpx.AsyncClient, recorder: StripeRecorder,
+        redis_server: RedisServer) -> None:
+    catalog = await stock_catalog(client, platform, variants=len(TEST_CARDS), stock=20)
+    order_url = platform["order"].url
+    shopper = platform.token(f"pci-{uuid.uuid4().hex[:6]}", "customer")
+    orders = []
+    for variant_id, card in zip(catalog.variant_ids, TEST_CARDS, strict=True):
+        placed = await client.post(f"{order_url}/checkout", json=checkout_body(
+            variant_id, method=card), headers={**shopper, "Idempotency-Key": uuid.uuid4().hex})
+        assert placed.status_code == 202, placed.text
+        orders.append(placed.json()["id"])
+    await client.post(f"{order_url}/cart/items", headers=shopper, json={
+        "variant_id": catalog.variant_ids[0], "quantity": 1, "currency": "usd"})
+    carted = await client.post(f"{order_url}/cart/checkout", json={
+        "payment_method": "pm_card_mastercard", "shipping_address": ADDRESS},
+        headers={**shopper, "Idempotency-Key": uuid.uuid4().hex})
+    assert carted.status_code == 202, carted.text
+    orders.append(carted.json()["id"])
+    for order_id in orders:
+        assert (await wait_for_status(client, platform, shopper, order_id))[
+            "status"] == "CONFIRMED"
+    assert recorder.keys("POST", "/v1/payment_intents"), "Stripe should have been asked"
+    left = await client.post(f"{order_url}/cart/items", json={  # a cart left in Redis
+        "variant_id": catalog.variant_ids[1], "quantity": 1, "currency": "usd"},
+        headers=platform.token(f"pci-{uuid.uuid4().hex[:6]}", "customer"))
+    assert left.status_code == 200, left.text
+
+    engine = create_async_engine(platform.database_url)
+    try:
+        # The scan of the databases is itself checked: a canary card number planted in a
+        # schema of its own is found, and nothing else is.
+        canary = f"pan_canary_{uuid.uuid4().hex[:6]}"
+        async with engine.begin() as conn:
+            await conn.execute(text(f'CREATE SCHEMA "{canary}"'))
+            await conn.execute(text(f'CREATE TABLE "{canary}".notes (body text)'))
+            await conn.execute(text(f"INSERT INTO \"{canary}\".notes VALUES "
+                                    "('typed by mistake: 4000 0566 5566 5556')"))
+        try:
+            schemas, found = await pans_in_database(engine)
+        finally:
+            async with engine.begin() as conn:
+                await conn.execute(text(f'DROP SCHEMA "{canary}" CASCADE'))
+    finally:
+        await engine.dispose()
+    assert found == {f"{canary}.notes.body": ["4000056655665556"]}
+    assert set(platform.schemas.values()) <= schemas, "every service's tables are scanned"
+
+    keys, in_redis = await pans_in_redis(redis_server.url)
+    assert keys > 0 and in_redis == {}
+
+    logs = platform.logs()
+    assert set(logs) == {"order.log", "payment.log", "product.log", "shipping.log"}
+    assert all(logs.values()), "every service should have logged something"
+    assert {name: find_pans(body) for name, body in logs.items() if find_pans(body)} == {}
+
+    sent = b"\n".join(call.body for call in recorder.calls).decode(errors="replace")
+    assert find_pans(sent) == []
+    assert "payment_method=pm_card_" in sent  # tokens went to Stripe, not numbers
