@@ -212,7 +212,7 @@ class KafkaBroker:
         with step(f"kafka-storage format {self.log_dir}"):
             result = subprocess.run(
                 [*java, STORAGE_TOOL_MAIN, "format", "--standalone",
-                 "--cluster-id", random_cluster_id(), "--config", config],
+                 f"--cluster-id={random_cluster_id()}", "--config", config],
                 capture_output=True, text=True,
             )
             if result.returncode != 0:
