@@ -280,13 +280,21 @@ def _refresh_status_from_deployment(deployment: kopf.Body, meta: kopf.Meta,
     if not any(e.name == owner for e in _services_in(commerce_services, namespace)):
         return
     REPORTS.observe(namespace, owner, deployment)
+    _report_deployment(dict(deployment), namespace, owner, commerce_services)
+
+
+def _report_deployment(deployment: dict[str, Any], namespace: str, owner: str,
+                       commerce_services: kopf.Index[str, RoutedService | None]) -> None:
     with REPORTS.lock(namespace, owner):
         if REPORTS.unchanged(namespace, owner, deployment):
+            return
+        if REPORTS.defer(namespace, owner, deployment, lambda newest: _report_deployment(
+                newest, namespace, owner, commerce_services)):
             return
         _write_status_from_deployment(deployment, namespace, owner, commerce_services)
 
 
-def _write_status_from_deployment(deployment: kopf.Body, namespace: str, owner: str,
+def _write_status_from_deployment(deployment: dict[str, Any], namespace: str, owner: str,
                                   commerce_services: kopf.Index[str, RoutedService | None]
                                   ) -> None:
     current = kube().get(API_VERSION, KIND, namespace, owner)
@@ -296,12 +304,15 @@ def _write_status_from_deployment(deployment: kopf.Body, namespace: str, owner: 
     if deployment["metadata"].get("name") != status_deployment_name(owner, release):
         return
     status = current.get("status") or {}
-    entry = next(e for e in _services_in(commerce_services, namespace) if e.name == owner)
+    entry = next((e for e in _services_in(commerce_services, namespace) if e.name == owner),
+                 None)
+    if entry is None:
+        return  # deleted, or its spec turned invalid, since the Deployment event came
     conflicts = [c for c in route_conflicts(_services_in(commerce_services, namespace))
                  if owner in c.services]
     new_status = build_status(
         generation=int(current["metadata"].get("generation") or 0), namespace=namespace,
-        deployment=dict(deployment), missing=_missing_references(namespace, entry.spec),
+        deployment=deployment, missing=_missing_references(namespace, entry.spec),
         conflicts=conflicts, previous_conditions=status.get("conditions"), now=_now())
     new_status["conditions"] = with_release_condition(
         new_status["conditions"], release, service=owner,

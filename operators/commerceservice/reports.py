@@ -16,11 +16,22 @@ In memory only: after a restart the resume handler reconciles every service anyw
 
 from __future__ import annotations
 
+import contextvars
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Mapping
 from typing import Any
 
-from operators.workloads import DeploymentProgress, deployment_progress
+from operators.workloads import DeploymentProgress, RolloutState, deployment_progress
+
+# A rollout in progress passes through several states in a second or two ("0 of 1 Pods run
+# the new template", "0 of 1 updated Pods are available", ...). Writing each costs a GET and
+# a status patch per service; at a few hundred services that is a large share of the API
+# server's work for messages nobody reads before the next. So a transient state is written
+# at most this often per service, with a trailing write so the last one always lands; the
+# end states (complete, failed) are written at once.
+TRANSIENT_HOLD_SECONDS = 2.0
+TRANSIENT = frozenset({RolloutState.PENDING, RolloutState.ROLLING})
 
 Key = tuple[str, str, str]  # namespace, owning service, Deployment name
 
@@ -37,6 +48,8 @@ class DeploymentReports:
         self._locks: dict[tuple[str, str], threading.Lock] = {}
         self._latest: dict[Key, dict[str, Any]] = {}
         self._written: dict[Key, tuple[str, DeploymentProgress]] = {}
+        self._written_at: dict[tuple[str, str], float] = {}
+        self._deferred: set[Key] = set()
         self._guard = threading.Lock()
 
     def lock(self, namespace: str, service: str) -> threading.Lock:
@@ -72,11 +85,44 @@ class DeploymentReports:
         """Status now shows this Deployment's progress (written, or found already there)."""
         name, uid = _identity(deployment)
         self._written[(namespace, service, name)] = (uid, deployment_progress(deployment))
+        self._written_at[(namespace, service)] = time.monotonic()
+
+    def defer(self, namespace: str, service: str, deployment: Mapping[str, Any],
+              write: Callable[[dict[str, Any]], None]) -> bool:
+        """True if this Deployment's state is transient and status was written for the
+        service moments ago: then ``write`` runs once the hold is over, with the newest
+        copy of the Deployment, and the caller writes nothing now."""
+        if deployment_progress(deployment).state not in TRANSIENT:
+            return False
+        written_at = self._written_at.get((namespace, service))
+        if written_at is None or time.monotonic() - written_at >= TRANSIENT_HOLD_SECONDS:
+            return False
+        name, _ = _identity(deployment)
+        key = (namespace, service, name)
+        with self._guard:
+            if key in self._deferred:
+                return True
+            self._deferred.add(key)
+
+        def trailing_write() -> None:
+            with self._guard:
+                self._deferred.discard(key)
+            newest = self._latest.get(key)
+            if newest is not None:
+                write(newest)
+        # Kopf hands handlers their event queue through context variables; the trailing
+        # write runs in the handler's context so it can post Events as the handler could.
+        context = contextvars.copy_context()
+        timer = threading.Timer(TRANSIENT_HOLD_SECONDS, context.run, args=(trailing_write,))
+        timer.daemon = True
+        timer.start()
+        return True
 
     def forget(self, namespace: str, service: str) -> None:
         """The service is gone; drop what was kept for it."""
         with self._guard:
             self._locks.pop((namespace, service), None)
+            self._written_at.pop((namespace, service), None)
             for store in (self._latest, self._written):
                 for key in [k for k in store if k[:2] == (namespace, service)]:
                     store.pop(key, None)
