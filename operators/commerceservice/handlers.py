@@ -8,6 +8,7 @@ writes nothing, so a second run with no change is a no-op on the server.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -25,7 +26,7 @@ from operators.circuitbreaker.render import PolicyRef, policy_for_target
 from operators.circuitbreaker.spec import RESOURCE as BREAKER
 from operators.circuitbreaker.spec import CircuitBreakerPolicySpec
 from operators.commerceservice.render import CHILD_KINDS, RoutedService, render, route_conflicts
-from operators.commerceservice.reports import DeploymentReports
+from operators.commerceservice.reports import DeploymentReports, ServiceView
 from operators.commerceservice.spec import RESOURCE, CommerceServiceSpec
 from operators.commerceservice.status import (
     MissingReference,
@@ -133,18 +134,23 @@ def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.S
                      if name in c.services]
         missing = _missing_references(namespace, parsed)
         with REPORTS.lock(namespace, name):
+            # The status this process last wrote is newer than the one this event carried.
+            known = REPORTS.view(namespace, name, uid)
+            current = known.status if known is not None else dict(status)
             deployment = REPORTS.newest(namespace, name, deployment)
             new_status = build_status(
                 generation=generation, namespace=namespace, deployment=deployment,
                 missing=missing, conflicts=conflicts,
-                previous_conditions=status.get("conditions"), now=_now())
+                previous_conditions=current.get("conditions"), now=_now())
             new_status["conditions"] = with_release_condition(
                 new_status["conditions"], release, service=name,
                 observed_generation=generation, now=_now())
-            if _write_status(namespace, name, status, new_status):
+            if _write_status(namespace, name, current, new_status):
                 kopf.event(body, type="Normal", reason="Reconciled",
                            message=f"applied {len(children)} children for generation "
                                    f"{generation}")
+            REPORTS.seen(namespace, name, ServiceView(uid, generation, release,
+                                                      current | new_status))
             if deployment is not None:
                 REPORTS.written(namespace, name, deployment)
 
@@ -175,7 +181,7 @@ def _missing_references(namespace: str, spec: CommerceServiceSpec) -> list[Missi
     return missing
 
 
-def _write_status(namespace: str, name: str, current: kopf.Status,
+def _write_status(namespace: str, name: str, current: Mapping[str, Any],
                   new_status: dict[str, Any]) -> bool:
     """Patch status only when it changed, so a no-op reconcile writes nothing at all."""
     if all(current.get(key) == value for key, value in new_status.items()):
@@ -297,32 +303,45 @@ def _report_deployment(deployment: dict[str, Any], namespace: str, owner: str,
 def _write_status_from_deployment(deployment: dict[str, Any], namespace: str, owner: str,
                                   commerce_services: kopf.Index[str, RoutedService | None]
                                   ) -> None:
-    current = kube().get(API_VERSION, KIND, namespace, owner)
-    if current is None:
-        return
-    release = release_of(current["metadata"].get("annotations"))
-    if deployment["metadata"].get("name") != status_deployment_name(owner, release):
-        return
-    status = current.get("status") or {}
     entry = next((e for e in _services_in(commerce_services, namespace) if e.name == owner),
                  None)
     if entry is None:
         return  # deleted, or its spec turned invalid, since the Deployment event came
+    view = REPORTS.view(namespace, owner, entry.uid) or _read_view(namespace, owner)
+    if view is None:
+        return
+    if deployment["metadata"].get("name") != status_deployment_name(owner, view.release):
+        return
     conflicts = [c for c in route_conflicts(_services_in(commerce_services, namespace))
                  if owner in c.services]
     new_status = build_status(
-        generation=int(current["metadata"].get("generation") or 0), namespace=namespace,
-        deployment=deployment, missing=_missing_references(namespace, entry.spec),
-        conflicts=conflicts, previous_conditions=status.get("conditions"), now=_now())
+        generation=view.generation, namespace=namespace, deployment=deployment,
+        missing=_missing_references(namespace, entry.spec), conflicts=conflicts,
+        previous_conditions=view.status.get("conditions"), now=_now())
     new_status["conditions"] = with_release_condition(
-        new_status["conditions"], release, service=owner,
-        observed_generation=new_status["observedGeneration"], now=_now())
-    if any(status.get(key) != value for key, value in new_status.items()):
+        new_status["conditions"], view.release, service=owner,
+        observed_generation=view.generation, now=_now())
+    if any(view.status.get(key) != value for key, value in new_status.items()):
         kube().patch_status(API_VERSION, KIND, namespace, owner, new_status)
-        if _became_ready(status, new_status):
-            kopf.event(current, type="Normal", reason="Ready",
+        if _became_ready(view.status, new_status):
+            involved = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {
+                "name": owner, "namespace": namespace, "uid": view.uid}}
+            kopf.event(involved, type="Normal", reason="Ready",
                        message=f"all {new_status.get('readyReplicas', 0)} replicas are available")
+    REPORTS.seen(namespace, owner, ServiceView(view.uid, view.generation, view.release,
+                                               view.status | new_status))
     REPORTS.written(namespace, owner, deployment)
+
+
+def _read_view(namespace: str, owner: str) -> ServiceView | None:
+    """The service as the API server has it, when this process has not written its status
+    yet (just started, or the service is new to it)."""
+    current = kube().get(API_VERSION, KIND, namespace, owner)
+    if current is None:
+        return None
+    metadata = current["metadata"]
+    return ServiceView(str(metadata.get("uid")), int(metadata.get("generation") or 0),
+                       release_of(metadata.get("annotations")), current.get("status") or {})
 
 
 def _became_ready(old: dict[str, Any], new: dict[str, Any]) -> bool:

@@ -20,8 +20,10 @@ import contextvars
 import threading
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
+from operators.bluegreen.handover import Release
 from operators.workloads import DeploymentProgress, RolloutState, deployment_progress
 
 # A rollout in progress passes through several states in a second or two ("0 of 1 Pods run
@@ -34,6 +36,19 @@ TRANSIENT_HOLD_SECONDS = 2.0
 TRANSIENT = frozenset({RolloutState.PENDING, RolloutState.ROLLING})
 
 Key = tuple[str, str, str]  # namespace, owning service, Deployment name
+
+
+@dataclass(frozen=True)
+class ServiceView:
+    """What a status write needs to know of the service itself, as of the last status this
+    process wrote or read for it. The operator is the only writer of a CommerceService's
+    status, so this spares a GET per Deployment event; generation and release follow the
+    resource through the reconcile, which runs on every change of either."""
+
+    uid: str
+    generation: int
+    release: Release | None
+    status: dict[str, Any]
 
 
 def _identity(deployment: Mapping[str, Any]) -> tuple[str, str]:
@@ -50,6 +65,7 @@ class DeploymentReports:
         self._written: dict[Key, tuple[str, DeploymentProgress]] = {}
         self._written_at: dict[tuple[str, str], float] = {}
         self._deferred: set[Key] = set()
+        self._views: dict[tuple[str, str], ServiceView] = {}
         self._guard = threading.Lock()
 
     def lock(self, namespace: str, service: str) -> threading.Lock:
@@ -118,11 +134,20 @@ class DeploymentReports:
         timer.start()
         return True
 
+    def view(self, namespace: str, service: str, uid: str) -> ServiceView | None:
+        """The service as last seen by a status write, if it is the same object."""
+        view = self._views.get((namespace, service))
+        return view if view is not None and view.uid == uid else None
+
+    def seen(self, namespace: str, service: str, view: ServiceView) -> None:
+        self._views[(namespace, service)] = view
+
     def forget(self, namespace: str, service: str) -> None:
         """The service is gone; drop what was kept for it."""
         with self._guard:
             self._locks.pop((namespace, service), None)
             self._written_at.pop((namespace, service), None)
+            self._views.pop((namespace, service), None)
             for store in (self._latest, self._written):
                 for key in [k for k in store if k[:2] == (namespace, service)]:
                     store.pop(key, None)

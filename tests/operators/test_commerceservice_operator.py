@@ -117,10 +117,33 @@ def _reconciles(operator: OperatorProcess) -> float:
                and 'kind="CommerceService"' in line and 'outcome="success"' in line)
 
 
+def _hpas_settled(plane: ControlPlane, namespace: str) -> bool:
+    deployments = {d["metadata"]["name"]: d for d in
+                   plane.kubectl_json("get", "deployments", "-n", namespace)["items"]}
+    for hpa in plane.kubectl_json("get", "horizontalpodautoscalers", "-n", namespace)["items"]:
+        target = deployments.get(hpa["spec"]["scaleTargetRef"]["name"])
+        if target is None:
+            return False
+        replicas = target["spec"].get("replicas", 1)
+        if replicas == 0:
+            continue  # scaled to zero (handed to a rollout): the HPA leaves it alone
+        if not hpa["spec"].get("minReplicas", 1) <= replicas <= hpa["spec"]["maxReplicas"]:
+            return False
+        if target.get("status", {}).get("availableReplicas", 0) != replicas:
+            return False
+    return True
+
+
 def test_operator_restart_reconciles_everything_and_writes_nothing(
         control_plane: ControlPlane, kommerce_operator: OperatorProcess, shop: str) -> None:
     names = [s["metadata"]["name"] for s in
              control_plane.kubectl_json("get", "commerceservices", "-n", shop)["items"]]
+    for name in names:
+        _wait_ready(control_plane, name, shop, timeout=90)
+    # The HPA controller raises a new Deployment to minReplicas on its first sync (every
+    # 15 s), which moves the Deployment, its PDB and the service's status: let it settle.
+    wait_until(lambda: _hpas_settled(control_plane, shop), timeout=60,
+               what="every HPA has brought its Deployment to its replica range", interval=0.5)
     for name in names:
         _wait_ready(control_plane, name, shop, timeout=90)
 
