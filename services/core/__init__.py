@@ -15,7 +15,9 @@ module                    what a service author uses
                           ``create_engine``, ``SessionDep``
 ``migrations``            ``Migrations(branch, versions_dir, metadata)``, ``upgrade``;
                           ``python -m services.core.migrations upgrade|revision|current``
-``cache``                 ``Cache.get_or_load`` / ``invalidate`` / ``invalidate_prefix``
+``cache``                 ``Cache.get_or_load`` / ``get_or_load_json`` / ``invalidate`` /
+                          ``invalidate_prefix``; ``scoped(name, near=True)`` keeps
+                          in-process copies (``NearCache``)
 ``events.envelope``       ``EventEnvelope.new(type, source=, key=, payload=)``
 ``events.outbox``         ``add_event(session, envelope)`` (the one way to publish)
 ``events.consumer``       ``EventHandlers`` (``@handlers.on("type")``), ``PoisonEvent``
@@ -29,6 +31,8 @@ module                    what a service author uses
 ``shardmap``              ``ShardMap.shard_for``, ``ShardMapWatcher`` (``runtime.shard_map``)
 ``metrics``               ``counter``/``gauge``/``histogram`` for domain metrics
 ``health``                ``ReadinessCheck`` for extra dependencies of ``/ready``
+``middleware``            ``CachedRoute`` (a GET answered from the near cache, below
+                          FastAPI); request id, access log and metrics in one pass
 ``logging``/``tracing``   wired by ``create_service_app``; ``current_request_id``
 ========================  ==================================================================
 """

@@ -2,8 +2,8 @@
 
 The request id comes from the caller's ``X-Request-Id`` (so one id follows a request
 through the gateway and every service it touches) or is generated, and is echoed in the
-response. It lives in a context variable, so any logger anywhere in the request's task
-stamps it without being handed it.
+response (:mod:`services.core.middleware` does both). It lives in a context variable, so
+any logger anywhere in the request's task stamps it without being handed it.
 """
 
 from __future__ import annotations
@@ -11,14 +11,12 @@ from __future__ import annotations
 import logging
 import re
 import sys
-import time
-import uuid
-from contextvars import ContextVar
+import threading
+from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 REQUEST_ID_HEADER = "x-request-id"
 _request_id: ContextVar[str | None] = ContextVar("kommerce_request_id", default=None)
@@ -29,7 +27,8 @@ _STANDARD_ATTRS = frozenset(
     logging.LogRecord("", 0, "", 0, "", (), None).__dict__.keys() | {"message", "asctime"}
 )
 
-access_log = logging.getLogger("kommerce.access")
+ACCESS_LOGGER = "kommerce.access"
+access_log = logging.getLogger(ACCESS_LOGGER)
 _HANDLER_NAME = "kommerce"
 QUIET_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
@@ -38,21 +37,33 @@ def current_request_id() -> str | None:
     return _request_id.get()
 
 
-def bind_request_id(request_id: str | None) -> None:
-    """Set the request id for the current task (event consumers use the event id)."""
-    _request_id.set(request_id)
+def bind_request_id(request_id: str | None) -> Token[str | None]:
+    """Set the request id for the current task (event consumers use the event id); the
+    token puts back the previous one (:func:`reset_request_id`)."""
+    return _request_id.set(request_id)
+
+
+def reset_request_id(token: Token[str | None]) -> None:
+    _request_id.reset(token)
 
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object per line; ``extra={...}`` fields become top-level keys."""
+    """One JSON object per line; ``extra={...}`` fields become top-level keys.
+
+    It runs for every access line, so it avoids repeated work: the timestamp's date and
+    time are formatted once a second, and the active span is looked up only once tracing
+    has been set up in the process.
+    """
 
     def __init__(self, service: str) -> None:
         super().__init__()
         self.service = service
+        self._second = -1
+        self._second_text = ""
 
     def format(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
             "service": self.service,
@@ -60,13 +71,37 @@ class JsonFormatter(logging.Formatter):
         }
         if (request_id := _request_id.get()) is not None:
             entry["request_id"] = request_id
-        entry.update(_trace_fields())
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
-                entry[key] = value
+        if _trace_fields_wanted:
+            entry.update(_trace_fields())
+        if extra := record.__dict__.keys() - _STANDARD_ATTRS:
+            for key, value in record.__dict__.items():  # in the order they were given
+                if key in extra and not key.startswith("_"):
+                    entry[key] = value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
         return orjson.dumps(entry, default=str).decode()
+
+    def _timestamp(self, created: float) -> str:
+        """``datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")``."""
+        second = int(created)
+        micros = round((created - second) * 1_000_000)  # as datetime rounds it
+        if micros >= 1_000_000:  # rounds up into the next second: rare, do it the long way
+            return datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")
+        if second != self._second:
+            self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+            self._second = second
+        return f"{self._second_text}.{micros // 1000:03d}+00:00"
+
+
+# Set once a tracer provider exists in the process; until then no span can be active, and
+# asking OpenTelemetry for the current span on every line would be wasted work.
+_trace_fields_wanted = False
+
+
+def want_trace_fields() -> None:
+    """Make log lines carry ``trace_id``/``span_id`` of the active span (tracing calls it)."""
+    global _trace_fields_wanted
+    _trace_fields_wanted = True
 
 
 def _trace_fields() -> dict[str, str]:
@@ -84,7 +119,7 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -
     Calling it again replaces our handler only; handlers others installed (pytest's log
     capture) stay.
     """
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BatchingStreamHandler(sys.stderr)
     handler.setFormatter(
         JsonFormatter(service) if json
         else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -93,6 +128,7 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
         root.removeHandler(old)
+        old.close()
     root.addHandler(handler)
     root.setLevel(level)
     for name in ("uvicorn", "uvicorn.error"):
@@ -102,54 +138,73 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -
     logging.getLogger("uvicorn.access").disabled = True
 
 
-class RequestContextMiddleware:
-    """Assigns the request id, echoes it, and writes one access-log line per request."""
+class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A stream handler that writes lines in batches instead of one write per line.
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
+    With an access line per request, a ``write`` + ``flush`` per line was a system call per
+    request, as much as the rest of a cached read. Access lines below WARNING are collected
+    and written when ``flush_interval`` has passed (a daemon thread makes sure of that when
+    traffic stops) or ``max_bytes`` are waiting; any other line is written at once, after
+    the ones waiting, so order holds and nothing but access lines is ever held back (a
+    process killed by a signal after its last "stopping" line loses none of them).
+    ``close()`` (and so ``logging.shutdown()`` at exit) writes what is left.
+    """
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        request_id = _incoming_request_id(scope) or uuid.uuid4().hex
-        token = _request_id.set(request_id)
-        started = time.perf_counter()
-        status = 500
+    def __init__(self, stream: Any = None, *, flush_interval: float = 0.2,
+                 max_bytes: int = 64 * 1024) -> None:
+        super().__init__(stream)
+        self.flush_interval = flush_interval
+        self.max_bytes = max_bytes
+        self._pending: list[str] = []
+        self._pending_bytes = 0
+        self._wake = threading.Event()
+        self._closed = False
+        self._writer: threading.Thread | None = None
 
-        async def send_with_id(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-                headers = list(message.get("headers", []))
-                headers.append((b"x-request-id", request_id.encode()))
-                message = {**message, "headers": headers}
-            await send(message)
-
+    def emit(self, record: logging.LogRecord) -> None:
         try:
-            await self.app(scope, receive, send_with_id)
-        except BaseException:
-            # Leave the id set: the server-error handler outside us answers the 500 and
-            # quotes it (each request runs in its own task, so nothing leaks).
-            self._log(scope, status, started)
-            raise
-        self._log(scope, status, started)
-        _request_id.reset(token)
+            line = self.format(record) + self.terminator
+        except Exception:
+            self.handleError(record)
+            return
+        # Handler.handle() holds self.lock around emit().
+        self._pending.append(line)
+        self._pending_bytes += len(line)
+        if (record.name != ACCESS_LOGGER or record.levelno >= logging.WARNING
+                or self._pending_bytes >= self.max_bytes or self._closed):
+            self._write_pending()
+        elif self._writer is None:
+            self._writer = threading.Thread(target=self._write_periodically,
+                                            name="log-writer", daemon=True)
+            self._writer.start()
 
-    @staticmethod
-    def _log(scope: Scope, status: int, started: float) -> None:
-        # Probes and scrapes arrive every few seconds; they would drown the real traffic.
-        level = logging.DEBUG if scope["path"] in QUIET_PATHS else logging.INFO
-        access_log.log(
-            level, "%s %s %s", scope["method"], scope["path"], status,
-            extra={"method": scope["method"], "path": scope["path"], "status": status,
-                   "duration_ms": round((time.perf_counter() - started) * 1000, 2)},
-        )
+    def _write_pending(self) -> None:
+        if not self._pending:
+            return
+        text = "".join(self._pending)
+        self._pending.clear()
+        self._pending_bytes = 0
+        try:
+            self.stream.write(text)
+            self.stream.flush()
+        except Exception:  # a closed or broken stream must not break the caller
+            pass
+
+    def _write_periodically(self) -> None:
+        while not self._wake.wait(self.flush_interval):
+            self.flush()
+
+    def flush(self) -> None:
+        with self.lock:  # type: ignore[union-attr]
+            self._write_pending()
+
+    def close(self) -> None:
+        self._closed = True
+        self._wake.set()
+        self.flush()
+        super().close()
 
 
-def _incoming_request_id(scope: Scope) -> str | None:
-    for name, value in scope["headers"]:
-        if name == b"x-request-id":
-            text = value.decode("latin-1")
-            return text if _SAFE_ID.match(text) else None
-    return None
+def safe_request_id(text: str) -> str | None:
+    """``text`` if it can be logged verbatim (it cannot forge a line), else None."""
+    return text if _SAFE_ID.match(text) else None

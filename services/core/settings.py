@@ -94,6 +94,17 @@ class ServiceSettings(BaseSettings):
         None, description="Prefix of every cache key. Default: '<service_name>:'."
     )
     cache_ttl_seconds: int = Field(3600, ge=1, description="Default cache-aside TTL.")
+    cache_near_enabled: bool = Field(
+        True, description="Keep in-process copies of hot entries for the caches that opt in "
+        "(e.g. product reads), invalidated across processes over Redis pub/sub.",
+    )
+    cache_near_ttl_seconds: float = Field(
+        30.0, gt=0, description="Longest an in-process copy is served: the staleness bound "
+        "should an invalidation message be lost without the subscription noticing.",
+    )
+    cache_near_max_entries: int = Field(
+        10_000, ge=1, description="In-process copies kept per process (oldest dropped first).",
+    )
 
     # -- events ------------------------------------------------------------------------------
     event_bus: Literal["redis", "kafka"] = Field(
@@ -186,6 +197,11 @@ class ServiceSettings(BaseSettings):
         "INFO", description="Root log level."
     )
     log_json: bool = Field(True, description="JSON log lines (False: plain text for humans).")
+    gc_freeze_after_startup: bool = Field(
+        True, description="Move everything alive after start-up out of the garbage "
+        "collector's sight (gc.freeze): full collections then scan only what requests "
+        "create, instead of pausing the event loop for 100+ ms over the imported code.",
+    )
     otel_enabled: bool = Field(
         False, description="Create an OpenTelemetry tracer provider (otherwise no-op tracing)."
     )

@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
 from opentelemetry.trace import Tracer
 
-from services.core.logging import QUIET_PATHS
+from services.core.logging import QUIET_PATHS, want_trace_fields
 from services.core.settings import ServiceSettings
 
 log = logging.getLogger(__name__)
@@ -38,6 +38,7 @@ def setup_tracing(
     global _global_provider_set
     if not settings.otel_enabled:
         return None
+    want_trace_fields()
     provider = TracerProvider(
         resource=Resource.create(
             {"service.name": settings.service_name, "service.version": settings.version}

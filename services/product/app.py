@@ -15,6 +15,7 @@ from fastapi import FastAPI
 
 from services.core.app import ServiceRuntime, create_service_app
 from services.core.health import ReadinessCheck
+from services.core.middleware import CachedRoute
 from services.product import api
 from services.product.events import Publisher
 from services.product.inventory import InventoryService
@@ -36,6 +37,7 @@ class ProductComponents:
     def __init__(self, settings: ProductSettings) -> None:
         self.settings = settings
         self.shards: ShardRouter | None = None
+        self.catalog: CatalogService | None = None
 
     @asynccontextmanager
     async def lifespan(self, app: FastAPI, runtime: ServiceRuntime) -> AsyncIterator[None]:
@@ -47,21 +49,30 @@ class ProductComponents:
             await shards.start()
         except Exception as exc:  # routed requests retry the shard; /ready reports it
             log.error("not every shard could be opened at start-up: %r", exc)
-        cache = runtime.require_cache().scoped("product", settings.product_cache_ttl_seconds)
+        # Near: every change to a product document goes through CatalogService.invalidate.
+        cache = runtime.require_cache().scoped("product", settings.product_cache_ttl_seconds,
+                                               near=True)
         publisher = Publisher(settings.service_name)
         catalog = CatalogService(shards, cache, publisher, settings)
         inventory = InventoryService(shards, catalog, publisher, settings)
         app.state.shards, app.state.catalog, app.state.inventory = shards, catalog, inventory
+        self.catalog = catalog
         sweeper = asyncio.create_task(
             inventory.run_sweeper(settings.reservation_sweep_interval_seconds),
             name="reservation-sweeper")
         try:
             yield
         finally:
+            self.catalog = None
             sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await sweeper
             await shards.close()
+
+    def near_product(self, product_id: str) -> bytes | None:
+        """``GET /products/{product_id}`` from the near cache, once the catalog is up."""
+        catalog = self.catalog
+        return None if catalog is None else catalog.near_product_json(product_id)
 
     async def ping_shards(self) -> None:
         if self.shards is not None:
@@ -75,6 +86,7 @@ def create_app(settings: ProductSettings | None = None) -> FastAPI:
         settings, routers=[api.router], migrations=MIGRATIONS,
         lifespan_hooks=[components.lifespan],
         readiness_checks=[ReadinessCheck("shards", components.ping_shards, timeout_seconds=3)],
+        cached_routes=[CachedRoute("/products/{product_id}", components.near_product)],
         title="kommerce product", description=DESCRIPTION,
     )
 

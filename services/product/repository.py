@@ -433,6 +433,12 @@ async def variant_exists(session: AsyncSession, variant_id: uuid.UUID) -> bool:
     return bool(await session.scalar(select(exists().where(Variant.id == variant_id))))
 
 
+async def load_variant(session: AsyncSession, variant_id: uuid.UUID) -> Row[Any] | None:
+    """One variant's columns with its product's id, name and category: a primary-key read
+    and its join, for pricing a line known only by variant id."""
+    return (await session.execute(_LOAD_VARIANT, {"variant_id": variant_id})).first()
+
+
 # -- stock -----------------------------------------------------------------------------------
 #
 # The statements on the reservation path are built once, on the tables rather than the
@@ -467,6 +473,13 @@ _INSERT_RESERVATION = (
     .on_conflict_do_nothing()
     .returning(_reservations.c.id))
 _INSERT_LINES = insert(ReservationLine.__table__)
+_LOAD_VARIANT = (
+    select(_variants.c.id, _variants.c.sku, _variants.c.name, _variants.c.attributes,
+           _variants.c.price_amount, _variants.c.currency, _variants.c.on_hand,
+           _variants.c.reserved, _variants.c.product_id,
+           Product.__table__.c.name.label("product_name"), Product.__table__.c.category)
+    .join(Product.__table__, Product.__table__.c.id == _variants.c.product_id)
+    .where(_variants.c.id == bindparam("variant_id")))
 _LOCATE_VARIANTS = (
     select(_variants.c.id, _variants.c.product_id, _variants.c.sku, Product.category)
     .join(Product.__table__, Product.__table__.c.id == _variants.c.product_id)

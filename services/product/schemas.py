@@ -244,3 +244,12 @@ class ReservationOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     lines: list[ReservationLineOut]
+
+
+class VariantLookupOut(VariantOut):
+    """A variant found by its id alone, with the product it belongs to: what a cart or a
+    checkout, which know only variant ids, needs to price a line."""
+
+    product_id: uuid.UUID
+    product_name: str
+    category: str

@@ -3,8 +3,9 @@
 Writes follow one pattern: find the shard that holds the row, change it under a row lock,
 publish the event in the same transaction, and drop the cached product document *after*
 the commit (a reader that fills the cache before the commit cannot undo that: the core's
-fill lease refuses its stale value). Reads of a product go through the cache, one Redis GET
-when warm.
+fill lease refuses its stale value). Reads of a product go through the cache: warm, no
+Redis round trip at all (the core's near cache keeps the document's bytes in the process
+and every process drops them when any one invalidates), else one Redis GET.
 
 Two facts span shards and live in the service's own database: that a category exists, and
 that a SKU is taken (``sku_claims``: the shards' unique index sees one shard only). A SKU is
@@ -18,6 +19,7 @@ from __future__ import annotations
 import base64
 import binascii
 import logging
+import re
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -49,6 +51,7 @@ from services.product.schemas import (
     Stock,
     StockUpdate,
     VariantIn,
+    VariantLookupOut,
     VariantOut,
     VariantPatch,
 )
@@ -58,6 +61,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 Document = dict[str, Any]
+#: ``str(uuid.UUID(...))``'s spelling, the one cache keys use.
+_CANONICAL_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}\Z")
 
 
 def utcnow() -> datetime:
@@ -238,9 +243,16 @@ class CatalogService:
 
     # -- reading products --------------------------------------------------------------------
 
-    async def product_document(self, product_id: uuid.UUID) -> Document:
-        """The product as JSON-ready data, from the cache when it is there."""
-        document = await self.cache.get_or_load(
+    def near_product_json(self, product_id: str) -> bytes | None:
+        """The product's JSON if this process holds it, else None. Only the canonical
+        spelling of an id is looked up; any other (upper case, no dashes, malformed) is
+        left to the route, which accepts or rejects it as it always has."""
+        return self.cache.peek_json(product_id) if _CANONICAL_UUID.match(product_id) else None
+
+    async def product_json(self, product_id: uuid.UUID) -> bytes:
+        """The product's JSON document as cached: the bytes of a validated ``ProductOut``,
+        from this process's near copy, Redis, or the shards (then cached in both)."""
+        document = await self.cache.get_or_load_json(
             str(product_id), lambda: self._load_document(product_id),
             ttl=self.settings.product_cache_ttl_seconds)
         if document is None:
@@ -262,7 +274,7 @@ class CatalogService:
         return None
 
     async def get_product(self, product_id: uuid.UUID) -> ProductOut:
-        return ProductOut.model_validate(await self.product_document(product_id))
+        return ProductOut.model_validate_json(await self.product_json(product_id))
 
     async def list_products(self, filters: ProductFilter, sort: ProductSort,
                             cursor: str | None, limit: int) -> ProductPage:
@@ -302,6 +314,30 @@ class CatalogService:
             last = items[-1]
             next_cursor = encode_cursor(sort, repo.sort_key(last, sort), last.id)
         return ProductPage(items=[product_out(p) for p in items], next_cursor=next_cursor)
+
+    # -- reading a variant by id ---------------------------------------------------------------
+
+    async def get_variant(self, variant_id: uuid.UUID) -> VariantLookupOut:
+        """A variant by its id alone, read from the database (not the product cache): a
+        checkout re-validating its prices must see the price as it is now. A variant on two
+        shards (its category mid-move) is read from the owner."""
+
+        async def load(shard: Shard) -> Any:
+            async with shard.database.session() as session:
+                return await repo.load_variant(session, variant_id)
+
+        found = [(shard, row) for shard, row in await self.shards.fan_out(load)
+                 if row is not None]
+        owner = self.shards.prefer_owner([(shard, row.category) for shard, row in found])
+        row = next((row for shard, row in found if shard is owner), None)
+        if row is None:
+            raise NotFound(f"there is no variant {variant_id}", code="variant_not_found")
+        return VariantLookupOut(
+            id=row.id, sku=row.sku, name=row.name, attributes=row.attributes,
+            price=Money(amount=row.price_amount, currency=row.currency),
+            stock=Stock(on_hand=row.on_hand, reserved=row.reserved,
+                        available=row.on_hand - row.reserved),
+            product_id=row.product_id, product_name=row.product_name, category=row.category)
 
     # -- locating ----------------------------------------------------------------------------
 

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
 
 from kommerce.testbed.redis import RedisServer
-from services.core.cache import CACHE_REQUESTS, Cache
-from tests.services.support import unique
+from services.core.cache import CACHE_REQUESTS, Cache, NearCache
+from tests.services.support import eventually, unique
 
 pytestmark = pytest.mark.redis
 
@@ -147,3 +150,92 @@ async def test_reads_still_answer_when_redis_is_down(tmp_path: Path) -> None:
     finally:
         server.stop()
         await client.aclose()
+
+
+# -- near copies in the process ----------------------------------------------------------------
+
+
+@asynccontextmanager
+async def near_cache(redis: Redis, channel: str) -> AsyncIterator[NearCache]:
+    """A process's near cache with its invalidation listener running and subscribed."""
+    near = NearCache(redis, channel)
+    listener = asyncio.create_task(near.run())
+    try:
+        await asyncio.wait_for(near.subscribed.wait(), timeout=5)
+        yield near
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+
+
+def process_cache(redis: Redis, near: NearCache, prefix: str, name: str) -> Cache:
+    """What a service process builds: its root cache, and a scope that keeps near copies."""
+    return Cache(redis, prefix=prefix, name=name, near=near).scoped("product", near=True)
+
+
+async def test_a_near_copy_answers_without_asking_redis(redis_client: Redis) -> None:
+    prefix, name = unique("near") + ":", unique("cache")
+    async with near_cache(redis_client, prefix + "invalidations") as near:
+        cache = process_cache(redis_client, near, prefix, name)
+        source = Source({"price": 1999})
+        await cache.get_or_load_json("p", source.load)
+        await redis_client.delete(cache.key("p"))  # behind the cache's back, to prove it
+
+        assert cache.peek_json("p") == b'{"price":1999}'
+        assert await cache.get_or_load_json("p", source.load) == b'{"price":1999}'
+        assert source.loads == 1
+
+
+async def test_an_invalidation_in_one_process_drops_the_copies_of_the_others(
+    redis_client: Redis,
+) -> None:
+    prefix, name = unique("near") + ":", unique("cache")
+    channel = prefix + "invalidations"
+    async with near_cache(redis_client, channel) as near_a, \
+            near_cache(redis_client, channel) as near_b:
+        writer = process_cache(redis_client, near_a, prefix, name)
+        reader = process_cache(redis_client, near_b, prefix, name)
+        source = Source({"price": 1999})
+        assert await reader.get_or_load("p", source.load) == {"price": 1999}
+        assert reader.peek_json("p") is not None
+
+        source.value = {"price": 2499}
+        await writer.invalidate("p")
+
+        async def reader_sees_the_new_price() -> bool:
+            return await reader.get_or_load("p", source.load) == {"price": 2499}
+
+        await eventually(reader_sees_the_new_price, within=2, what="the other process's copy "
+                         "dropped")
+
+
+async def test_a_read_that_began_before_an_invalidation_keeps_no_copy(
+    redis_client: Redis,
+) -> None:
+    async with near_cache(redis_client, unique("near")) as near:
+        epoch = near.epoch("k")  # a read starts ...
+        near.drop(["k"])  # ... an invalidation is applied while it waits on Redis ...
+        near.store("k", b"old", epoch, 60)  # ... and what it read is now stale
+
+        assert near.get("k") is None
+        near.store("k", b"new", near.epoch("k"), 60)
+        assert near.get("k") == b"new"
+
+
+async def test_nothing_is_kept_in_process_unless_the_listener_is_subscribed(
+    redis_client: Redis,
+) -> None:
+    near = NearCache(redis_client, unique("near"))
+    near.store("k", b"v", near.epoch("k"), 60)
+    assert near.get("k") is None  # not listening yet: invalidations could be missed
+
+    listener = asyncio.create_task(near.run())
+    await asyncio.wait_for(near.subscribed.wait(), timeout=5)
+    near.store("k", b"v", near.epoch("k"), 60)
+    assert near.get("k") == b"v"
+    listener.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await listener
+
+    assert near.get("k") is None and near.epoch("k") is None

@@ -3,10 +3,19 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
 
 import pytest
+from redis.asyncio import Redis
 
-from .conftest import ProductService, variant
+from services.product.app import create_app
+from tests.services.support import eventually, running
+
+from .conftest import ProductService, product_settings, variant
+
+if TYPE_CHECKING:
+    from kommerce.testbed.redis import RedisServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -85,3 +94,51 @@ async def test_inventory_changes_drop_the_cached_product(
     await client.post(f"/products/{pid}/variants/{vid}/stock",
                       headers=product_service.admin, json={"on_hand": 9})
     assert await stock() == {"on_hand": 9, "reserved": 0, "available": 9}
+
+
+async def test_a_write_through_one_instance_is_seen_by_another_within_a_second(
+    product_database_url: str, redis_server: RedisServer, redis: Redis,
+) -> None:
+    # Two instances of the service on one database and one Redis, as two replicas are:
+    # each keeps product documents in its own process, and a write through either one
+    # must reach the other's copy (over Redis pub/sub), not wait for a TTL.
+    settings = product_settings(product_database_url, redis_server.url)
+    writer_app = create_app(settings)
+    async with running(writer_app) as writer, running(create_app(settings)) as reader:
+        first = ProductService(writer_app, writer, settings, redis)
+        await first.category("sofas")
+        product = await first.product("sofas", "Sofa", variants=[variant(stock=5)])
+        pid, vid = product["id"], product["variants"][0]["id"]
+        admin = first.admin
+
+        async def read() -> dict[str, Any]:
+            response = await reader.get(f"/products/{pid}")
+            assert response.status_code == 200, response.text
+            return response.json()  # type: ignore[no-any-return]
+
+        async def reader_sees(check: Callable[[dict[str, Any]], bool], what: str) -> None:
+            async def seen() -> bool:
+                return check(await read())
+
+            await eventually(seen, within=1.0, what=what)
+
+        assert (await read())["name"] == "Sofa"
+        assert (await read())["name"] == "Sofa"  # now held in the reader's process
+        await writer.patch(f"/products/{pid}", headers=admin, json={"name": "Corner Sofa"})
+        await reader_sees(lambda p: p["name"] == "Corner Sofa", "the rename")
+
+        await writer.put(f"/products/{pid}/variants/{vid}/price", headers=admin,
+                         json={"amount": 777, "currency": "EUR"})
+        await reader_sees(lambda p: p["variants"][0]["price"]["amount"] == 777, "the price")
+
+        await writer.post(f"/products/{pid}/variants/{vid}/stock", headers=admin,
+                          json={"on_hand": 9})
+        await reader_sees(lambda p: p["variants"][0]["stock"]["on_hand"] == 9, "the stock")
+
+        reserved = await first.reserve([(vid, 2)])
+        assert reserved.status_code == 201, reserved.text
+        await reader_sees(lambda p: p["variants"][0]["stock"]["reserved"] == 2,
+                          "the reservation")
+
+        await writer.post(f"/products/{pid}/variants", headers=admin, json=variant("SOFA-2"))
+        await reader_sees(lambda p: len(p["variants"]) == 2, "the new variant")
