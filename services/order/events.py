@@ -5,7 +5,17 @@ Published (topic ``order.events``, keyed by order id):
 * ``order.saga_command`` — the next step of a checkout saga; consumed by this service
   itself, so a command survives a crash between deciding and doing;
 * ``order.status_changed`` — every status change with the reason (for notifications and
-  the shop front);
+  the shop front) and what the order holds (for the review service's verified purchases)::
+
+      {"order_id": "<uuid>", "owner": "<user id>", "status": "PAID",
+       "previous": "INVENTORY_RESERVED", "reason": null | "<why>",
+       "lines": [{"variant_id": "<uuid>", "quantity": 2}, ...]}
+
+  A line names a variant, not a product, because that is all an order stores; a consumer
+  that needs the product asks the product service's ``GET /variants/{id}``, as the review
+  service does. ``lines`` came later than the other fields (still ``schema_version`` 1):
+  consumers treat a missing one as empty and ignore fields they do not know, so adding
+  one never breaks them;
 
 Consumed:
 

@@ -36,7 +36,7 @@ import asyncio
 import logging
 import uuid
 from datetime import UTC, datetime
-from typing import Protocol
+from typing import Any, Protocol
 
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -82,6 +82,16 @@ class Participants(Protocol):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def status_event_lines(order: Order) -> list[dict[str, Any]]:
+    """What was bought, as ``order.status_changed`` carries it: consumers such as the review
+    service (verified purchases) need the products, and reading them back from this
+    service would couple them to its API. Named fields rather than the stored JSON as is,
+    so the event's schema (:mod:`services.order.events`) does not drift with the table
+    (prices stay out: the event has no currency to read them in)."""
+    return [{"variant_id": str(line["variant_id"]), "quantity": int(line["quantity"])}
+            for line in order.lines]
 
 
 class Orchestrator:
@@ -133,7 +143,7 @@ class Orchestrator:
                 ORDER_STATUS_CHANGED, source=self.source, key=str(order.id), payload={
                     "order_id": str(order.id), "owner": order.owner,
                     "status": saga.state.value, "previous": previous.value,
-                    "reason": saga.reason}))
+                    "reason": saga.reason, "lines": status_event_lines(order)}))
         for command in decision.commands:
             envelope = EventEnvelope.new(
                 SAGA_COMMAND, source=self.source, key=str(order.id), payload={

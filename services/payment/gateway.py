@@ -15,6 +15,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import secrets
+import string
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from typing import Any, Protocol
@@ -26,6 +28,10 @@ from services.core.errors import InvalidRequest, ServiceUnavailable, Unprocessab
 #: Stripe payment method ids. Anything else — above all a run of digits that might be a card
 #: number — is refused before it reaches a log line, a database or the wire.
 PAYMENT_METHOD_PATTERN = re.compile(r"^pm_[A-Za-z0-9_]{1,200}$")
+
+#: What follows the prefix in a Stripe object id (``pi_3MtwBwLkdIwHu7ix28a3tqPa``).
+_ID_ALPHABET = string.ascii_letters + string.digits
+_ID_LENGTH = 24
 
 
 class ChargeStatus(StrEnum):
@@ -294,16 +300,20 @@ class SandboxGateway:
     _intents: dict[str, _SandboxIntent] = field(default_factory=dict)
     _by_key: dict[str, tuple[tuple[Any, ...], Any]] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    _sequence: int = 0
     #: Saved methods: their new id -> the test card they were made from.
     _saved: dict[str, TestCard] = field(default_factory=dict)
 
     def _card(self, payment_method: str) -> TestCard | None:
         return self._saved.get(payment_method) or TEST_CARDS.get(payment_method)
 
-    def _next_id(self, prefix: str) -> str:
-        self._sequence += 1
-        return f"{prefix}_sandbox{self._sequence:010d}"
+    @staticmethod
+    def _next_id(prefix: str) -> str:
+        """A new Stripe-shaped id, random rather than counted: the sandbox forgets
+        everything on a restart but the payment service's database does not (``intent_id``
+        is unique there), so a counter starting again at 1 would give a new charge an old
+        charge's id and the charge would be refused. 24 characters drawn from 62 (~143
+        bits) make a repeat as unlikely as with Stripe's own ids."""
+        return f"{prefix}_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
 
     async def _once(self, key: str, request: tuple[Any, ...], make: Any) -> Any:
         """Stripe's idempotency: the same key repeats the first answer; the same key with

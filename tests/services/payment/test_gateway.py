@@ -5,6 +5,7 @@ values, from a server answering as Stripe does and from the local sandbox."""
 from __future__ import annotations
 
 import json
+import re
 import threading
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -248,3 +249,19 @@ async def test_sandbox_refuses_anything_but_a_payment_method_token(method: str) 
     with pytest.raises(DomainError):
         await SandboxGateway().charge(amount=1000, currency="usd", payment_method=method,
                                       idempotency_key="k")
+
+
+async def test_sandbox_ids_are_stripe_shaped_and_never_repeat_across_a_restart() -> None:
+    """A restarted service has a new sandbox; its ids must not repeat the stored ones."""
+    before, after = SandboxGateway(), SandboxGateway()
+    ids: list[str] = []
+    for n, sandbox in enumerate([before, after] * 100):
+        result = await sandbox.charge(amount=1000, currency="usd",
+                                      payment_method="pm_card_visa", idempotency_key=f"k{n}")
+        assert result.intent_id and re.fullmatch(r"pi_[A-Za-z0-9]{24}", result.intent_id)
+        ids.append(result.intent_id)
+        refund = await sandbox.refund(intent_id=result.intent_id, amount=None,
+                                      idempotency_key=f"r{n}")
+        ids.append(refund.refund_id)
+        ids.append(await sandbox.create_customer(email=None, idempotency_key=f"c{n}"))
+    assert len(set(ids)) == len(ids)

@@ -11,16 +11,20 @@ import hmac
 import json
 import time
 import uuid
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from services.core.events.tables import outbox
+from services.payment.gateway import SandboxGateway
 from services.payment.models import AuditEntry, Payment, WebhookEvent
-from tests.services.payment.conftest import WEBHOOK_SECRET, Service
+from tests.services.payment.conftest import WEBHOOK_SECRET, Service, start_service
 from tests.services.support import unique
+
+if TYPE_CHECKING:
+    from kommerce.testbed.redis import RedisServer
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -71,6 +75,24 @@ async def test_same_key_concurrently_makes_one_payment(service: Service) -> None
         AuditEntry.action == "charge_succeeded",
         AuditEntry.payment_id == uuid.UUID(responses[0].json()["id"]))
     assert await count(service, charged) == 1
+
+
+async def test_a_charge_after_a_restart_gets_a_new_intent_and_succeeds(
+        payment_database_url: str, redis_server: RedisServer) -> None:
+    """The sandbox forgets its intents on a restart; the payments table does not, and its
+    ``intent_id`` is unique — so the restarted sandbox must not reuse an id."""
+    schema = unique("payment")
+    intents: list[str | None] = []
+    for _ in range(2):  # the first run, then a restart on the same database
+        async for service in start_service(payment_database_url, redis_server.url,
+                                           SandboxGateway(), database_schema=schema):
+            response = await charge(service, service.auth(), charge_body())
+            assert response.status_code == 201, response.text
+            assert response.json()["status"] == "succeeded"
+            async with service.database.session() as session:
+                intents = list((await session.execute(
+                    select(Payment.intent_id).order_by(Payment.created_at))).scalars())
+    assert len(intents) == 2 and len(set(intents)) == 2, intents
 
 
 async def test_same_key_for_a_different_payment_is_refused(service: Service) -> None:

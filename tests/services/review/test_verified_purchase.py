@@ -8,6 +8,8 @@ service's outbox relay would publish them."""
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -197,12 +199,14 @@ async def test_an_order_event_that_is_not_an_order_goes_to_the_dead_letters(
     await eventually(flagged, within=WITHIN, what="the next event")
 
 
-async def test_order_lines_naming_only_a_variant_are_mapped_to_products_by_the_catalog(
-        postgres_server: PostgresServer, redis_server: RedisServer,
-        review_database_url: str) -> None:
-    """Order lines carry variant ids; a real product service says whose variants they are."""
+@asynccontextmanager
+async def catalog_with_a_product(postgres_server: PostgresServer, redis_url: str
+                                 ) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+    """A real product service over HTTP holding one product with one variant: order lines
+    name only variants, and this is what maps them to the product a review is about.
+    Yields the service's URL and the created product."""
     settings = product_settings(postgres_server.create_database("review_catalog_tests"),
-                                redis_server.url)
+                                redis_url)
     admin = {"Authorization": "Bearer " + TokenService(settings).issue_access(
         "catalog-admin", ["admin"]).token}
     with served(create_product_app(settings), "product") as product_url:
@@ -215,7 +219,15 @@ async def test_order_lines_naming_only_a_variant_are_mapped_to_products_by_the_c
                     {"sku": unique("SKU"), "stock": 3,
                      "price": {"amount": 2500, "currency": "EUR"}}]})
             assert response.status_code == 201, response.text
-            item = response.json()
+        yield product_url, response.json()
+
+
+async def test_order_lines_naming_only_a_variant_are_mapped_to_products_by_the_catalog(
+        postgres_server: PostgresServer, redis_server: RedisServer,
+        review_database_url: str) -> None:
+    """Order lines carry variant ids; a real product service says whose variants they are."""
+    async with catalog_with_a_product(postgres_server, redis_server.url) as (product_url,
+                                                                            item):
         app = create_app(review_settings(review_database_url, redis_server.url,
                                          product_service_url=product_url))
         async with running(app) as client:
