@@ -90,7 +90,8 @@ def create_app(settings: OrderSettings | None = None, participants: Participants
         settings, routers=[api.router], migrations=MIGRATIONS, lifespan_hooks=[lifespan],
         consumers=[Consume(f"{settings.service_name}.events", events.own_handlers(orchestrator)),
                    Consume("payment.events", events.payment_handlers(orchestrator)),
-                   Consume("shipping.events", events.shipping_handlers())],
+                   Consume("shipping.events",
+                           events.shipping_handlers(settings.service_name))],
         title="kommerce order", description=DESCRIPTION,
     )
 

@@ -39,7 +39,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from services.core.events.consumer import EventHandlers
 from services.core.events.envelope import EventEnvelope
 from services.order.models import Order, OrderStatusChange
-from services.order.orchestrator import ORDERS_TOTAL, SAGA_COMMAND, Orchestrator
+from services.order.orchestrator import (
+    ORDERS_TOTAL,
+    SAGA_COMMAND,
+    Orchestrator,
+    publish_status_change,
+)
 from services.order.saga import SagaState, Step, StepFailed, StepSucceeded
 
 DELIVERED = "DELIVERED"
@@ -81,7 +86,8 @@ def payment_handlers(orchestrator: Callable[[], Orchestrator]) -> EventHandlers:
     return handlers
 
 
-def shipping_handlers() -> EventHandlers:
+def shipping_handlers(source: str) -> EventHandlers:
+    """``source`` is the order service's name, the source of the status event it publishes."""
     handlers = EventHandlers()
 
     @handlers.on("shipment.delivered")
@@ -93,10 +99,12 @@ def shipping_handlers() -> EventHandlers:
                                        .with_for_update())).scalar_one_or_none()
         if order is None or order.status != SagaState.CONFIRMED.value:
             return
-        order.status = DELIVERED
+        previous, order.status = order.status, DELIVERED
         order.updated_at = datetime.now(UTC)
         session.add(OrderStatusChange(order_id=order.id, status=DELIVERED,
                                       note=event.payload.get("description")))
         ORDERS_TOTAL.labels(status=DELIVERED).inc()
+        await publish_status_change(session, order, source=source, status=DELIVERED,
+                                    previous=previous, reason=None)
 
     return handlers

@@ -71,6 +71,16 @@ ORDER_STATUS_CHANGED = "order.status_changed"
 _INLINE = "order.inline_saga_commands"
 
 
+async def publish_status_change(session: AsyncSession, order: Order, *, source: str,
+                                status: str, previous: str, reason: str | None) -> None:
+    """``order.status_changed`` through the outbox, in the transaction that changed the
+    status: every status an order reaches, the saga's and DELIVERED alike, is announced."""
+    await add_event(session, EventEnvelope.new(
+        ORDER_STATUS_CHANGED, source=source, key=str(order.id), payload={
+            "order_id": str(order.id), "owner": order.owner, "status": status,
+            "previous": previous, "reason": reason, "lines": status_event_lines(order)}))
+
+
 class Participants(Protocol):
     """Carries out one saga command against inventory, payment or shipping, and says what
     happened. Must be idempotent per ``command.idempotency_key``: the same command may be
@@ -139,11 +149,9 @@ class Orchestrator:
             session.add(OrderStatusChange(order_id=order.id, status=saga.state.value,
                                           note=saga.reason))
             ORDERS_TOTAL.labels(status=saga.state.value).inc()
-            await add_event(session, EventEnvelope.new(
-                ORDER_STATUS_CHANGED, source=self.source, key=str(order.id), payload={
-                    "order_id": str(order.id), "owner": order.owner,
-                    "status": saga.state.value, "previous": previous.value,
-                    "reason": saga.reason, "lines": status_event_lines(order)}))
+            await publish_status_change(session, order, source=self.source,
+                                        status=saga.state.value, previous=previous.value,
+                                        reason=saga.reason)
         for command in decision.commands:
             envelope = EventEnvelope.new(
                 SAGA_COMMAND, source=self.source, key=str(order.id), payload={

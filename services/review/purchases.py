@@ -64,7 +64,7 @@ def order_update(payload: dict[str, Any]) -> OrderUpdate:
         if not isinstance(status, str):
             raise ValueError(f"status {status!r} is not a string")
         if not isinstance(lines, list) or len(lines) > MAX_LINES:
-            raise ValueError("lines is not a list of at most {MAX_LINES}")
+            raise ValueError(f"lines is not a list of at most {MAX_LINES}")
         products: set[uuid.UUID] = set()
         variants: set[uuid.UUID] = set()
         for line in lines:

@@ -76,6 +76,11 @@ async def test_delivery_turns_a_confirmed_order_delivered(service: Service) -> N
     detail = await settled(service, headers, order["id"], "DELIVERED")
     assert detail["timeline"][-1] == {**detail["timeline"][-1], "status": "DELIVERED",
                                       "note": "left at the front door"}
+    delivered = (await status_events(service, order["id"], {"DELIVERED"}))["DELIVERED"]
+    assert delivered.payload["previous"] == "CONFIRMED"
+    assert delivered.payload["lines"] == [{"variant_id": line["variant_id"],
+                                           "quantity": line["quantity"]}
+                                          for line in order["lines"]]
 
 
 async def status_events(service: Service, order_id: str,
