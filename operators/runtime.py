@@ -28,12 +28,32 @@ def kube() -> Kube:
     return Kube.from_environment(os.environ.get("KUBECONFIG"))
 
 
+class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
+    """Kopf's diff base, built without copying what it throws away.
+
+    On every event of a resource with create/update handlers, Kopf deep-copies the whole
+    object to extract its "essence" (spec, labels, annotations) and then drops status and
+    the rest of metadata; with managedFields and conditions that copy was the operator's
+    largest CPU cost at a few hundred services. Handing Kopf only the parts it keeps gives
+    the same essence for a fraction of the work.
+    """
+
+    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+        if extra_fields:
+            return super().build(body=body, extra_fields=extra_fields)
+        metadata = body.get("metadata") or {}
+        lean = {key: value for key, value in body.items() if key not in ("metadata", "status")}
+        lean["metadata"] = {key: metadata[key] for key in ("labels", "annotations")
+                            if key in metadata}
+        return super().build(body=kopf.Body(lean))
+
+
 @kopf.on.startup()
 def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     # Keep Kopf's bookkeeping in annotations under our own prefix, so that status holds only
     # what users read: observedGeneration, conditions, replicas.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(
+    settings.persistence.diffbase_storage = LeanDiffBaseStorage(
         prefix=GROUP, key="last-handled-configuration")
     settings.persistence.finalizer = f"{GROUP}/finalizer"
     # Events are for what the operator did and what went wrong, not Kopf's handler chatter:

@@ -228,7 +228,7 @@ def _on_child_event(event: kopf.RawEvent, body: kopf.Body, meta: kopf.Meta,
         return  # owner gone (garbage collection will follow) or its spec is invalid
     breaker = policy_for_target(_policies_in(breaker_policies, namespace), owner)
     kind, child_name = body.get("kind"), meta.get("name")
-    children = render(owner, namespace, entry.spec, entry.uid, breaker=breaker)
+    children = _rendered(namespace, entry, breaker)
     rollout = released_by(meta.get("labels"))
     if rollout is not None:
         children = hand_over(children, rollout)
@@ -245,6 +245,22 @@ def _on_child_event(event: kopf.RawEvent, body: kopf.Body, meta: kopf.Meta,
         kopf.event(owner_ref, type="Normal", reason="DriftRepaired",
                    message=f"{kind} {child_name} was {'deleted' if deleted else 'edited'} "
                            f"by hand; {what} from the spec")
+
+
+# The last footprint rendered for each service, for drift checks: every event of every child
+# would otherwise render the whole footprint again. Valid while the index still holds the
+# same entry (a new spec is a new entry) and the same breaker policy applies.
+_footprints: dict[tuple[str, str], tuple[RoutedService, PolicyRef | None, list[Manifest]]] = {}
+
+
+def _rendered(namespace: str, entry: RoutedService, breaker: PolicyRef | None
+              ) -> list[Manifest]:
+    cached = _footprints.get((namespace, entry.name))
+    if cached is not None and cached[0] is entry and cached[1] == breaker:
+        return cached[2]
+    children = render(entry.name, namespace, entry.spec, entry.uid, breaker=breaker)
+    _footprints[(namespace, entry.name)] = (entry, breaker, children)
+    return children
 
 
 def _register_child_watchers() -> None:
@@ -360,6 +376,7 @@ def republish_routes_on_delete(event: kopf.RawEvent, namespace: str | None, name
         route_table_publisher().mark_dirty(namespace)
         if name:
             REPORTS.forget(namespace, name)
+            _footprints.pop((namespace, name), None)
 
 
 _register_child_watchers()
