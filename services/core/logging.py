@@ -136,6 +136,11 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -
         logging.getLogger(name).propagate = True
     # Our own access log replaces uvicorn's, which is neither JSON nor carries the request id.
     logging.getLogger("uvicorn.access").disabled = True
+    # No line carries thread or process names (one service is one process, and the access
+    # log writes a line per request), so records need not look them up.
+    logging.logThreads = False
+    logging.logProcesses = False
+    logging.logMultiprocessing = False
 
 
 class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
