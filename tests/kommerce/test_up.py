@@ -280,8 +280,8 @@ def bgr_columns(kubectl: Kubectl) -> dict[str, str]:
 
 def color_behind_gateway_route(kubectl: Kubectl, prefix: str) -> str:
     """Which colour the gateway's route for ``prefix`` reaches: the operator's route table
-    (ConfigMap kommerce-gateway-routes) names the upstream Service, and that Service's
-    selector picks the colour. The table itself names no colour (see the README)."""
+    (ConfigMap kommerce-gateway-routes) names the upstream Service and the active colour,
+    and that Service's selector must pick the same colour."""
     table = json.loads(kubectl.json("get", "configmap", "kommerce-gateway-routes")
                        ["data"]["routes.json"])
     route = next(r for r in table["routes"] if r["pathPrefix"] == prefix)
@@ -289,7 +289,15 @@ def color_behind_gateway_route(kubectl: Kubectl, prefix: str) -> str:
     service, namespace = host.split(".")[:2]
     assert service == route["service"] == "product-service" and namespace == "kommerce-shop"
     selector = kubectl.json("get", "service", service)["spec"]["selector"]
+    assert route.get("activeColor") == selector["kommerce.io/color"], (route, selector)
     return str(selector["kommerce.io/color"])
+
+
+def gateway_routes_to(kubectl: Kubectl, color: str) -> None:
+    """The route table follows the flip a moment after the rollout reports it (the
+    CommerceService's reconcile republishes it)."""
+    wait_until(lambda: color_behind_gateway_route(kubectl, "/api/products") == color,
+               timeout=30, what=f"the gateway's /api/products route on {color}", interval=0.3)
 
 
 @pytest.mark.kube
@@ -313,7 +321,7 @@ def test_up_with_the_cluster_lets_a_release_manager_promote_green_and_abort_back
         "NAME": "product-service", "SERVICE": "product-service", "ACTIVE": "blue",
         "DESIRED": "blue", "PHASE": "Healthy", "BLUE": "kommerce:0.1.0",
         "GREEN": "kommerce:0.1.0", "READY": "True", "AGE": ""}
-    assert color_behind_gateway_route(kubectl, "/api/products") == "blue"
+    gateway_routes_to(kubectl, "blue")
 
     kubectl("patch", "bgr", "product-service", "--type", "merge",
             "-p", '{"spec":{"green":{"image":"kommerce:0.2.0"}}}')
@@ -329,7 +337,7 @@ def test_up_with_the_cluster_lets_a_release_manager_promote_green_and_abort_back
     checks = rollout["spec"]["prePromotionChecks"]["http"][0]["url"]
     assert checks == f"http://127.0.0.1:{ports_of(report)['product']}/ready", checks
     assert {"ACTIVE": "green", "PHASE": "Healthy"}.items() <= bgr_columns(kubectl).items()
-    assert color_behind_gateway_route(kubectl, "/api/products") == "green"
+    gateway_routes_to(kubectl, "green")
 
     aborted = kubectl.rollout("abort", "product-service", "--wait")
     assert "traffic on blue" in aborted, aborted
@@ -337,7 +345,7 @@ def test_up_with_the_cluster_lets_a_release_manager_promote_green_and_abort_back
     assert rollout["status"]["activeColor"] == "blue", rollout["status"]
     assert {"ACTIVE": "blue", "DESIRED": "green", "PHASE": "Aborted",
             "READY": "False"}.items() <= bgr_columns(kubectl).items()
-    assert color_behind_gateway_route(kubectl, "/api/products") == "blue"
+    gateway_routes_to(kubectl, "blue")
     assert [(flip["reason"], flip["toColor"]) for flip in rollout["status"]["history"]] == [
         ("Abort", "blue"), ("Promote", "green")]
 
