@@ -35,7 +35,12 @@ def _service(request: Request) -> ReviewService:
     return request.app.state.reviews  # type: ignore[no-any-return]
 
 
+# Each product-scoped route is also served under /reviews/products/..., so that it is
+# reachable through the gateway, whose route table sends /api/products/... to the product
+# service and /api/reviews/... here.
 @router.post("/products/{product_id}/reviews", response_model=ReviewOut,
+             status_code=status.HTTP_201_CREATED)
+@router.post("/reviews/products/{product_id}", response_model=ReviewOut,
              status_code=status.HTTP_201_CREATED)
 async def write_review(request: Request, product_id: uuid.UUID, review: ReviewIn,
                        author: CurrentUser) -> ReviewOut:
@@ -43,6 +48,7 @@ async def write_review(request: Request, product_id: uuid.UUID, review: ReviewIn
 
 
 @router.get("/products/{product_id}/reviews", response_model=ReviewPage)
+@router.get("/reviews/products/{product_id}", response_model=ReviewPage)
 async def product_reviews(request: Request, product_id: uuid.UUID,
                           sort: ReviewSort = ReviewSort.NEWEST, page: Page = 1,
                           size: Size = 20) -> ReviewPage:
@@ -50,6 +56,7 @@ async def product_reviews(request: Request, product_id: uuid.UUID,
 
 
 @router.get("/products/{product_id}/rating", response_model=RatingSummary)
+@router.get("/reviews/products/{product_id}/rating", response_model=RatingSummary)
 async def product_rating(request: Request, product_id: uuid.UUID) -> RatingSummary:
     return await _service(request).summary(product_id)
 

@@ -172,15 +172,14 @@ def checkout(api: httpx.Client, auth: dict[str, str]) -> None:
     assert after["stock"]["available"] == variant["stock"]["available"] - 1, after
 
 
-def reviews_are_published(api: httpx.Client, review_url: str) -> None:
-    """A demo product's seeded reviews and rating, read from the review service itself (the
-    gateway's /api/reviews reaches /reviews/{id} only, not a product's reviews)."""
+def reviews_are_published(api: httpx.Client) -> None:
+    """A demo product's seeded reviews and rating, through the gateway as the README reads
+    them (/api/reviews/products/<id>, the review service's gateway-reachable paths)."""
     product = next(p for p in demo_products() if len(demo_reviews(p)) >= 2)
     seeded = demo_reviews(product)
     found = api.get("/products", params={"q": product["name"], "limit": 1}).json()["items"][0]
-    with httpx.Client(base_url=review_url, timeout=10) as reviews:
-        page = reviews.get(f"/products/{found['id']}/reviews").json()
-        rating = reviews.get(f"/products/{found['id']}/rating").json()
+    page = api.get(f"/reviews/products/{found['id']}").json()
+    rating = api.get(f"/reviews/products/{found['id']}/rating").json()
     assert sorted(r["rating"] for r in page["items"]) == sorted(r["rating"] for _, r in seeded)
     assert rating["count"] == len(seeded), rating
 
@@ -212,7 +211,7 @@ def test_up_serves_the_seeded_shop_through_the_gateway_and_restarts_warm(
 
     with httpx.Client(base_url=f"http://127.0.0.1:{port}/api", timeout=10) as api:
         shopper_session(api)
-        reviews_are_published(api, f"http://127.0.0.1:{ports['review']}")
+        reviews_are_published(api)
         if "search" in ports:
             search_finds_the_seeded_catalog(api)
         assert count_in_category(api, "garden") == PRODUCTS_PER_CATEGORY
