@@ -7,6 +7,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from services.core.pci import PaymentMethodId
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -29,8 +31,7 @@ class AddressIn(_In):
 class CheckoutIn(_In):
     lines: list[CheckoutLineIn] = Field(min_length=1, max_length=100)
     currency: str = Field(pattern=r"^[a-z]{3}$")
-    payment_method: str = Field(min_length=4, max_length=255, pattern=r"^pm_[A-Za-z0-9_]+$",
-                                description="A Stripe payment method id; never card data.")
+    payment_method: PaymentMethodId
     shipping_address: AddressIn
 
     @field_validator("lines")
@@ -65,7 +66,7 @@ class CartOut(BaseModel):
 
 
 class CartCheckoutIn(_In):
-    payment_method: str = Field(min_length=4, max_length=255, pattern=r"^pm_[A-Za-z0-9_]+$")
+    payment_method: PaymentMethodId
     shipping_address: AddressIn
 
 

@@ -7,6 +7,8 @@ from datetime import datetime
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from services.core.pci import PaymentMethodId
+
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -16,9 +18,7 @@ class ChargeIn(_In):
     order_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
     amount: int = Field(ge=1, le=99_999_999)
     currency: str = Field(pattern=r"^[a-z]{3}$", description="ISO 4217, lower case.")
-    payment_method: str = Field(
-        min_length=4, max_length=255, pattern=r"^pm_[A-Za-z0-9_]+$",
-        description="A Stripe payment method id from Stripe.js; never a card number.")
+    payment_method: PaymentMethodId
 
 
 class RefundIn(_In):
@@ -73,9 +73,7 @@ class AuditEntryOut(BaseModel):
 
 
 class SavePaymentMethodIn(_In):
-    payment_method: str = Field(
-        min_length=4, max_length=255, pattern=r"^pm_[A-Za-z0-9_]+$",
-        description="A Stripe payment method id from Stripe.js; never a card number.")
+    payment_method: PaymentMethodId
 
 
 class SavedPaymentMethodOut(BaseModel):

@@ -20,7 +20,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from tests.services.order.cardscan import find_pans, luhn_valid
+from services.core.pci import find_pans, luhn_valid
 from tests.services.order.platform import (
     ADDRESS,
     CheckoutPlatform,

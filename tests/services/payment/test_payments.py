@@ -134,9 +134,13 @@ async def test_elevated_risk_sends_the_payment_to_review(service: Service) -> No
     assert payment["risk_level"] == "elevated"
 
 
-async def test_a_card_number_is_refused_and_stored_nowhere(service: Service) -> None:
+@pytest.mark.parametrize("method", ["4242424242424242", "pm_4242424242424242",
+                                    "pm_card_4242424242424242"])
+async def test_a_card_number_is_refused_and_stored_nowhere(service: Service,
+                                                          method: str) -> None:
+    """Raw, or dressed up as a payment method id: either way it never gets in."""
     pan = "4242424242424242"
-    response = await charge(service, service.auth(), charge_body(pan))
+    response = await charge(service, service.auth(), charge_body(method))
     assert response.status_code == 422
     async with service.database.session() as session:
         for table in ("payments", "refunds", "payment_audit_log", "outbox"):
