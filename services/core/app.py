@@ -358,13 +358,15 @@ def serve(app: FastAPI) -> None:
     """Run ``app`` with uvicorn on the settings' host and port: a service's entry point.
 
     uvicorn keeps its hands off logging (our JSON handler is already installed) and writes
-    no access log of its own; SIGTERM drains in-flight requests before the lifespan ends.
+    no access log of its own; forwarded headers count only from ``trusted_proxies``; SIGTERM
+    drains in-flight requests before the lifespan ends.
     """
     import uvicorn  # only the process that serves needs it
 
     settings: ServiceSettings = app.state.settings
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
-                access_log=False, proxy_headers=True, forwarded_allow_ips="*",
+                access_log=False, proxy_headers=True,
+                forwarded_allow_ips=settings.trusted_proxies,
                 timeout_graceful_shutdown=20)
 
 

@@ -53,6 +53,13 @@ class ServiceSettings(BaseSettings):
     host: str = Field("0.0.0.0", description="Address the HTTP server binds (all interfaces, "
                       "as a container needs).")
     port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server listens on.")
+    trusted_proxies: str = Field(
+        "127.0.0.1,127.0.0.6", pattern=r"^[0-9A-Fa-f.:/,* ]+$",
+        description="Comma-separated addresses or networks whose X-Forwarded-For and "
+                    "X-Forwarded-Proto are believed: by default the local gateway and the "
+                    "Istio sidecar (which connects from 127.0.0.6), add a load balancer's. "
+                    "Anyone else's are ignored, so a client cannot pick the address that "
+                    "per-IP rate limits count it under; '*' trusts every peer.")
 
     # -- database ---------------------------------------------------------------------------
     database_url: str = Field(
