@@ -18,6 +18,7 @@ import asyncio
 import hashlib
 import importlib
 import os
+import weakref
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,10 +91,27 @@ def _lock_key(schema: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
+# Alembic's ``op`` and ``context`` are process-global proxies, and a migration's sync code
+# yields to the event loop at every statement (SQLAlchemy's greenlet bridge): two upgrades
+# running at once in one process (shards, or services tested side by side) would swap each
+# other's context mid-script. One lock per event loop serialises them; the advisory lock
+# below does the same across processes for one schema.
+_in_process: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = \
+    weakref.WeakKeyDictionary()
+
+
+def _process_lock() -> asyncio.Lock:
+    loop = asyncio.get_running_loop()
+    lock = _in_process.get(loop)
+    if lock is None:
+        lock = _in_process[loop] = asyncio.Lock()
+    return lock
+
+
 async def _run_locked(
     database: Database, migrations: Migrations | None, action: Callable[[Config], None]
 ) -> None:
-    async with database.engine.begin() as conn:
+    async with _process_lock(), database.engine.begin() as conn:
         await conn.execute(text("SELECT pg_advisory_xact_lock(:key)"),
                            {"key": _lock_key(database.schema)})
         await conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{database.schema}"'))

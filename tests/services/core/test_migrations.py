@@ -12,7 +12,8 @@ import pytest
 from sqlalchemy import text
 
 from services.core import migrations
-from services.core.db import Database
+from services.core.db import Database, create_engine
+from tests.services.support import unique
 
 from .sample_service.models import MIGRATIONS
 
@@ -49,6 +50,22 @@ async def test_replicas_migrating_together_migrate_once(database: Database) -> N
     await asyncio.gather(*(migrations.upgrade(database, MIGRATIONS) for _ in range(4)))
 
     assert await migrations.current_revisions(database) == {"core_0001", "w0001"}
+
+
+async def test_upgrades_of_several_schemas_at_once_in_one_process_all_complete(
+        core_database_url: str) -> None:
+    """Shards, or services tested side by side, migrate from one process at the same time;
+    Alembic's context is process-global, so they take turns rather than corrupt each other."""
+    databases = [Database(create_engine(core_database_url, schema, pool_size=2), schema)
+                 for schema in (unique("m") for _ in range(4))]
+    try:
+        await asyncio.gather(*(migrations.upgrade(db, MIGRATIONS) for db in databases))
+        for db in databases:
+            assert await migrations.current_revisions(db) == {"core_0001", "w0001"}
+            assert await _tables(db) >= {"widgets", "outbox", "alembic_version"}
+    finally:
+        for db in databases:
+            await db.dispose()
 
 
 async def test_bare_table_names_resolve_to_the_service_schema(database: Database) -> None:
