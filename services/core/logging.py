@@ -12,6 +12,7 @@ import logging
 import re
 import sys
 import threading
+import time
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
 from typing import Any
@@ -173,10 +174,18 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
             return
         # Handler.handle() holds self.lock around emit().
+        self._enqueue(line, batch=record.name == ACCESS_LOGGER
+                      and record.levelno < logging.WARNING)
+
+    def emit_access_line(self, line: str) -> None:
+        """An access line formatted by :func:`log_access` itself (the fast path)."""
+        with self.lock:  # type: ignore[union-attr]
+            self._enqueue(line + self.terminator, batch=True)
+
+    def _enqueue(self, line: str, *, batch: bool) -> None:
         self._pending.append(line)
         self._pending_bytes += len(line)
-        if (record.name != ACCESS_LOGGER or record.levelno >= logging.WARNING
-                or self._pending_bytes >= self.max_bytes or self._closed):
+        if not batch or self._pending_bytes >= self.max_bytes or self._closed:
             self._write_pending()
         elif self._writer is None:
             self._writer = threading.Thread(target=self._write_periodically,
@@ -213,3 +222,56 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 def safe_request_id(text: str) -> str | None:
     """``text`` if it can be logged verbatim (it cannot forge a line), else None."""
     return text if _SAFE_ID.match(text) else None
+
+
+def log_access(method: str, path: str, status: int, seconds: float) -> None:
+    """The access line for one request: one per request, so when logging is as
+    :func:`configure_logging` left it (our JSON handler alone on the root logger, nothing
+    attached on the way) the line is formatted and queued here directly, byte for byte what
+    the logging machinery would write, without building a ``LogRecord`` for it. Any other
+    set-up (a test's log capture, a handler or filter someone added) takes the ordinary
+    route, so nothing that listens misses a line."""
+    level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
+    if not access_log.isEnabledFor(level):
+        return
+    duration_ms = round(seconds * 1000, 2)
+    handler = _only_handler()
+    if handler is None or _trace_fields_wanted or level < handler.level:
+        # makeRecord + handle is what Logger.log does, less finding the caller's file and
+        # line by walking the stack (no line of ours prints them).
+        access_log.handle(access_log.makeRecord(
+            ACCESS_LOGGER, level, "", 0, "%s %s %s", (method, path, status), None,
+            extra={"method": method, "path": path, "status": status,
+                   "duration_ms": duration_ms}))
+        return
+    formatter = handler.formatter
+    assert isinstance(formatter, JsonFormatter)
+    entry: dict[str, Any] = {
+        "ts": formatter._timestamp(time.time()),
+        "level": logging.getLevelName(level),
+        "logger": ACCESS_LOGGER,
+        "service": formatter.service,
+        "message": f"{method} {path} {status}",
+    }
+    if (request_id := _request_id.get()) is not None:
+        entry["request_id"] = request_id
+    entry |= {"method": method, "path": path, "status": status, "duration_ms": duration_ms}
+    handler.emit_access_line(orjson.dumps(entry).decode())
+
+
+def _only_handler() -> BatchingStreamHandler | None:
+    """Our JSON handler, if it is the only thing an access line would reach."""
+    root = logging.getLogger()
+    if len(root.handlers) != 1 or root.filters or access_log.handlers or access_log.filters \
+            or not access_log.propagate or access_log.disabled:
+        return None
+    handler = root.handlers[0]
+    if type(handler) is not BatchingStreamHandler or handler.filters \
+            or type(handler.formatter) is not JsonFormatter:
+        return None
+    parent = access_log.parent
+    while parent is not None and parent is not root:
+        if parent.handlers or parent.filters or not parent.propagate:
+            return None
+        parent = parent.parent
+    return handler

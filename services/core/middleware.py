@@ -25,7 +25,6 @@ FastAPI as before, so answers and errors do not change.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Callable, Sequence
@@ -34,10 +33,8 @@ from dataclasses import dataclass
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from services.core.logging import (
-    ACCESS_LOGGER,
-    QUIET_PATHS,
-    access_log,
     bind_request_id,
+    log_access,
     reset_request_id,
     safe_request_id,
 )
@@ -144,18 +141,7 @@ class RequestObservationMiddleware:
 
 
 def _log_access(scope: Scope, status: int, seconds: float) -> None:
-    path = scope["path"]
-    level = logging.DEBUG if path in QUIET_PATHS else logging.INFO
-    if not access_log.isEnabledFor(level):
-        return
-    method = scope["method"]
-    # makeRecord + handle is what Logger.log does, less finding the caller's file and line
-    # by walking the stack (no line of ours prints them; it was a tenth of the logging).
-    access_log.handle(access_log.makeRecord(
-        ACCESS_LOGGER, level, "", 0, "%s %s %s", (method, path, status), None,
-        extra={"method": method, "path": path, "status": status,
-               "duration_ms": round(seconds * 1000, 2)},
-    ))
+    log_access(scope["method"], scope["path"], status, seconds)
 
 
 class _RandomIds:
