@@ -130,21 +130,14 @@ def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.S
         if release is not None:
             deployment = kube().get("apps/v1", "Deployment", namespace,
                                     status_deployment_name(name, release))
-        conflicts = [c for c in route_conflicts(_services_in(commerce_services, namespace))
-                     if name in c.services]
-        missing = _missing_references(namespace, parsed)
         with REPORTS.lock(namespace, name):
             # The status this process last wrote is newer than the one this event carried.
             known = REPORTS.view(namespace, name, uid)
             current = known.status if known is not None else dict(status)
             deployment = REPORTS.newest(namespace, name, deployment)
-            new_status = build_status(
-                generation=generation, namespace=namespace, deployment=deployment,
-                missing=missing, conflicts=conflicts,
-                previous_conditions=current.get("conditions"), now=_now())
-            new_status["conditions"] = with_release_condition(
-                new_status["conditions"], release, service=name,
-                observed_generation=generation, now=_now())
+            new_status = _compose_status(namespace, name, parsed, deployment,
+                                         ServiceView(uid, generation, release, current),
+                                         commerce_services)
             if _write_status(namespace, name, current, new_status):
                 kopf.event(body, type="Normal", reason="Reconciled",
                            message=f"applied {len(children)} children for generation "
@@ -328,15 +321,8 @@ def _write_status_from_deployment(deployment: dict[str, Any], namespace: str, ow
         return
     if deployment["metadata"].get("name") != status_deployment_name(owner, view.release):
         return
-    conflicts = [c for c in route_conflicts(_services_in(commerce_services, namespace))
-                 if owner in c.services]
-    new_status = build_status(
-        generation=view.generation, namespace=namespace, deployment=deployment,
-        missing=_missing_references(namespace, entry.spec), conflicts=conflicts,
-        previous_conditions=view.status.get("conditions"), now=_now())
-    new_status["conditions"] = with_release_condition(
-        new_status["conditions"], view.release, service=owner,
-        observed_generation=view.generation, now=_now())
+    new_status = _compose_status(namespace, owner, entry.spec, deployment, view,
+                                 commerce_services)
     if any(view.status.get(key) != value for key, value in new_status.items()):
         kube().patch_status(API_VERSION, KIND, namespace, owner, new_status)
         if _became_ready(view.status, new_status):
@@ -347,6 +333,24 @@ def _write_status_from_deployment(deployment: dict[str, Any], namespace: str, ow
     REPORTS.seen(namespace, owner, ServiceView(view.uid, view.generation, view.release,
                                                view.status | new_status))
     REPORTS.written(namespace, owner, deployment)
+
+
+def _compose_status(namespace: str, name: str, spec: CommerceServiceSpec,
+                    deployment: dict[str, Any] | None, view: ServiceView,
+                    commerce_services: kopf.Index[str, RoutedService | None]
+                    ) -> dict[str, Any]:
+    """The whole status for ``name`` from its Deployment, its references, route conflicts
+    and release, over the status ``view`` holds: the one judgement both writers make."""
+    conflicts = [c for c in route_conflicts(_services_in(commerce_services, namespace))
+                 if name in c.services]
+    new_status = build_status(
+        generation=view.generation, namespace=namespace, deployment=deployment,
+        missing=_missing_references(namespace, spec), conflicts=conflicts,
+        previous_conditions=view.status.get("conditions"), now=_now())
+    new_status["conditions"] = with_release_condition(
+        new_status["conditions"], view.release, service=name,
+        observed_generation=view.generation, now=_now())
+    return new_status
 
 
 def _read_view(namespace: str, owner: str) -> ServiceView | None:

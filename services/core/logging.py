@@ -63,23 +63,31 @@ class JsonFormatter(logging.Formatter):
         self._second_text = ""
 
     def format(self, record: logging.LogRecord) -> str:
+        fields: dict[str, Any] = {}
+        if extra := record.__dict__.keys() - _STANDARD_ATTRS:
+            for key, value in record.__dict__.items():  # in the order they were given
+                if key in extra and not key.startswith("_"):
+                    fields[key] = value
+        if record.exc_info:
+            fields["exception"] = self.formatException(record.exc_info)
+        return self.line(record.created, record.levelname, record.name, record.getMessage(),
+                         fields)
+
+    def line(self, created: float, level: str, logger: str, message: str,
+             fields: dict[str, Any]) -> str:
+        """The JSON line for one entry; :func:`log_access` calls it without a record."""
         entry: dict[str, Any] = {
-            "ts": self._timestamp(record.created),
-            "level": record.levelname,
-            "logger": record.name,
+            "ts": self._timestamp(created),
+            "level": level,
+            "logger": logger,
             "service": self.service,
-            "message": record.getMessage(),
+            "message": message,
         }
         if (request_id := _request_id.get()) is not None:
             entry["request_id"] = request_id
         if _trace_fields_wanted:
             entry.update(_trace_fields())
-        if extra := record.__dict__.keys() - _STANDARD_ATTRS:
-            for key, value in record.__dict__.items():  # in the order they were given
-                if key in extra and not key.startswith("_"):
-                    entry[key] = value
-        if record.exc_info:
-            entry["exception"] = self.formatException(record.exc_info)
+        entry.update(fields)
         return orjson.dumps(entry, default=str).decode()
 
     def _timestamp(self, created: float) -> str:
@@ -235,28 +243,20 @@ def log_access(method: str, path: str, status: int, seconds: float) -> None:
     if not access_log.isEnabledFor(level):
         return
     duration_ms = round(seconds * 1000, 2)
+    fields = {"method": method, "path": path, "status": status, "duration_ms": duration_ms}
     handler = _only_handler()
-    if handler is None or _trace_fields_wanted or level < handler.level:
+    if handler is None or level < handler.level:
         # makeRecord + handle is what Logger.log does, less finding the caller's file and
         # line by walking the stack (no line of ours prints them).
         access_log.handle(access_log.makeRecord(
             ACCESS_LOGGER, level, "", 0, "%s %s %s", (method, path, status), None,
-            extra={"method": method, "path": path, "status": status,
-                   "duration_ms": duration_ms}))
+            extra=fields))
         return
     formatter = handler.formatter
     assert isinstance(formatter, JsonFormatter)
-    entry: dict[str, Any] = {
-        "ts": formatter._timestamp(time.time()),
-        "level": logging.getLevelName(level),
-        "logger": ACCESS_LOGGER,
-        "service": formatter.service,
-        "message": f"{method} {path} {status}",
-    }
-    if (request_id := _request_id.get()) is not None:
-        entry["request_id"] = request_id
-    entry |= {"method": method, "path": path, "status": status, "duration_ms": duration_ms}
-    handler.emit_access_line(orjson.dumps(entry).decode())
+    handler.emit_access_line(formatter.line(time.time(), logging.getLevelName(level),
+                                            ACCESS_LOGGER, f"{method} {path} {status}",
+                                            fields))
 
 
 def _only_handler() -> BatchingStreamHandler | None:
