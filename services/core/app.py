@@ -41,7 +41,12 @@ from services.core.cache import Cache, NearCache
 from services.core.db import Database
 from services.core.errors import ERROR_RESPONSES, install_error_handlers
 from services.core.events.bus import EventBus, bus_from_settings
-from services.core.events.consumer import EventConsumer, EventHandlers, idempotent
+from services.core.events.consumer import (
+    EventConsumer,
+    EventHandlers,
+    idempotent,
+    unless_settled,
+)
 from services.core.events.outbox import OutboxRelay
 from services.core.health import ReadinessCheck, health_router
 from services.core.http import Breakers, HttpClients
@@ -307,9 +312,11 @@ def _start_watch(runtime: ServiceRuntime, watched: WatchedFile[Any]) -> None:
 def _start_consumer(runtime: ServiceRuntime, consume: Consume) -> None:
     settings = runtime.settings
     group = consume.group or settings.service_name
+    handler = idempotent(runtime.require_database(), group, consume.handlers.dispatch)
+    if consume.handlers.settled is not None:
+        handler = unless_settled(consume.handlers.settled, handler)
     consumer = EventConsumer(
-        runtime.require_bus(), consume.topic, group,
-        idempotent(runtime.require_database(), group, consume.handlers.dispatch),
+        runtime.require_bus(), consume.topic, group, handler,
         accepts=consume.handlers.handles, max_attempts=settings.event_max_attempts,
     )
     runtime.consumers.append(consumer)

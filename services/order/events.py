@@ -41,6 +41,7 @@ from services.core.events.envelope import EventEnvelope
 from services.order.models import Order, OrderStatusChange
 from services.order.orchestrator import (
     ORDERS_TOTAL,
+    PAYMENT_SUCCEEDED,
     SAGA_COMMAND,
     Orchestrator,
     publish_status_change,
@@ -57,8 +58,14 @@ def _order_id(event: EventEnvelope) -> uuid.UUID | None:
         return None  # not one of ours (e.g. a payment made outside checkout)
 
 
+def _settled_by(orchestrator: Callable[[], Orchestrator]) -> EventHandlers:
+    """Handlers that first ask the orchestrator whether this process already applied the
+    event (a command run inline, a charge's success heard as the step's reply)."""
+    return EventHandlers(settled=lambda event: orchestrator().settled(event))
+
+
 def own_handlers(orchestrator: Callable[[], Orchestrator]) -> EventHandlers:
-    handlers = EventHandlers()
+    handlers = _settled_by(orchestrator)
 
     @handlers.on(SAGA_COMMAND)
     async def run_saga_command(session: AsyncSession, event: EventEnvelope) -> None:
@@ -68,9 +75,9 @@ def own_handlers(orchestrator: Callable[[], Orchestrator]) -> EventHandlers:
 
 
 def payment_handlers(orchestrator: Callable[[], Orchestrator]) -> EventHandlers:
-    handlers = EventHandlers()
+    handlers = _settled_by(orchestrator)
 
-    @handlers.on("payment.succeeded")
+    @handlers.on(PAYMENT_SUCCEEDED)
     async def payment_succeeded(session: AsyncSession, event: EventEnvelope) -> None:
         if (order_id := _order_id(event)) is not None:
             await orchestrator().apply(session, order_id, StepSucceeded(

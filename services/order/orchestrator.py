@@ -20,14 +20,16 @@ caught by its deadline.
 The bus is the durable path, not the fast one: the core's consumer takes one event at a
 time, so a saga whose every step waited its turn on the bus (relay, broker, one consumer
 per process, a participant call each) would move at a few orders a second. So a command is
-also run *inline* — in a task of this process the moment its transaction commits — through
-the same idempotent handler the consumer uses (one ``processed_events`` row per command
-event, in the handler's transaction). Whichever of the two gets the event first does the
-work; the other finds it processed (or, arriving while the first is still at it, waits on
-its uncommitted mark and then finds it). An inline run that fails or is lost with a crash
-leaves no mark, so the bus delivery — or the deadline — does the step instead. Inline runs
-are bounded (``inline_concurrency`` at once, a queue behind them); beyond that the bus
-carries the rest.
+also run *inline* — in a task of this process the moment its transaction commits. Both
+paths run :meth:`Orchestrator.run_command`, which locks the saga row and does nothing
+unless the saga still awaits exactly that command; so whichever gets there first does the
+work and the other finds the saga moved on (arriving while the first is still at it, it
+waits on the row lock). When the bus delivers a command this process already ran inline,
+the consumer asks :meth:`Orchestrator.settled` first and acknowledges it without touching
+the database. An inline run that fails or is lost with a crash changes nothing, so the bus
+delivery — or the deadline — does the step instead. Inline runs are bounded
+(``inline_concurrency`` at once, a queue behind them); beyond that the bus carries the
+rest.
 """
 
 from __future__ import annotations
@@ -35,15 +37,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
+from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
 
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from services.core.db import Database
-from services.core.events.consumer import idempotent
 from services.core.events.envelope import EventEnvelope
 from services.core.events.outbox import add_event
 from services.core.metrics import counter
@@ -55,6 +57,8 @@ from services.order.saga import (
     SagaEvent,
     SagaPolicy,
     SagaState,
+    Step,
+    StepSucceeded,
     Tick,
     advance,
     start,
@@ -62,10 +66,14 @@ from services.order.saga import (
 
 log = logging.getLogger(__name__)
 
+K = TypeVar("K")
+V = TypeVar("V")
+
 ORDERS_TOTAL = counter("orders_total", "Orders reaching each status", ["status"])
 
 SAGA_COMMAND = "order.saga_command"
 ORDER_STATUS_CHANGED = "order.status_changed"
+PAYMENT_SUCCEEDED = "payment.succeeded"
 
 #: ``session.info`` key: commands to run inline once the session's transaction commits.
 _INLINE = "order.inline_saga_commands"
@@ -116,9 +124,14 @@ class Orchestrator:
         self.policy = policy or SagaPolicy()
         self.inline_concurrency = inline_concurrency
         self.inline_backlog = inline_backlog
-        self._run_once = idempotent(database, source, self.run_command)
         self._inline_slots = asyncio.Semaphore(max(1, inline_concurrency))
         self._inline_tasks: set[asyncio.Task[None]] = set()
+        #: Command event id -> whether its inline run committed, until the bus delivers it.
+        self._inline_outcomes: _Recent[uuid.UUID, asyncio.Future[bool]] = _Recent(
+            4 * inline_backlog)
+        #: Payment ids whose success a committed step applied (the payment service
+        #: announces the same success on the bus).
+        self._charged: _Recent[str, bool] = _Recent(4 * inline_backlog)
         self._closing = False
 
     # -- starting ----------------------------------------------------------------------------
@@ -189,21 +202,39 @@ class Orchestrator:
 
     # -- executing commands ------------------------------------------------------------------
 
-    async def run_command(self, session: AsyncSession, event: EventEnvelope) -> None:
-        """Carry out one command, unless the saga has moved past it (a stale duplicate)."""
+    async def run_command(self, session: AsyncSession, event: EventEnvelope) -> SagaEvent | None:
+        """Carry out one command, unless the saga has moved past it (a stale duplicate or
+        the other path's copy); returns the reply applied, if any.
+
+        The saga row's lock and state are what make a command run once: a copy arriving
+        later finds another step (or the back-off's ``resend``) awaited and does nothing.
+        """
         order_id = uuid.UUID(str(event.payload["order_id"]))
         locked = await self._locked(session, order_id)
         if locked is None:
-            return
+            return None
         record, order = locked
         saga = Saga.from_dict(record.state)
         if saga.current is None or saga.current.value != event.payload["action"] or saga.resend:
-            return
+            return None
         reply = await self.participants.perform(
             order, Command(saga.order_id, saga.current, saga.attempt))
         decision = advance(saga, reply, utcnow(), self.policy)
-        if decision.changed:
-            await self._store(session, record, order, decision, previous=saga.state)
+        if not decision.changed:
+            return None
+        await self._store(session, record, order, decision, previous=saga.state)
+        return reply
+
+    async def settled(self, event: EventEnvelope) -> bool:
+        """True for an event whose effect this process has already committed: a command it
+        ran inline (waiting for a run still under way), or the payment service's news of a
+        charge whose success a step applied. ``False`` leaves it to the consumer."""
+        if event.type == SAGA_COMMAND:
+            outcome = self._inline_outcomes.pop(event.id)
+            return outcome is not None and await asyncio.shield(outcome)
+        if event.type == PAYMENT_SUCCEEDED:
+            return self._charged.pop(str(event.payload.get("payment_id"))) is not None
+        return False
 
     # -- running commands inline ----------------------------------------------------------------
 
@@ -212,19 +243,29 @@ class Orchestrator:
         commit hook below, inside the event loop."""
         if self._closing or len(self._inline_tasks) >= self.inline_backlog:
             return  # stopping, or saturated: the bus delivery will do it
-        task = asyncio.get_running_loop().create_task(self._inline(envelope),
-                                                      name=f"saga-command:{envelope.id}")
+        loop = asyncio.get_running_loop()
+        outcome: asyncio.Future[bool] = loop.create_future()
+        self._inline_outcomes.put(envelope.id, outcome)
+        task = loop.create_task(self._inline(envelope, outcome),
+                                name=f"saga-command:{envelope.id}")
         self._inline_tasks.add(task)
         task.add_done_callback(self._inline_tasks.discard)
 
-    async def _inline(self, envelope: EventEnvelope) -> None:
-        async with self._inline_slots:
-            try:
-                await self._run_once(envelope)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # already done, or failed: the bus delivery retries
-                log.debug("inline saga command %s left to the bus: %r", envelope.id, exc)
+    async def _inline(self, envelope: EventEnvelope, outcome: asyncio.Future[bool]) -> None:
+        committed = False
+        try:
+            async with self._inline_slots:
+                async with self.database.session() as session, session.begin():
+                    reply = await self.run_command(session, envelope)
+                committed = True
+                if isinstance(reply, StepSucceeded) and reply.step is Step.CHARGE_PAYMENT:
+                    self._charged.put(reply.ref, True)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # failed: the bus delivery retries
+            log.debug("inline saga command %s left to the bus: %r", envelope.id, exc)
+        finally:
+            outcome.set_result(committed)
 
     async def close(self, grace_seconds: float = 10.0) -> None:
         """Start no more inline runs and let those under way finish (a step cut off halfway
@@ -271,6 +312,23 @@ class Orchestrator:
             except Exception:  # the database may be restarting: try again next round
                 log.exception("saga timer pass failed")
             await asyncio.sleep(interval_seconds)
+
+
+class _Recent(Generic[K, V]):
+    """A bounded memo: the oldest entries go first once ``capacity`` is reached (an entry
+    lost this way only sends its event down the database path)."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = max(1, capacity)
+        self._items: OrderedDict[K, V] = OrderedDict()
+
+    def put(self, key: K, value: V) -> None:
+        self._items[key] = value
+        if len(self._items) > self.capacity:
+            self._items.popitem(last=False)
+
+    def pop(self, key: K) -> V | None:
+        return self._items.pop(key, None)
 
 
 @event.listens_for(Session, "after_commit")

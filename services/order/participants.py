@@ -17,6 +17,7 @@ stock, card declined, no carrier) is ``StepFailed``; "not there" during compensa
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from typing import Any, Protocol
 
@@ -89,10 +90,19 @@ class HttpParticipants:
         self.payment = payment
         self.shipping = shipping
         self.reservation_ttl_seconds = reservation_ttl_seconds
+        self._issued: tuple[str, float] | None = None  # token, when to issue a new one
+
+    def _token(self) -> str:
+        """The service's access token, reissued once half its lifetime has passed (every
+        call signing a fresh one cost more than the call's own JSON)."""
+        now = time.monotonic()
+        if self._issued is None or now >= self._issued[1]:
+            issued = self.tokens.issue_access(self.subject, ["service"])
+            self._issued = (issued.token, now + issued.expires_in / 2)
+        return self._issued[0]
 
     def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
-        token = self.tokens.issue_access(self.subject, ["service"]).token
-        headers = {"Authorization": f"Bearer {token}"}
+        headers = {"Authorization": f"Bearer {self._token()}"}
         if idempotency_key:
             headers["Idempotency-Key"] = idempotency_key
         return headers

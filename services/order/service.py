@@ -44,14 +44,18 @@ class OrderService:
 
     async def checkout(self, principal: Principal, body: CheckoutIn,
                        idempotency_key: str) -> tuple[Order, bool]:
-        """Place an order and start its saga once per key; a repeat returns the first."""
-        existing = await self.by_key(principal.user_id, idempotency_key)
-        if existing is not None:
-            return self._same_request(existing, body), False
+        """Place an order and start its saga once per key; a repeat returns the first.
+
+        A new order is the common case, so the key is not looked up first: the insert
+        finds a repeat by its conflict (a repeat therefore also asks the catalog for
+        prices, which a retry can afford)."""
         ids = [line.variant_id for line in body.lines]
         prices = await self.pricing.prices(ids, body.currency)
         missing = [str(i) for i in ids if i not in prices]
         if missing:
+            existing = await self.by_key(principal.user_id, idempotency_key)
+            if existing is not None:  # a retry of an order placed before the delisting
+                return self._same_request(existing, body), False
             raise Unprocessable("some items are not sold in this currency",
                                 code="unknown_variant", details={"variant_ids": missing})
         lines = [{"variant_id": str(line.variant_id), "quantity": line.quantity,
@@ -59,21 +63,20 @@ class OrderService:
         total = sum(prices[line.variant_id] * line.quantity for line in body.lines)
         order_id = uuid.uuid4()
         async with self.database.session() as session, session.begin():
-            inserted = await session.execute(
+            order = await session.scalar(
                 insert(Order).values(
                     id=order_id, owner=principal.user_id, idempotency_key=idempotency_key,
                     status=SagaState.PENDING.value, currency=body.currency, total=total,
                     lines=lines, payment_method=body.payment_method,
                     shipping_address=body.shipping_address.model_dump())
                 .on_conflict_do_nothing(constraint="uq_orders_owner_idempotency_key")
-                .returning(Order.id))
-            if inserted.first() is None:
-                # A concurrent request with this key won the race (and has committed).
-                order = await self.by_key(principal.user_id, idempotency_key, session)
-                assert order is not None
-                return self._same_request(order, body), False
-            order = await session.get(Order, order_id)
-            assert order is not None
+                .returning(Order))
+            if order is None:
+                # An earlier request with this key (perhaps a concurrent one, which has
+                # committed by now: the conflict waited for it).
+                existing = await self.by_key(principal.user_id, idempotency_key, session)
+                assert existing is not None
+                return self._same_request(existing, body), False
             await self.orchestrator.begin(session, order)
         return order, True
 

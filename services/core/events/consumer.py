@@ -81,6 +81,12 @@ class EventHandlers:
     """
 
     handlers: dict[str, SessionHandler] = field(default_factory=dict)
+    #: An in-process answer to "was this event's effect already applied here, by another
+    #: path?", asked before the idempotency transaction: the order service runs its saga
+    #: commands inline, so when the bus delivers the same command the consumer can
+    #: acknowledge it without a database round trip. ``False`` means "not known here" and
+    #: leaves the decision to the transaction, so a missing answer is never wrong.
+    settled: Callable[[EventEnvelope], Awaitable[bool]] | None = None
 
     def on(self, event_type: str) -> Callable[[SessionHandler], SessionHandler]:
         def register(handler: SessionHandler) -> SessionHandler:
@@ -116,6 +122,18 @@ def idempotent(database: Database, group: str, handler: SessionHandler) -> Envel
             if inserted.first() is None:
                 raise _AlreadyProcessed
             await handler(session, event)
+
+    return handle
+
+
+def unless_settled(settled: Callable[[EventEnvelope], Awaitable[bool]],
+                   handler: EnvelopeHandler) -> EnvelopeHandler:
+    """``handler``, skipped (and counted as a duplicate) for events ``settled`` vouches for."""
+
+    async def handle(event: EventEnvelope) -> None:
+        if await settled(event):
+            raise _AlreadyProcessed
+        await handler(event)
 
     return handle
 
