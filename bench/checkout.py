@@ -53,6 +53,7 @@ import httpx  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
 
+from services.core.http import AiohttpBackedTransport  # noqa: E402
 from tests.services.order.platform import (  # noqa: E402
     SERVICES,
     CheckoutPlatform,
@@ -208,7 +209,9 @@ async def bench(platform: CheckoutPlatform, args: argparse.Namespace) -> list[Ru
     engine = create_async_engine(platform.database_url)
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     try:
-        async with httpx.AsyncClient(timeout=30, limits=limits) as client:
+        # The load generator shares the machine: it uses the services' own cheaper client.
+        async with httpx.AsyncClient(timeout=30, limits=limits,
+                                     transport=AiohttpBackedTransport(limits=limits)) as client:
             catalog = await stock_catalog(client, platform, variants=args.variants,
                                           stock=1_000_000_000)
             variants = catalog.variant_ids

@@ -41,7 +41,11 @@ def create_app(settings: PaymentSettings | None = None,
     async def lifespan(app: FastAPI, runtime: ServiceRuntime) -> AsyncIterator[None]:
         app.state.payments = PaymentService(runtime.require_database(), chosen,
                                             Publisher(settings.service_name), settings)
-        yield
+        try:
+            yield
+        finally:
+            if isinstance(chosen, StripeGateway):
+                await chosen.aclose()
 
     return create_service_app(
         settings, routers=[api.router], migrations=MIGRATIONS, lifespan_hooks=[lifespan],

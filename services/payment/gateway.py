@@ -129,11 +129,18 @@ class StripeGateway:
     def __init__(self, api_key: str, *, api_base: str | None = None,
                  max_network_retries: int = 2,
                  http_client: stripe.HTTPClient | None = None) -> None:
-        options: dict[str, Any] = {"http_client": http_client or stripe.HTTPXClient(),
+        # aiohttp rather than httpx underneath, as for the services' own calls
+        # (services.core.http): a third of the CPU per call.
+        self._http = http_client or stripe.AIOHTTPClient()
+        options: dict[str, Any] = {"http_client": self._http,
                                    "max_network_retries": max_network_retries}
         if api_base:
             options["base_addresses"] = {"api": api_base}
         self._client = stripe.StripeClient(api_key, **options)
+
+    async def aclose(self) -> None:
+        """Close the HTTP session (made on the first call, in the running loop)."""
+        await self._http.close_async()
 
     async def create_customer(self, *, email: str | None, idempotency_key: str) -> str:
         params: dict[str, Any] = {"email": email} if email else {}
