@@ -5,7 +5,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -38,21 +38,27 @@ async def payment_by_intent(session: AsyncSession, intent_id: str) -> Payment | 
     return (await session.execute(query)).scalar_one_or_none()
 
 
-async def claim_payment(session: AsyncSession, values: dict[str, Any]) -> bool:
-    """Insert a pending payment unless its idempotency key exists; True if this call did."""
-    inserted = await session.execute(
+async def claim_payment(session: AsyncSession,
+                        values: dict[str, Any]) -> tuple[Payment, bool]:
+    """The payment under ``values["idempotency_key"]``, inserted as pending unless the key
+    exists; and whether this call inserted it."""
+    inserted = await session.scalar(
         insert(Payment).values(id=uuid.uuid4(), status="pending", needs_review=False,
                                refunded_amount=0, **values)
         .on_conflict_do_nothing(index_elements=[Payment.idempotency_key])
-        .returning(Payment.id))
-    return inserted.first() is not None
+        .returning(Payment))
+    if inserted is not None:
+        return inserted, True
+    existing = await payment_by_key(session, values["idempotency_key"])
+    assert existing is not None  # the conflict waited for the other insert to commit
+    return existing, False
 
 
 async def touch(session: AsyncSession, payment: Payment) -> None:
-    """Write the payment's changes with the database's clock, and read the row back."""
-    await session.execute(update(Payment).where(Payment.id == payment.id)
-                          .values(updated_at=func.now()))
-    await session.refresh(payment)
+    """Write the payment's changes, stamped with the database's clock (one UPDATE, whose
+    RETURNING brings the stamp back)."""
+    payment.updated_at = func.now()  # type: ignore[assignment]
+    await session.flush()
 
 
 async def refund_by_key(session: AsyncSession, key: str) -> Refund | None:

@@ -70,11 +70,9 @@ class PaymentService:
         # Keys are per caller, so one shopper's key can never reach another's payment.
         key = f"{principal.user_id}:{idempotency_key}"
         async with self.database.session() as session, session.begin():
-            created = await repository.claim_payment(session, {
+            payment, created = await repository.claim_payment(session, {
                 "idempotency_key": key, "order_id": body.order_id,
                 "owner": principal.user_id, "amount": body.amount, "currency": body.currency})
-            payment = await repository.payment_by_key(session, key)
-            assert payment is not None
             if (payment.order_id, payment.amount, payment.currency) != (
                     body.order_id, body.amount, body.currency):
                 raise Unprocessable("this Idempotency-Key was used for another payment",
