@@ -20,6 +20,8 @@ first command committed), and orders that ended anywhere but CONFIRMED. "vs offe
 achieved rate over the offered one: 100 % means the platform kept up. The CPU columns are
 each service process's user + system CPU over the run divided by the orders confirmed: what
 an order costs, which — unlike the rates — does not depend on what else the machine runs.
+"whole machine" is every core's busy time over the run (/proc/stat) per order: the services,
+PostgreSQL, Kafka, stripe-mock, this load generator, the kernel — and anything else that ran.
 
 The baseline (``--baseline-rate``, default the first rate), run right after that rate: the
 order service restarted with ``KOMMERCE_SAGA_INLINE_CONCURRENCY=0``, so every saga command
@@ -64,6 +66,7 @@ from tests.services.order.platform import (  # noqa: E402
 )
 
 FINAL = ("CONFIRMED", "CANCELLED")
+MACHINE = "machine"
 
 #: The tests shorten the saga's deadlines and the outbox's idle polling to see recovery
 #: quickly; measured here is the platform as it ships (a step is resent after 30 s, overdue
@@ -192,6 +195,14 @@ def _epoch(moment: datetime) -> float:
     return moment.timestamp()
 
 
+def machine_busy_seconds() -> float:
+    """CPU seconds every core of the machine has spent busy so far (/proc/stat): the
+    services, PostgreSQL, Kafka, stripe-mock, this load generator and the kernel alike."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle, iowait
+    return (sum(fields[:8]) - idle) / os.sysconf("SC_CLK_TCK")
+
+
 def cpu_seconds(platform: CheckoutPlatform) -> dict[str, float]:
     """User + system CPU each service process has used so far (from /proc): what an order
     costs, independent of how busy the rest of the machine is."""
@@ -202,6 +213,7 @@ def cpu_seconds(platform: CheckoutPlatform) -> dict[str, float]:
         assert process is not None and process.pid is not None
         fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         used[name] = (int(fields[11]) + int(fields[12])) / ticks
+    used[MACHINE] = machine_busy_seconds()
     return used
 
 
@@ -226,7 +238,7 @@ async def bench(platform: CheckoutPlatform, args: argparse.Namespace) -> list[Ru
                 run.mode = mode
                 await settle(engine, platform, run)
                 after = cpu_seconds(platform)
-                run.cpu_seconds = {name: after[name] - before[name] for name in SERVICES}
+                run.cpu_seconds = {name: after[name] - before[name] for name in after}
                 runs.append(run)
                 print(f"  {rate:g}/s offered ({mode}): {run.achieved:.1f}/s confirmed, "
                       f"p95 {run.percentile(0.95):.0f} ms", file=sys.stderr)
@@ -261,7 +273,8 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
     for column in ("saga commands", "offered/s", "orders/s", "vs offered", "p50 ms", "p95 ms",
                    "p99 ms",
                    "202 p50 ms", "not confirmed", "refused",
-                   *(f"CPU ms/order {name}" for name in SERVICES)):
+                   *(f"CPU ms/order {name}" for name in SERVICES),
+                   "CPU ms/order whole machine"):
         table.add_column(column, justify="left" if column == "saga commands" else "right")
     for run in runs:
         accept = statistics.median(run.accept_latencies) if run.accept_latencies else 0.0
@@ -269,8 +282,8 @@ def report(runs: list[Run], args: argparse.Namespace) -> None:
                       f"{run.achieved / run.offered:.0%}", f"{run.percentile(0.50):.0f}",
                       f"{run.percentile(0.95):.0f}", f"{run.percentile(0.99):.0f}",
                       f"{accept:.0f}", str(run.not_confirmed), str(run.refused),
-                      *(f"{run.cpu_ms_per_order(name):.0f}" for name in SERVICES))
-    Console(width=180).print(table)
+                      *(f"{run.cpu_ms_per_order(name):.0f}" for name in (*SERVICES, MACHINE)))
+    Console(width=200).print(table)
     measured = [r for r in runs if r.mode == "inline + bus"]
     best = max(measured, key=lambda r: r.achieved)
     met = [r for r in measured if r.achieved >= 50 and r.percentile(0.95) <= 500
