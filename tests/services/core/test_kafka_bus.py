@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import TYPE_CHECKING
 
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.admin import AIOKafkaAdminClient
 from sqlalchemy import func, select, update
 
 from services.core.db import Database
@@ -119,6 +120,35 @@ async def test_offsets_are_committed_only_for_handled_events(
         await eventually(lambda: _count_is(migrated, "d", 1), within=60, what="delivery")
 
     assert [await widget_count(migrated, n) for n in "abcd"] == [1, 1, 1, 1]
+
+
+async def test_a_running_consumer_commits_what_it_handled_within_the_interval(
+    migrated: Database, bus: KafkaBus,
+) -> None:
+    """Offsets are committed in batches, not per message; but an idle consumer still
+    commits what it handled, so a crash after a quiet spell redelivers nothing."""
+    for name in ("a", "b"):
+        await create_widget(migrated, name)
+    await OutboxRelay(migrated, bus).publish_pending()
+    admin = AIOKafkaAdminClient(bootstrap_servers=bus.bootstrap_servers)
+    await admin.start()
+
+    async def committed() -> int:
+        offsets = await admin.list_consumer_group_offsets("counter")
+        return sum(meta.offset for tp, meta in offsets.items()
+                   if tp.topic == bus.topic_name(TOPIC) and meta.offset > 0)
+
+    try:
+        async with consuming(counting_consumer(migrated, bus)):
+            await eventually(lambda: _count_is(migrated, "b", 1), within=60, what="delivery")
+            await eventually(lambda: _equals(committed, 2), within=10,
+                             what="the consumer to commit both offsets while running")
+    finally:
+        await admin.close()
+
+
+async def _equals(read: Callable[[], Awaitable[int]], expected: int) -> bool:
+    return await read() == expected
 
 
 async def test_poison_goes_to_the_dead_letter_topic_with_the_error(
