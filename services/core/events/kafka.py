@@ -3,20 +3,14 @@
 The producer is idempotent with ``acks=all``, so a publish that returns is on every in-sync
 replica and a retried send is not written twice. Consumers never auto-commit: offsets are
 committed only after the consumer runtime has handled (or dead-lettered) a message, which is
-what makes delivery at-least-once. They are committed at most every ``commit_interval``
-(and on close) rather than after every batch: a commit is a broker round trip, and under
-load batches are a message or two. The cost is that a crash redelivers up to that much,
-which the idempotent consumer absorbs. Fetches wait up to ``fetch_wait_ms`` for a few
-messages to gather, for the same reason. The key picks the partition, so one aggregate's
-events stay in order. Topics are created on first use (the broker may forbid
-auto-creation).
+what makes delivery at-least-once. The key picks the partition, so one aggregate's events
+stay in order. Topics are created on first use (the broker may forbid auto-creation).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -46,8 +40,6 @@ class KafkaBus(EventBus):
         partitions: int = 3,
         replication_factor: int = 1,
         request_timeout_seconds: float = 30.0,
-        commit_interval_seconds: float = 0.2,
-        fetch_wait_ms: int = 10,
     ) -> None:
         self.bootstrap_servers = bootstrap_servers
         self.prefix = prefix
@@ -55,8 +47,6 @@ class KafkaBus(EventBus):
         self.partitions = partitions
         self.replication_factor = replication_factor
         self.request_timeout_ms = int(request_timeout_seconds * 1000)
-        self.commit_interval_seconds = commit_interval_seconds
-        self.fetch_wait_ms = fetch_wait_ms
         self._producer: AIOKafkaProducer | None = None
         self._lock = asyncio.Lock()
         self._known_topics: set[str] = set()
@@ -125,10 +115,9 @@ class KafkaBus(EventBus):
             client_id=f"{self.client_id}-{group}", enable_auto_commit=False,
             auto_offset_reset="earliest", isolation_level="read_committed",
             request_timeout_ms=self.request_timeout_ms,
-            fetch_max_wait_ms=self.fetch_wait_ms, fetch_min_bytes=64 * 1024,
         )
         await consumer.start()
-        return KafkaSubscription(consumer, topic, self.commit_interval_seconds)
+        return KafkaSubscription(consumer, topic)
 
     async def ping(self) -> None:
         producer = await self._ensure_producer()
@@ -142,16 +131,11 @@ class KafkaBus(EventBus):
 
 
 class KafkaSubscription(Subscription):
-    def __init__(self, consumer: AIOKafkaConsumer, topic: str,
-                 commit_interval_seconds: float = 0.0) -> None:
+    def __init__(self, consumer: AIOKafkaConsumer, topic: str) -> None:
         self.consumer = consumer
         self.topic = topic
-        self.commit_interval_seconds = commit_interval_seconds
-        self._uncommitted: dict[TopicPartition, int] = {}
-        self._last_commit = time.monotonic()
 
     async def fetch(self, max_messages: int, wait_seconds: float) -> list[IncomingMessage]:
-        await self._commit(due_only=True)  # while idle, acknowledged offsets still land
         batches = await self.consumer.getmany(timeout_ms=int(wait_seconds * 1000),
                                               max_records=max_messages)
         return [
@@ -163,33 +147,20 @@ class KafkaSubscription(Subscription):
         ]
 
     async def ack(self, messages: Sequence[IncomingMessage]) -> None:
+        offsets: dict[TopicPartition, int] = {}
         for message in messages:
             tp, offset = message.position
-            self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset + 1)
-        await self._commit(due_only=True)
-
-    async def _commit(self, *, due_only: bool) -> None:
-        if not self._uncommitted or (due_only and time.monotonic() - self._last_commit
-                                     < self.commit_interval_seconds):
+            offsets[tp] = max(offsets.get(tp, 0), offset + 1)
+        if not offsets:
             return
-        offsets, self._uncommitted = self._uncommitted, {}
         try:
             await self.consumer.commit(offsets)
         except CommitFailedError as exc:
             # The group rebalanced under us; the new owner re-reads from the last commit,
             # and the idempotent consumer absorbs the repeat.
             log.warning("offset commit lost to a rebalance: %s", exc)
-        except BaseException:
-            for tp, offset in offsets.items():  # try again with the next commit
-                self._uncommitted[tp] = max(self._uncommitted.get(tp, 0), offset)
-            raise
-        self._last_commit = time.monotonic()
 
     async def close(self) -> None:
-        try:
-            await self._commit(due_only=False)
-        except KafkaError as exc:  # pragma: no cover - best effort on shutdown
-            log.warning("last offset commit failed (redelivered after restart): %s", exc)
         try:
             await self.consumer.stop()
         except KafkaError as exc:  # pragma: no cover - best effort on shutdown
