@@ -86,6 +86,8 @@ class HttpMetrics:
         self._children: dict[tuple[str, str, int], tuple[Histogram, Counter]] = {}
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        if method not in STANDARD_METHODS:
+            method = OTHER_METHOD  # the client chooses it: an unbounded label otherwise
         key = (method, route, status)
         children = self._children.get(key)
         if children is None:
@@ -99,6 +101,11 @@ class HttpMetrics:
     def exposition(self) -> bytes:
         """This app's HTTP metrics followed by the process-wide ones."""
         return generate_latest(self.registry) + generate_latest(REGISTRY)
+
+
+#: Methods counted under their own name; any other is counted as ``OTHER_METHOD``.
+STANDARD_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+OTHER_METHOD = "other"
 
 
 def route_template(scope: Scope) -> str:

@@ -93,6 +93,22 @@ async def test_metrics_count_requests_by_route_template_not_raw_path() -> None:
                       ("status_code", "200"))] == 3
 
 
+async def test_metrics_count_unknown_methods_under_one_label() -> None:
+    """The method is the client's choice; counting each as sent would let a client grow
+    the metric without bound."""
+    async with running(_app()) as client:
+        await client.get("/products/a")
+        for method in ("FROBNICATE", "PURGE", "X-ANYTHING"):
+            await client.request(method, "/products/a")
+        text = (await client.get("/metrics")).text
+
+    by_method: dict[str, float] = {}
+    for labels, count in _samples(text, "http_requests_total").items():
+        method = dict(labels)["method"]
+        by_method[method] = by_method.get(method, 0) + count
+    assert by_method == {"GET": 1, "other": 3}
+
+
 async def test_domain_counters_appear_on_metrics() -> None:
     orders = counter("orders_total", "Orders by status", ["status"])
     again = counter("orders_total", "Orders by status", ["status"])
