@@ -95,7 +95,11 @@ async def withdraw_vote(request: Request, review_id: uuid.UUID,
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
+# The moderation routes are also served under /reviews/..., reachable through the gateway
+# (/api/reviews/moderation/queue, /api/reviews/<id>/moderation); the service itself checks
+# that the caller is an admin.
 @router.get("/admin/reviews", response_model=ReviewPage)
+@router.get("/reviews/moderation/queue", response_model=ReviewPage)
 async def moderation_queue(request: Request, _admin: AdminUser,
                            status_filter: Annotated[ReviewStatus, Query(alias="status")] =
                            ReviewStatus.PENDING,
@@ -104,6 +108,7 @@ async def moderation_queue(request: Request, _admin: AdminUser,
 
 
 @router.post("/admin/reviews/{review_id}/moderation", response_model=ReviewOut)
+@router.post("/reviews/{review_id}/moderation", response_model=ReviewOut)
 async def moderate(request: Request, review_id: uuid.UUID, moderation: ModerationIn,
                    _admin: AdminUser) -> ReviewOut:
     return await _service(request).moderate(review_id, moderation)

@@ -65,6 +65,11 @@ async def test_the_screen_rejects_banned_words_and_queues_links(service: Service
     assert [r["id"] for r in listed["items"]] == [clean["id"]]
     queue = (await service.client.get("/admin/reviews", headers=service.admin())).json()
     assert linked["id"] in {r["id"] for r in queue["items"]}
+    # The same queue where the gateway reaches it (/api/reviews/...), for admins only.
+    gateway_path = "/reviews/moderation/queue"
+    assert (await service.client.get(gateway_path, headers=service.admin())).json() == queue
+    assert (await service.client.get(gateway_path,
+                                     headers=service.shopper())).status_code == 403
 
 
 async def test_an_edit_that_trips_the_screen_unpublishes_the_review(service: Service) -> None:
@@ -76,10 +81,12 @@ async def test_an_edit_that_trips_the_screen_unpublishes_the_review(service: Ser
     assert (await service.rating(product))["count"] == 0
 
 
-async def test_moderation_transitions(service: Service) -> None:
+@pytest.mark.parametrize("path", ["/admin/reviews/{id}/moderation",
+                                  "/reviews/{id}/moderation"])  # the second via the gateway
+async def test_moderation_transitions(service: Service, path: str) -> None:
     product = uuid.uuid4()
     review = await service.review(product, service.shopper(), body="see www.shop.example")
-    url = f"/admin/reviews/{review['id']}/moderation"
+    url = path.format(id=review["id"])
     admin = service.admin()
     shopper = service.shopper()
     assert (await service.client.post(url, headers=shopper,
