@@ -29,7 +29,7 @@ def gateway_from_settings(settings: PaymentSettings) -> PaymentGateway:
             raise ValueError("payment_backend=stripe needs stripe_api_key")
         return StripeGateway(settings.stripe_api_key.get_secret_value(),
                              api_base=settings.stripe_api_base)
-    return SandboxGateway()
+    return SandboxGateway(state_path=settings.sandbox_state_path)
 
 
 def create_app(settings: PaymentSettings | None = None,

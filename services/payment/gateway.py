@@ -17,10 +17,12 @@ import asyncio
 import re
 import secrets
 import string
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
+from pathlib import Path
 from typing import Any, Protocol
 
+import orjson
 import stripe
 
 from services.core.errors import InvalidRequest, ServiceUnavailable, Unprocessable
@@ -292,6 +294,27 @@ TEST_CARDS: dict[str, TestCard] = {
 }
 
 
+_ANSWER_TYPES: dict[str, Any] = {"charge": ChargeResult, "refund": RefundResult,
+                                 "card": SavedCard}
+
+
+def _tagged(answer: Any) -> dict[str, Any]:
+    """A sandbox answer as JSON, with its type: a charge, refund, saved card, id or None."""
+    for tag, kind in _ANSWER_TYPES.items():
+        if isinstance(answer, kind):
+            return {"type": tag, "value": asdict(answer)}
+    return {"type": "plain", "value": answer}
+
+
+def _untagged(data: dict[str, Any]) -> Any:
+    if data["type"] == "plain":
+        return data["value"]
+    value = dict(data["value"])
+    if data["type"] == "charge":
+        value["status"] = ChargeStatus(value["status"])
+    return _ANSWER_TYPES[data["type"]](**value)
+
+
 @dataclass
 class _SandboxIntent:
     result: ChargeResult
@@ -301,14 +324,54 @@ class _SandboxIntent:
 
 @dataclass
 class SandboxGateway:
-    """Stripe's test-mode behaviour, in memory: for the embedded default and for tests of
-    the decline paths that stripe-mock (which never declines) cannot exercise."""
+    """Stripe's test-mode behaviour: for the embedded default and for tests of the decline
+    paths that stripe-mock (which never declines) cannot exercise.
 
+    In memory; with ``state_path`` also in that file, rewritten after every change and read
+    back on start, so that like Stripe it still knows a charge after a restart (a refund
+    of an order paid before ``kommerce up`` was restarted would otherwise be refused).
+    """
+
+    state_path: Path | None = None
     _intents: dict[str, _SandboxIntent] = field(default_factory=dict)
     _by_key: dict[str, tuple[tuple[Any, ...], Any]] = field(default_factory=dict)
     _lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     #: Saved methods: their new id -> the test card they were made from.
     _saved: dict[str, TestCard] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.state_path is not None and self.state_path.exists():
+            self._restore(orjson.loads(self.state_path.read_bytes()))
+
+    # -- the state file ----------------------------------------------------------------------
+
+    def _save(self) -> None:
+        if self.state_path is None:
+            return
+        state = {
+            "intents": {intent_id: {"result": _tagged(intent.result),
+                                    "request": list(intent.request),
+                                    "refunded": intent.refunded}
+                        for intent_id, intent in self._intents.items()},
+            "by_key": {key: {"request": list(request), "answer": _tagged(answer)}
+                       for key, (request, answer) in self._by_key.items()},
+            "saved": {method: asdict(card) for method, card in self._saved.items()},
+        }
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        partial = self.state_path.with_suffix(".partial")
+        partial.write_bytes(orjson.dumps(state))
+        partial.replace(self.state_path)  # a crash mid-write leaves the last whole state
+
+    def _restore(self, state: dict[str, Any]) -> None:
+        for intent_id, intent in state.get("intents", {}).items():
+            self._intents[intent_id] = _SandboxIntent(_untagged(intent["result"]),
+                                                      tuple(intent["request"]),
+                                                      int(intent["refunded"]))
+        for key, entry in state.get("by_key", {}).items():
+            # A repeated key answers what it first answered, as Stripe does.
+            self._by_key[key] = (tuple(entry["request"]), _untagged(entry["answer"]))
+        for method, card in state.get("saved", {}).items():
+            self._saved[method] = TestCard(**card)
 
     def _card(self, payment_method: str) -> TestCard | None:
         return self._saved.get(payment_method) or TEST_CARDS.get(payment_method)
@@ -334,6 +397,7 @@ class SandboxGateway:
                 return answer
             answer = make()
             self._by_key[key] = (request, answer)
+            self._save()
             return answer
 
     async def create_customer(self, *, email: str | None, idempotency_key: str) -> str:

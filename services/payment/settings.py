@@ -7,6 +7,7 @@ secret from a Secret.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import Field, SecretStr
@@ -22,6 +23,10 @@ class PaymentSettings(ServiceSettings):
     payment_backend: Literal["sandbox", "stripe"] = Field(
         "sandbox", description="'stripe' charges through Stripe; 'sandbox' answers locally "
         "as Stripe's test payment methods do.",
+    )
+    sandbox_state_path: Path | None = Field(
+        None, description="File in which the sandbox keeps its charges, refunds and saved "
+        "methods across restarts (unset: in memory only).",
     )
     stripe_api_key: SecretStr | None = Field(None, description="Stripe secret key (sk_...).")
     stripe_api_base: str | None = Field(

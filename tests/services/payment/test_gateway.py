@@ -9,6 +9,7 @@ import re
 import threading
 from collections.abc import Iterator, Mapping
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -25,8 +26,8 @@ from services.payment.gateway import (
 )
 
 
-class RecordingHTTPClient(stripe.HTTPXClient):
-    """The real async transport, remembering what it sent."""
+class RecordingHTTPClient(stripe.AIOHTTPClient):
+    """The transport the gateway uses, remembering what it sent."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -265,3 +266,39 @@ async def test_sandbox_ids_are_stripe_shaped_and_never_repeat_across_a_restart()
         ids.append(refund.refund_id)
         ids.append(await sandbox.create_customer(email=None, idempotency_key=f"c{n}"))
     assert len(set(ids)) == len(ids)
+
+
+async def test_a_sandbox_with_a_state_file_remembers_charges_across_a_restart(
+        tmp_path: Path) -> None:
+    """Refunding an order paid before the platform restarted works, as with Stripe; a
+    repeated key repeats its first answer; saved methods stay usable."""
+    state = tmp_path / "sandbox.json"
+    before = SandboxGateway(state_path=state)
+    charge = await before.charge(amount=1000, currency="usd", payment_method="pm_card_visa",
+                                 idempotency_key="charge-1")
+    card = await before.attach(customer="cus_1", payment_method="pm_card_mastercard",
+                               idempotency_key="attach-1")
+    await before.refund(intent_id=charge.intent_id or "", amount=300,
+                        idempotency_key="refund-1")
+
+    after = SandboxGateway(state_path=state)
+    assert await after.charge(amount=1000, currency="usd", payment_method="pm_card_visa",
+                              idempotency_key="charge-1") == charge
+    rest = await after.refund(intent_id=charge.intent_id or "", amount=None,
+                              idempotency_key="refund-2")
+    assert rest.amount == 700
+    with pytest.raises(Unprocessable):  # nothing left to refund, whichever process asks
+        await after.refund(intent_id=charge.intent_id or "", amount=1,
+                           idempotency_key="refund-3")
+    again = await after.charge(amount=500, currency="usd", payment_method=card.id,
+                               idempotency_key="charge-2")
+    assert (again.status, again.card_last4) == (ChargeStatus.SUCCEEDED, "4444")
+
+
+async def test_a_sandbox_without_a_state_file_forgets_on_restart() -> None:
+    charge = await SandboxGateway().charge(amount=1000, currency="usd",
+                                           payment_method="pm_card_visa",
+                                           idempotency_key="charge-1")
+    with pytest.raises(Unprocessable, match="no such payment intent"):
+        await SandboxGateway().refund(intent_id=charge.intent_id or "", amount=None,
+                                      idempotency_key="refund-1")
