@@ -39,8 +39,9 @@ class Payment(Base):
     """One charge attempt: a PaymentIntent and what became of it."""
 
     __tablename__ = "payments"
-    #: ``updated_at`` is set to the database's clock on every change; read it back with
-    #: RETURNING in the same UPDATE rather than a refresh afterwards.
+    #: ``updated_at`` is set to the database's clock on every change, in the UPDATE that
+    #: writes the change; the ORM reads it back at once (one SELECT of that column, where a
+    #: second UPDATE and a refresh of the whole row were needed before).
     __mapper_args__ = {"eager_defaults": True}
     __table_args__ = (
         CheckConstraint("amount > 0", name="amount_positive"),

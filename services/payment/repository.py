@@ -55,8 +55,8 @@ async def claim_payment(session: AsyncSession,
 
 
 async def touch(session: AsyncSession, payment: Payment) -> None:
-    """Write the payment's changes, stamped with the database's clock (one UPDATE, whose
-    RETURNING brings the stamp back)."""
+    """Write the payment's changes, stamped with the database's clock, in one UPDATE (the
+    mapper's ``eager_defaults`` then reads the stamp back)."""
     payment.updated_at = func.now()  # type: ignore[assignment]
     await session.flush()
 
