@@ -17,8 +17,9 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from operators.bluegreen.render import RETRY_ANNOTATION, color_deployment_name
+from operators.bluegreen.render import COLOR_LABEL, RETRY_ANNOTATION, color_deployment_name
 from operators.bluegreen.spec import RESOURCE, Color, RolloutPhase
+from operators.istio import ISTIO_API_VERSION
 from operators.kube import Kube, KubeError
 from operators.workloads import deployment_progress
 
@@ -226,8 +227,10 @@ def abort(name: str = typer.Argument(..., help="Name of the BlueGreenRollout."),
     if wait:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            state = cluster.rollout(name).get("status") or {}
-            if state.get("phase") == RolloutPhase.ABORTED.value:
+            rollout = cluster.rollout(name)
+            state = rollout.get("status") or {}
+            if state.get("phase") == RolloutPhase.ABORTED.value and \
+                    _traffic_on(cluster, rollout, str(state.get("activeColor"))):
                 console.print(f"traffic on {state.get('activeColor')}: {state.get('message')}")
                 return
             time.sleep(0.5)
@@ -254,14 +257,43 @@ def history(name: str = typer.Argument(..., help="Name of the BlueGreenRollout."
     console.print(table)
 
 
+def _traffic_on(cluster: _Cluster, rollout: dict[str, Any], color: str) -> bool:
+    """Whether the Service selects ``color`` and every mesh route sends it all the weight.
+
+    The operator writes the rollout's status before it applies the traffic objects (after
+    a restart the status is what they are rendered from), so the status can say a colour
+    took the traffic a moment before the objects do; ``--wait`` waits for both.
+    """
+    service = (rollout.get("spec") or {}).get("serviceRef", {}).get("name")
+    if not service:
+        return False
+    selected = ((cluster.kube.get("v1", "Service", cluster.namespace, service) or {})
+                .get("spec") or {}).get("selector") or {}
+    if selected.get(COLOR_LABEL) != color:
+        return False
+    try:
+        routes = cluster.kube.get(ISTIO_API_VERSION, "VirtualService", cluster.namespace,
+                                  service)
+    except KubeError:  # no mesh in this cluster: the Service is all there is
+        return True
+    for route in ((routes or {}).get("spec") or {}).get("http") or []:
+        for destination in route.get("route") or []:
+            if destination.get("destination", {}).get("subset") == color and \
+                    destination.get("weight") != 100:
+                return False
+    return True
+
+
 def _wait_for(cluster: _Cluster, name: str, target: Color, stamp: str,
               timeout: float) -> None:
     """Until traffic is on ``target``, or this very attempt (the one carrying ``stamp``) is
     refused; a verdict on an earlier attempt is not an answer."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        state = cluster.rollout(name).get("status") or {}
-        if state.get("activeColor") == target.value and state.get("phase") in SETTLED:
+        rollout = cluster.rollout(name)
+        state = rollout.get("status") or {}
+        if state.get("activeColor") == target.value and state.get("phase") in SETTLED \
+                and _traffic_on(cluster, rollout, target.value):
             console.print(f"traffic on {target.value}: {state.get('message')}")
             return
         attempt = str((state.get("promotion") or {}).get("attempt", ""))

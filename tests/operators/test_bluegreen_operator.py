@@ -76,6 +76,15 @@ ON_BLUE = ("blue", [100, 0])
 ON_GREEN = ("green", [0, 100])
 
 
+def _traffic_moves(plane: ControlPlane, namespace: str,
+                   expected: tuple[str, list[int]]) -> None:
+    """The operator writes status before it applies the traffic objects (after a restart
+    the status is what they are rendered from): they follow a status change within
+    moments, not in the same instant."""
+    wait_until(lambda: _traffic(plane, "shop", namespace) == expected, timeout=15,
+               what=f"traffic to be {expected}", interval=0.1)
+
+
 def _create(plane: ControlPlane, namespace: str, name: str = "shop",
             **rollout: Any) -> None:
     """A CommerceService and its rollout, blue serving ``shop:1``, green idle."""
@@ -162,7 +171,7 @@ def test_flip_waits_until_green_is_available(control_plane: ControlPlane,
     _let_go(control_plane, namespace, "shop", "green")
     _wait(control_plane, "shop", namespace, lambda s: s.get("activeColor") == "green"
           and s.get("phase") == "Healthy", "green takes the traffic")
-    assert _traffic(control_plane, "shop", namespace) == ON_GREEN
+    _traffic_moves(control_plane, namespace, ON_GREEN)
     status = _status(control_plane, "shop", namespace)
     assert status["history"][0] | {"time": None} == {
         "time": None, "fromColor": "blue", "toColor": "green", "fromImage": "shop:1",
@@ -325,7 +334,7 @@ def test_abort_within_the_delay_restores_traffic_at_once(control_plane: ControlP
                                               "activeColor": "green"})
     _wait(control_plane, "shop", namespace, lambda s: s.get("activeColor") == "green",
           "green takes the traffic")
-    assert _traffic(control_plane, "shop", namespace) == ON_GREEN
+    _traffic_moves(control_plane, namespace, ON_GREEN)
 
     output = _cli(control_plane, "abort", "shop", "-n", namespace, "--wait").output
     assert "aborted: traffic returns to blue" in output
@@ -366,7 +375,7 @@ def test_operator_restart_mid_flip_converges(control_plane: ControlPlane,
         kommerce_operator.start()
     _wait(control_plane, "shop", namespace, lambda s: s.get("activeColor") == "green"
           and s.get("phase") == "Healthy", "the flip completes after the restart")
-    assert _traffic(control_plane, "shop", namespace) == ON_GREEN
+    _traffic_moves(control_plane, namespace, ON_GREEN)
     status = _status(control_plane, "shop", namespace)
     assert len(status["history"]) == 1
     assert status["history"][0]["time"] >= started
