@@ -222,7 +222,8 @@ def create_service_app(
                 if runtime.database is not None and settings.outbox_enabled:
                     runtime.relay = OutboxRelay(
                         runtime.database, runtime.bus, batch_size=settings.outbox_batch_size,
-                        poll_interval=settings.outbox_poll_interval_seconds)
+                        poll_interval=settings.outbox_poll_interval_seconds,
+                        linger_seconds=settings.outbox_linger_seconds)
                     _start(runtime, "outbox-relay", runtime.relay.run)
                 for consume in consumers:
                     _start_consumer(runtime, consume)

@@ -103,7 +103,7 @@ class OutboxRelay:
         *,
         batch_size: int = 200,
         poll_interval: float = 0.5,
-        linger_seconds: float = 0.005,
+        linger_seconds: float = 0.1,
         retention: timedelta = timedelta(days=3),
         purge_every_seconds: float = 600.0,
     ) -> None:
@@ -112,7 +112,9 @@ class OutboxRelay:
         self.batch_size = batch_size
         self.poll_interval = poll_interval
         #: Like Kafka's ``linger.ms``: a commit's events wait this long for company, so a
-        #: busy service publishes batches rather than a pass (three statements) per commit.
+        #: busy service publishes batches rather than a pass (three statements and a
+        #: produce request) per commit. At 25 checkouts a second, 5 ms -> 100 ms took the
+        #: machine's CPU per order from 71 to 58 ms (bench/checkout.py).
         self.linger_seconds = linger_seconds
         self.retention = retention
         self.purge_every_seconds = purge_every_seconds

@@ -163,6 +163,26 @@ async def test_a_commit_wakes_the_relay_without_waiting_for_the_poll(
         await asyncio.wait_for(task, 5)
 
 
+async def test_commits_right_behind_each_other_are_published_in_one_batch(
+    migrated: Database, bus: RedisStreamsBus,
+) -> None:
+    """The relay lingers after a wake-up, so five quick commits cost one pass: one UPDATE
+    marks them all, with one transaction time."""
+    relay = OutboxRelay(migrated, bus, poll_interval=30, linger_seconds=0.5)
+    task = asyncio.create_task(relay.run())
+    try:
+        await asyncio.sleep(0.2)
+        for n in range(5):
+            await create_widget(migrated, f"batched-{n}")
+        await eventually(lambda: _has_entries(bus, TOPIC, 5), within=5, what="publish")
+        async with migrated.session() as session:
+            passes = await session.scalar(select(func.count(outbox.c.published_at.distinct())))
+        assert passes == 1
+    finally:
+        relay.stop()
+        await asyncio.wait_for(task, 5)
+
+
 async def test_redelivered_events_change_nothing(
     migrated: Database, bus: RedisStreamsBus, running_consumer: EventConsumer,
 ) -> None:
