@@ -25,7 +25,8 @@ PostgreSQL, Kafka, stripe-mock, this load generator, the kernel — and anything
 
 The baseline (``--baseline-rate``, default the first rate), run right after that rate: the
 order service restarted with ``KOMMERCE_SAGA_INLINE_CONCURRENCY=0``, so every saga command
-waits for its delivery by the bus, as before commands were also run inline on commit.
+waits for its delivery by the bus, as before commands were also run inline on commit (each
+step then also waits out the outbox relay's linger, ``KOMMERCE_OUTBOX_LINGER_SECONDS``).
 
     .venv/bin/python bench/checkout.py --rates 5,10,25,50 --seconds 10
 """
