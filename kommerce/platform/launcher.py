@@ -220,7 +220,7 @@ class Platform:
             if spec.name == "user":
                 env |= self._admin_env()
             if spec.name == "payment":  # the sandbox remembers its charges across restarts
-                env["KOMMERCE_SANDBOX_STATE_PATH"] = str(self.data_dir / "payment-sandbox.json")
+                env["KOMMERCE_SANDBOX_STATE_PATH"] = str(self.data_dir / "payment-sandbox.jsonl")
             self._spawn(spec, ports[spec.name], env)
         self._spawn(GATEWAY, self.gateway_port,
                     {**shared, **GATEWAY.env, "KOMMERCE_PORT": str(self.gateway_port)})

@@ -318,7 +318,6 @@ def _untagged(data: dict[str, Any]) -> Any:
 @dataclass
 class _SandboxIntent:
     result: ChargeResult
-    request: tuple[Any, ...]
     refunded: int = 0
 
 
@@ -327,9 +326,12 @@ class SandboxGateway:
     """Stripe's test-mode behaviour: for the embedded default and for tests of the decline
     paths that stripe-mock (which never declines) cannot exercise.
 
-    In memory; with ``state_path`` also in that file, rewritten after every change and read
-    back on start, so that like Stripe it still knows a charge after a restart (a refund
-    of an order paid before ``kommerce up`` was restarted would otherwise be refused).
+    Every operation is a request and the answer it got: the answer is decided first
+    (validation, new ids), then :meth:`_apply` changes the state from the pair. With
+    ``state_path`` each pair is also appended to that file (JSON lines) and replayed on
+    start, so that like Stripe the sandbox still knows a charge after a restart (a refund
+    of an order paid before ``kommerce up`` was restarted would otherwise be refused),
+    and a change costs one appended line however long the history.
     """
 
     state_path: Path | None = None
@@ -341,51 +343,57 @@ class SandboxGateway:
 
     def __post_init__(self) -> None:
         if self.state_path is not None and self.state_path.exists():
-            self._restore(orjson.loads(self.state_path.read_bytes()))
-
-    # -- the state file ----------------------------------------------------------------------
-
-    def _save(self) -> None:
-        if self.state_path is None:
-            return
-        state = {
-            "intents": {intent_id: {"result": _tagged(intent.result),
-                                    "request": list(intent.request),
-                                    "refunded": intent.refunded}
-                        for intent_id, intent in self._intents.items()},
-            "by_key": {key: {"request": list(request), "answer": _tagged(answer)}
-                       for key, (request, answer) in self._by_key.items()},
-            "saved": {method: asdict(card) for method, card in self._saved.items()},
-        }
-        self.state_path.parent.mkdir(parents=True, exist_ok=True)
-        partial = self.state_path.with_suffix(".partial")
-        partial.write_bytes(orjson.dumps(state))
-        partial.replace(self.state_path)  # a crash mid-write leaves the last whole state
-
-    def _restore(self, state: dict[str, Any]) -> None:
-        for intent_id, intent in state.get("intents", {}).items():
-            self._intents[intent_id] = _SandboxIntent(_untagged(intent["result"]),
-                                                      tuple(intent["request"]),
-                                                      int(intent["refunded"]))
-        for key, entry in state.get("by_key", {}).items():
-            # A repeated key answers what it first answered, as Stripe does.
-            self._by_key[key] = (tuple(entry["request"]), _untagged(entry["answer"]))
-        for method, card in state.get("saved", {}).items():
-            self._saved[method] = TestCard(**card)
+            self._replay(self.state_path.read_bytes().splitlines())
 
     def _card(self, payment_method: str) -> TestCard | None:
         return self._saved.get(payment_method) or TEST_CARDS.get(payment_method)
 
     @staticmethod
     def _next_id(prefix: str) -> str:
-        """A new Stripe-shaped id, random rather than counted: the sandbox forgets
-        everything on a restart but the payment service's database does not (``intent_id``
-        is unique there), so a counter starting again at 1 would give a new charge an old
-        charge's id and the charge would be refused. 24 characters drawn from 62 (~143
-        bits) make a repeat as unlikely as with Stripe's own ids."""
+        """A new Stripe-shaped id, random rather than counted: a sandbox without a state
+        file forgets everything on a restart but the payment service's database does not
+        (``intent_id`` is unique there), so a counter starting again at 1 would give a new
+        charge an old charge's id and the charge would be refused. 24 characters drawn from
+        62 (~143 bits) make a repeat as unlikely as with Stripe's own ids."""
         return f"{prefix}_" + "".join(secrets.choice(_ID_ALPHABET) for _ in range(_ID_LENGTH))
 
-    async def _once(self, key: str, request: tuple[Any, ...], make: Any) -> Any:
+    # -- state: requests and their answers ---------------------------------------------------
+
+    def _apply(self, request: tuple[Any, ...], answer: Any) -> None:
+        """What an answered request changes (answers carry the ids they made)."""
+        match request[0]:
+            case "charge":
+                self._intents[answer.intent_id] = _SandboxIntent(answer)
+            case "refund":
+                self._intents[request[1]].refunded += answer.amount
+            case "cancel":
+                self._intents[request[1]].result = answer
+            case "attach":
+                card = self._card(request[2])
+                assert card is not None
+                self._saved[answer.id] = card
+            case "detach":
+                self._saved.pop(request[1], None)
+
+    def _journal(self, key: str, request: tuple[Any, ...], answer: Any) -> None:
+        if self.state_path is None:
+            return
+        self.state_path.parent.mkdir(parents=True, exist_ok=True)
+        with self.state_path.open("ab") as journal:
+            journal.write(orjson.dumps({"key": key, "request": list(request),
+                                        "answer": _tagged(answer)}) + b"\n")
+
+    def _replay(self, lines: list[bytes]) -> None:
+        for line in lines:
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:  # the last line of a crash mid-write
+                continue
+            request, answer = tuple(entry["request"]), _untagged(entry["answer"])
+            self._by_key[entry["key"]] = (request, answer)
+            self._apply(request, answer)
+
+    async def _once(self, key: str, request: tuple[Any, ...], answer_for: Any) -> Any:
         """Stripe's idempotency: the same key repeats the first answer; the same key with
         other parameters is an error rather than a second operation."""
         async with self._lock:
@@ -395,10 +403,13 @@ class SandboxGateway:
                     raise Unprocessable("this idempotency key was used with different "
                                         "parameters", code="idempotency_key_reused")
                 return answer
-            answer = make()
+            answer = answer_for()
             self._by_key[key] = (request, answer)
-            self._save()
+            self._apply(request, answer)
+            self._journal(key, request, answer)
             return answer
+
+    # -- the gateway -------------------------------------------------------------------------
 
     async def create_customer(self, *, email: str | None, idempotency_key: str) -> str:
         return str(await self._once(idempotency_key, ("customer", email),
@@ -413,27 +424,25 @@ class SandboxGateway:
         if card is None:
             raise Unprocessable("unknown payment method; the sandbox knows Stripe's test "
                                 "methods such as pm_card_visa", code="resource_missing")
-        request = ("charge", amount, currency, payment_method, customer)
 
-        def make() -> ChargeResult:
+        def answer() -> ChargeResult:
             intent_id = self._next_id("pi")
             status = {"succeeded": ChargeStatus.SUCCEEDED, "declined": ChargeStatus.DECLINED,
                       "requires_action": ChargeStatus.REQUIRES_ACTION}[card.outcome]
-            result = ChargeResult(
+            return ChargeResult(
                 intent_id=intent_id, status=status, amount=amount, currency=currency,
                 client_secret=f"{intent_id}_secret_sandbox"
                 if status is ChargeStatus.REQUIRES_ACTION else None,
                 card_brand=card.brand, card_last4=card.last4, decline_code=card.decline_code,
                 failure_message=card.message, risk_level=card.risk_level)
-            self._intents[intent_id] = _SandboxIntent(result, request)
-            return result
 
-        result: ChargeResult = await self._once(idempotency_key, request, make)
+        result: ChargeResult = await self._once(
+            idempotency_key, ("charge", amount, currency, payment_method, customer), answer)
         return result
 
     async def refund(self, *, intent_id: str, amount: int | None,
                      idempotency_key: str) -> RefundResult:
-        def make() -> RefundResult:
+        def answer() -> RefundResult:
             intent = self._intents.get(intent_id)
             if intent is None:
                 raise Unprocessable("no such payment intent", code="resource_missing")
@@ -445,27 +454,24 @@ class SandboxGateway:
             if wanted < 1 or wanted > left:
                 raise Unprocessable(f"refund amount must be between 1 and {left}",
                                     code="amount_too_large")
-            intent.refunded += wanted
             return RefundResult(refund_id=self._next_id("re"), intent_id=intent_id,
                                 amount=wanted, status="succeeded")
 
         result: RefundResult = await self._once(idempotency_key,
-                                                ("refund", intent_id, amount), make)
+                                                ("refund", intent_id, amount), answer)
         return result
 
     async def cancel(self, *, intent_id: str, idempotency_key: str) -> ChargeResult:
-        def make() -> ChargeResult:
+        def answer() -> ChargeResult:
             intent = self._intents.get(intent_id)
             if intent is None:
                 raise Unprocessable("no such payment intent", code="resource_missing")
             if intent.result.status is ChargeStatus.SUCCEEDED:
                 raise Unprocessable("a succeeded payment is refunded, not canceled",
                                     code="payment_intent_unexpected_state")
-            intent.result = replace(intent.result, status=ChargeStatus.CANCELED,
-                                    client_secret=None)
-            return intent.result
+            return replace(intent.result, status=ChargeStatus.CANCELED, client_secret=None)
 
-        result: ChargeResult = await self._once(idempotency_key, ("cancel", intent_id), make)
+        result: ChargeResult = await self._once(idempotency_key, ("cancel", intent_id), answer)
         return result
 
     async def attach(self, *, customer: str, payment_method: str,
@@ -476,17 +482,14 @@ class SandboxGateway:
             raise Unprocessable("unknown payment method; the sandbox knows Stripe's test "
                                 "methods such as pm_card_visa", code="resource_missing")
 
-        def make() -> SavedCard:
+        def answer() -> SavedCard:
             # Like Stripe attaching a test method: a new id, usable for later charges.
-            saved_id = self._next_id("pm")
-            self._saved[saved_id] = card
-            return SavedCard(id=saved_id, brand=card.brand, last4=card.last4)
+            return SavedCard(id=self._next_id("pm"), brand=card.brand, last4=card.last4)
 
         result: SavedCard = await self._once(idempotency_key,
-                                             ("attach", customer, payment_method), make)
+                                             ("attach", customer, payment_method), answer)
         return result
 
     async def detach(self, *, payment_method: str, idempotency_key: str) -> None:
         check_payment_method(payment_method)
-        await self._once(idempotency_key, ("detach", payment_method),
-                         lambda: self._saved.pop(payment_method, None))
+        await self._once(idempotency_key, ("detach", payment_method), lambda: None)

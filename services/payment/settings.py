@@ -25,8 +25,8 @@ class PaymentSettings(ServiceSettings):
         "as Stripe's test payment methods do.",
     )
     sandbox_state_path: Path | None = Field(
-        None, description="File in which the sandbox keeps its charges, refunds and saved "
-        "methods across restarts (unset: in memory only).",
+        None, description="File (JSON lines, appended) in which the sandbox keeps its "
+        "charges, refunds and saved methods across restarts (unset: in memory only).",
     )
     stripe_api_key: SecretStr | None = Field(None, description="Stripe secret key (sk_...).")
     stripe_api_base: str | None = Field(

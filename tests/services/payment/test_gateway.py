@@ -272,7 +272,7 @@ async def test_a_sandbox_with_a_state_file_remembers_charges_across_a_restart(
         tmp_path: Path) -> None:
     """Refunding an order paid before the platform restarted works, as with Stripe; a
     repeated key repeats its first answer; saved methods stay usable."""
-    state = tmp_path / "sandbox.json"
+    state = tmp_path / "sandbox.jsonl"
     before = SandboxGateway(state_path=state)
     charge = await before.charge(amount=1000, currency="usd", payment_method="pm_card_visa",
                                  idempotency_key="charge-1")
