@@ -49,7 +49,8 @@ from services.core.db import Database
 from services.core.events.envelope import EventEnvelope
 from services.core.events.outbox import add_event
 from services.core.metrics import counter
-from services.order.models import Order, OrderStatusChange, SagaRecord
+from services.order import saga_rows
+from services.order.models import Order, SagaRecord
 from services.order.saga import (
     Command,
     Decision,
@@ -139,32 +140,26 @@ class Orchestrator:
     async def begin(self, session: AsyncSession, order: Order) -> None:
         """Start the saga of a freshly inserted order, inside the caller's transaction."""
         decision = start(str(order.id), utcnow(), self.policy)
-        record = SagaRecord(order_id=order.id, state={}, settled=False)
-        session.add(record)
-        session.add(OrderStatusChange(order_id=order.id, status=order.status,
-                                      note="order placed"))
+        await saga_rows.start(session, order, decision.saga, utcnow(), note="order placed")
         ORDERS_TOTAL.labels(status=order.status).inc()
-        await self._store(session, record, order, decision, previous=decision.saga.state)
+        await self._send(session, order, decision)
 
     # -- applying ----------------------------------------------------------------------------
 
     async def _store(self, session: AsyncSession, record: SagaRecord, order: Order,
                      decision: Decision, previous: SagaState) -> None:
         saga = decision.saga
-        record.state = saga.to_dict()
-        record.deadline = None if saga.is_settled else saga.deadline
-        record.settled = saga.is_settled
-        record.updated_at = utcnow()
-        if saga.state is not previous:
-            order.status = saga.state.value
-            order.reason = saga.reason
-            order.updated_at = utcnow()
-            session.add(OrderStatusChange(order_id=order.id, status=saga.state.value,
-                                          note=saga.reason))
+        moved = saga.state is not previous
+        await saga_rows.save(session, record, order, saga, utcnow(), moved=moved)
+        if moved:
             ORDERS_TOTAL.labels(status=saga.state.value).inc()
             await publish_status_change(session, order, source=self.source,
                                         status=saga.state.value, previous=previous.value,
                                         reason=saga.reason)
+        await self._send(session, order, decision)
+
+    async def _send(self, session: AsyncSession, order: Order, decision: Decision) -> None:
+        """The decision's commands through the outbox, and to run inline after commit."""
         for command in decision.commands:
             envelope = EventEnvelope.new(
                 SAGA_COMMAND, source=self.source, key=str(order.id), payload={
@@ -174,23 +169,10 @@ class Orchestrator:
             if self.inline_concurrency > 0:
                 session.sync_session.info.setdefault(_INLINE, []).append((self, envelope))
 
-    async def _locked(self, session: AsyncSession, order_id: uuid.UUID,
-                      skip_locked: bool = False) -> tuple[SagaRecord, Order] | None:
-        # One round trip for both rows (this runs for every step of every saga); only the
-        # saga row is locked, and every writer of the order takes that lock first.
-        query = (select(SagaRecord, Order).join(Order, Order.id == SagaRecord.order_id)
-                 .where(SagaRecord.order_id == order_id)
-                 .with_for_update(of=SagaRecord, skip_locked=skip_locked))
-        found = (await session.execute(query)).first()
-        if found is None:
-            return None
-        record, order = found
-        return record, order
-
     async def apply(self, session: AsyncSession, order_id: uuid.UUID,
                     event: SagaEvent) -> Saga | None:
         """Feed ``event`` to an order's saga inside the caller's transaction."""
-        locked = await self._locked(session, order_id)
+        locked = await saga_rows.lock(session, order_id)
         if locked is None:
             return None
         record, order = locked
@@ -210,7 +192,7 @@ class Orchestrator:
         later finds another step (or the back-off's ``resend``) awaited and does nothing.
         """
         order_id = uuid.UUID(str(event.payload["order_id"]))
-        locked = await self._locked(session, order_id)
+        locked = await saga_rows.lock(session, order_id)
         if locked is None:
             return None
         record, order = locked
@@ -292,7 +274,7 @@ class Orchestrator:
                 .order_by(SagaRecord.deadline).limit(limit)
                 .with_for_update(skip_locked=True))).scalars().all()
             for order_id in due:
-                locked = await self._locked(session, order_id)
+                locked = await saga_rows.lock(session, order_id)
                 if locked is None:
                     continue
                 record, order = locked
