@@ -80,36 +80,43 @@ class ShippingService:
 
     async def create(self, principal: Principal, body: ShipmentIn) -> tuple[Shipment, bool]:
         _privileged(principal)
-        async with self.database.session() as session:
-            existing = await session.get(Shipment, body.id)
-        if existing is not None:
-            if existing.order_id != body.order_id:
-                raise Conflict("this shipment id belongs to another order",
-                               code="shipment_id_reused")
-            return existing, False
-        offers = await self.rates(body.address.country, body.parcels, body.currency,
-                                  [body.service_level], body.address.postal_code)
-        chosen = offers[0]
-        tracking = f"KM{secrets.token_hex(8).upper()}"
-        label = {"format": "record", "carrier": chosen.carrier, "tracking_number": tracking,
-                 "ship_from_country": self.settings.ship_from_country,
-                 "ship_to": body.address.model_dump(), "service_level": chosen.service_level,
-                 "billable_weight_grams": chosen.billable_weight_grams}
+        # One transaction from the repeat check to the insert: a retried request is found
+        # before any rate is quoted, and a new shipment costs five round trips, not nine.
         async with self.database.session() as session, session.begin():
-            inserted = await session.execute(
+            existing = await session.get(Shipment, body.id)
+            if existing is not None:
+                return self._repeat(existing, body), False
+            offers = await self.rates(body.address.country, body.parcels, body.currency,
+                                      [body.service_level], body.address.postal_code)
+            chosen = offers[0]
+            tracking = f"KM{secrets.token_hex(8).upper()}"
+            label = {"format": "record", "carrier": chosen.carrier,
+                     "tracking_number": tracking,
+                     "ship_from_country": self.settings.ship_from_country,
+                     "ship_to": body.address.model_dump(),
+                     "service_level": chosen.service_level,
+                     "billable_weight_grams": chosen.billable_weight_grams}
+            shipment = await session.scalar(
                 insert(Shipment).values(
                     id=body.id, order_id=body.order_id, owner=body.owner, status="created",
                     carrier=chosen.carrier, service_level=chosen.service_level.value,
                     tracking_number=tracking, amount=chosen.amount, currency=chosen.currency,
                     address=body.address.model_dump(),
                     parcels=[p.model_dump() for p in body.parcels], label=label)
-                .on_conflict_do_nothing(index_elements=[Shipment.id]).returning(Shipment.id))
-            created = inserted.first() is not None
-            shipment = await session.get(Shipment, body.id)
-            assert shipment is not None
-            if created:
-                await self._announce(session, SHIPMENT_CREATED, shipment)
-        return shipment, created
+                .on_conflict_do_nothing(index_elements=[Shipment.id]).returning(Shipment))
+            if shipment is None:  # a concurrent request with this id committed first
+                existing = await session.get(Shipment, body.id, populate_existing=True)
+                assert existing is not None
+                return self._repeat(existing, body), False
+            await self._publish(session, SHIPMENT_CREATED, shipment)
+        return shipment, True
+
+    @staticmethod
+    def _repeat(existing: Shipment, body: ShipmentIn) -> Shipment:
+        if existing.order_id != body.order_id:
+            raise Conflict("this shipment id belongs to another order",
+                           code="shipment_id_reused")
+        return existing
 
     async def cancel(self, principal: Principal, shipment_id: uuid.UUID) -> Shipment:
         _privileged(principal)
@@ -170,7 +177,12 @@ class ShippingService:
 
     async def _announce(self, session: AsyncSession, event_type: str, shipment: Shipment,
                         description: str | None = None) -> None:
+        """A change to ``shipment``: stamped, and published."""
         shipment.updated_at = datetime.now(UTC)
+        await self._publish(session, event_type, shipment, description)
+
+    async def _publish(self, session: AsyncSession, event_type: str, shipment: Shipment,
+                       description: str | None = None) -> None:
         await self.publisher.publish(session, event_type, shipment.order_id, {
             "shipment_id": str(shipment.id), "order_id": shipment.order_id,
             "owner": shipment.owner, "status": shipment.status, "carrier": shipment.carrier,

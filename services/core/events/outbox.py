@@ -72,11 +72,15 @@ async def add_event(session: AsyncSession, envelope: EventEnvelope,
     })
 
 
+#: Built once: every commit that publishes runs it.
+_INSERT_ROWS = outbox.insert()
+
+
 @event.listens_for(Session, "before_commit")
 def _write_pending_events(session: Session) -> None:
     rows = session.info.pop(_PENDING_ROWS, None)
     if rows:
-        session.execute(outbox.insert(), rows)
+        session.execute(_INSERT_ROWS, rows)
         session.info[_PENDING_FLAG] = True
 
 
