@@ -52,11 +52,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
 
-from services.core.http import AiohttpBackedTransport  # noqa: E402
 from tests.services.order.platform import (  # noqa: E402
     SERVICES,
     CheckoutPlatform,
@@ -136,9 +136,10 @@ def backing_servers() -> Iterator[tuple[str, str, str, str]]:
                kafka.bootstrap_servers, stripe.api_base)
 
 
-async def offer(client: httpx.AsyncClient, platform: CheckoutPlatform, variants: list[str],
-                rate: float, seconds: float) -> Run:
-    """Send ``rate`` checkouts a second for ``seconds``, each on schedule."""
+async def offer(client: aiohttp.ClientSession, platform: CheckoutPlatform,
+                variants: list[str], rate: float, seconds: float) -> Run:
+    """Send ``rate`` checkouts a second for ``seconds``, each on schedule (with aiohttp, the
+    cheapest client at hand: the load generator shares the machine it measures)."""
     run = Run(rate, seconds)
     url = f"{platform['order'].url}/checkout"
     count = int(rate * seconds)
@@ -150,15 +151,16 @@ async def offer(client: httpx.AsyncClient, platform: CheckoutPlatform, variants:
         body = checkout_body(random.choice(variants))
         started_wall, started = time.time(), time.perf_counter()
         try:
-            response = await client.post(url, json=body, headers=headers)
-        except httpx.HTTPError:
-            run.refused += 1
-            return
-        if response.status_code != 202:
+            async with client.post(url, json=body, headers=headers) as response:
+                if response.status != 202:
+                    run.refused += 1
+                    return
+                accepted = await response.json()
+        except aiohttp.ClientError:
             run.refused += 1
             return
         run.accept_latencies.append((time.perf_counter() - started) * 1000)
-        run.sent[response.json()["id"]] = started_wall
+        run.sent[accepted["id"]] = started_wall
 
     begin = time.perf_counter()
     tasks = []
@@ -222,10 +224,10 @@ async def bench(platform: CheckoutPlatform, args: argparse.Namespace) -> list[Ru
     engine = create_async_engine(platform.database_url)
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     try:
-        # The load generator shares the machine: it uses the services' own cheaper client.
-        async with httpx.AsyncClient(timeout=30, limits=limits,
-                                     transport=AiohttpBackedTransport(limits=limits)) as client:
-            catalog = await stock_catalog(client, platform, variants=args.variants,
+        async with httpx.AsyncClient(timeout=30, limits=limits) as setup, \
+                aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=30),
+                                      connector=aiohttp.TCPConnector(limit=256)) as client:
+            catalog = await stock_catalog(setup, platform, variants=args.variants,
                                           stock=1_000_000_000)
             variants = catalog.variant_ids
             # Warm-up: connections, pools, Kafka consumer assignments, JIT-free but cold code.

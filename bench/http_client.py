@@ -5,7 +5,10 @@ the payment service one to Stripe, so the client's own CPU per call is part of w
 costs. Measured here, against one bare ASGI server on loopback (uvicorn, httptools, uvloop,
 in its own process, so its CPU is not counted): httpx with its own transport (httpcore,
 h11) — the baseline —, httpx over aiohttp (:class:`services.core.http.AiohttpBackedTransport`,
-what :class:`~services.core.http.ServiceClient` uses), and aiohttp alone. Each posts a small
+what :meth:`ServiceClient.stream <services.core.http.ServiceClient.stream>` uses for the
+gateway), :meth:`ServiceClient.request <services.core.http.ServiceClient.request>` (aiohttp
+answering as an ``httpx.Response``, with the breaker, metrics and trace headers: what every
+other call uses), and aiohttp alone. Each posts a small
 JSON body with a bearer token and parses the JSON answer, 8 calls in flight; the rounds
 alternate so a busy machine slows all alike. Printed: CPU µs per call of this process and
 each client's ratio to the baseline.
@@ -32,7 +35,7 @@ import aiohttp  # noqa: E402
 import httpx  # noqa: E402
 
 from kommerce.testbed.ports import free_port, wait_until  # noqa: E402
-from services.core.http import AiohttpBackedTransport  # noqa: E402
+from services.core.http import AiohttpBackedTransport, HttpClients  # noqa: E402
 
 BARE_APP = '''
 async def app(scope, receive, send):
@@ -72,6 +75,8 @@ async def bench(url: str, calls: int, rounds: int) -> dict[str, list[float]]:
     own = httpx.AsyncClient(base_url=url)
     over_aiohttp = httpx.AsyncClient(base_url=url, transport=AiohttpBackedTransport())
     bare = aiohttp.ClientSession(url)
+    services = HttpClients()
+    service_client = services.client("bench", url)
 
     async def with_httpx(client: httpx.AsyncClient) -> None:
         (await client.post("/reservations", json=BODY, headers=HEADERS)).json()
@@ -80,9 +85,13 @@ async def bench(url: str, calls: int, rounds: int) -> dict[str, list[float]]:
         async with bare.post("/reservations", json=BODY, headers=HEADERS) as response:
             await response.json()
 
+    async def with_service_client() -> None:
+        (await service_client.post("/reservations", json=BODY, headers=HEADERS)).json()
+
     clients: dict[str, Call] = {
         "httpx, own transport (baseline)": lambda: with_httpx(own),
-        "httpx over aiohttp (ServiceClient)": lambda: with_httpx(over_aiohttp),
+        "httpx over aiohttp (.stream)": lambda: with_httpx(over_aiohttp),
+        "ServiceClient.request": with_service_client,
         "aiohttp alone": with_aiohttp,
     }
     results: dict[str, list[float]] = {name: [] for name in clients}
@@ -96,6 +105,7 @@ async def bench(url: str, calls: int, rounds: int) -> dict[str, list[float]]:
         await own.aclose()
         await over_aiohttp.aclose()
         await bare.close()
+        await services.aclose()
     return results
 
 

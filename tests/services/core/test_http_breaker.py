@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import httpx
 import orjson
 import pytest
 import uvicorn
@@ -36,6 +37,7 @@ class Upstream:
     delay: float = 0.0
     hits: int = 0
     seen_headers: list[dict[str, str]] = field(default_factory=list)
+    seen: list[tuple[str, str, bytes]] = field(default_factory=list)  # method, target, body
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -47,6 +49,13 @@ class Upstream:
             return
         self.hits += 1
         self.seen_headers.append({k.decode(): v.decode() for k, v in scope["headers"]})
+        body, more = b"", True
+        while more:
+            message = await receive()
+            body += message.get("body", b"")
+            more = message.get("more_body", False)
+        query = scope["query_string"].decode()
+        self.seen.append((scope["method"], scope["path"] + ("?" + query if query else ""), body))
         if self.delay:
             await asyncio.sleep(self.delay)
         await send({"type": "http.response.start", "status": self.status,
@@ -196,6 +205,49 @@ async def test_calls_carry_the_request_id_on(upstream: tuple[Upstream, str]) -> 
         await http.aclose()
 
     assert server.seen_headers[-1]["x-request-id"] == "req-77"
+
+
+async def test_a_call_sends_json_and_query_and_answers_as_an_httpx_response(
+        upstream: tuple[Upstream, str]) -> None:
+    server, url = upstream
+    http = clients()
+    try:
+        posted = await http.client("product", url).post(
+            "/inventory/reservations", json={"id": "r-1", "lines": [1, 2]},
+            headers={"Idempotency-Key": "k-1"})
+        listed = await http.client("product", url).get(
+            "/products", params={"limit": 5, "in_stock": True, "cursor": "a b"})
+    finally:
+        await http.aclose()
+
+    assert isinstance(posted, httpx.Response)
+    assert (posted.status_code, posted.json()) == (200, {"ok": True})
+    assert posted.headers["content-type"] == "application/json"
+    method, target, body = server.seen[0]
+    assert (method, target, orjson.loads(body)) == (
+        "POST", "/inventory/reservations", {"id": "r-1", "lines": [1, 2]})
+    assert server.seen_headers[0]["content-type"] == "application/json"
+    assert server.seen_headers[0]["idempotency-key"] == "k-1"
+    assert server.seen[1][:2] == ("GET", "/products?limit=5&in_stock=true&cursor=a+b")
+    assert str(listed.request.url) == f"{url}/products?limit=5&in_stock=true&cursor=a+b"
+
+
+async def test_an_answer_cut_off_after_its_headers_is_unavailable_not_a_crash() -> None:
+    async def cut_off(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(b"HTTP/1.1 200 OK\r\ncontent-length: 100\r\n\r\n{\"partial")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(cut_off, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    http = clients(**FAST)
+    try:
+        with pytest.raises(UpstreamUnavailable):
+            await http.client("product", f"http://127.0.0.1:{port}").get("/products/1")
+    finally:
+        await http.aclose()
+        server.close()
 
 
 def _write(path: Path, data: object) -> None:
