@@ -18,13 +18,13 @@ that one field on a confirmed intent's answer and passes everything else through
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import signal
 import sys
 import threading
-import urllib.error
-import urllib.request
+import urllib.parse
 import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -71,6 +71,8 @@ class StripeRecorder:
     def serving(self) -> Iterator[StripeRecorder]:
         recorder = self
         lock = threading.Lock()
+        parsed = urllib.parse.urlsplit(self.upstream)
+        recorder_host, recorder_port = parsed.hostname or "127.0.0.1", parsed.port or 80
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as Stripe's API is
@@ -84,15 +86,7 @@ class StripeRecorder:
                                                      body or b""))
                 headers = {k: v for k, v in self.headers.items()
                            if k.lower() not in ("host", "content-length", "connection")}
-                request = urllib.request.Request(recorder.upstream + self.path, data=body,
-                                                 headers=headers, method=self.command)
-                try:
-                    with urllib.request.urlopen(request, timeout=30) as answer:
-                        status, data, kind = (answer.status, answer.read(),
-                                              answer.headers.get("Content-Type"))
-                except urllib.error.HTTPError as error:
-                    status, data, kind = (error.code, error.read(),
-                                          error.headers.get("Content-Type"))
+                status, data, kind = self._upstream_answer(body, headers)
                 if status == 200 and _confirms_intent(self.command, self.path, body):
                     data = _as_succeeded(data)
                 self.send_response(status)
@@ -100,6 +94,32 @@ class StripeRecorder:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
+
+            def _upstream_answer(self, body: bytes | None,
+                                 headers: dict[str, str]) -> tuple[int, bytes, str | None]:
+                """stripe-mock's answer over this handler's own kept-alive connection (one
+                new connection per call cost the machine more than the call), opened
+                again once if stripe-mock closed it."""
+                for attempt in (1, 2):
+                    upstream = getattr(self, "upstream", None)
+                    if upstream is None:
+                        upstream = self.upstream = http.client.HTTPConnection(
+                            recorder_host, recorder_port, timeout=30)
+                    try:
+                        upstream.request(self.command, self.path, body=body, headers=headers)
+                        answer = upstream.getresponse()
+                        return answer.status, answer.read(), answer.getheader("Content-Type")
+                    except (ConnectionError, http.client.HTTPException):
+                        upstream.close()
+                        self.upstream = None
+                        if attempt == 2:
+                            raise
+                raise AssertionError("unreachable")
+
+            def finish(self) -> None:
+                super().finish()
+                if getattr(self, "upstream", None) is not None:
+                    self.upstream.close()
 
             do_GET = do_POST = do_DELETE = _forward
 
