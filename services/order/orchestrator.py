@@ -139,8 +139,9 @@ class Orchestrator:
 
     async def begin(self, session: AsyncSession, order: Order) -> None:
         """Start the saga of a freshly inserted order, inside the caller's transaction."""
-        decision = start(str(order.id), utcnow(), self.policy)
-        await saga_rows.start(session, order, decision.saga, utcnow(), note="order placed")
+        now = utcnow()
+        decision = start(str(order.id), now, self.policy)
+        await saga_rows.start(session, order, decision.saga, now, note="order placed")
         ORDERS_TOTAL.labels(status=order.status).inc()
         await self._send(session, order, decision)
 

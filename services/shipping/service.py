@@ -105,7 +105,7 @@ class ShippingService:
                     parcels=[p.model_dump() for p in body.parcels], label=label)
                 .on_conflict_do_nothing(index_elements=[Shipment.id]).returning(Shipment))
             if shipment is None:  # a concurrent request with this id committed first
-                existing = await session.get(Shipment, body.id, populate_existing=True)
+                existing = await session.get(Shipment, body.id)
                 assert existing is not None
                 return self._repeat(existing, body), False
             await self._publish(session, SHIPMENT_CREATED, shipment)

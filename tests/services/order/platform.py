@@ -98,28 +98,30 @@ class StripeRecorder:
             def _upstream_answer(self, body: bytes | None,
                                  headers: dict[str, str]) -> tuple[int, bytes, str | None]:
                 """stripe-mock's answer over this handler's own kept-alive connection (one
-                new connection per call cost the machine more than the call), opened
-                again once if stripe-mock closed it."""
-                for attempt in (1, 2):
-                    upstream = getattr(self, "upstream", None)
-                    if upstream is None:
-                        upstream = self.upstream = http.client.HTTPConnection(
-                            recorder_host, recorder_port, timeout=30)
-                    try:
-                        upstream.request(self.command, self.path, body=body, headers=headers)
-                        answer = upstream.getresponse()
-                        return answer.status, answer.read(), answer.getheader("Content-Type")
-                    except (ConnectionError, http.client.HTTPException):
-                        upstream.close()
-                        self.upstream = None
-                        if attempt == 2:
-                            raise
-                raise AssertionError("unreachable")
+                new connection per call cost the machine more than the call)."""
+                try:
+                    return self._ask_upstream(body, headers)
+                except (ConnectionError, http.client.HTTPException):
+                    self._close_upstream()  # stripe-mock closed it: once more, on a new one
+                    return self._ask_upstream(body, headers)
+
+            def _ask_upstream(self, body: bytes | None,
+                              headers: dict[str, str]) -> tuple[int, bytes, str | None]:
+                if getattr(self, "upstream", None) is None:
+                    self.upstream = http.client.HTTPConnection(recorder_host, recorder_port,
+                                                               timeout=30)
+                self.upstream.request(self.command, self.path, body=body, headers=headers)
+                answer = self.upstream.getresponse()
+                return answer.status, answer.read(), answer.getheader("Content-Type")
+
+            def _close_upstream(self) -> None:
+                if getattr(self, "upstream", None) is not None:
+                    self.upstream.close()
+                    self.upstream = None
 
             def finish(self) -> None:
                 super().finish()
-                if getattr(self, "upstream", None) is not None:
-                    self.upstream.close()
+                self._close_upstream()
 
             do_GET = do_POST = do_DELETE = _forward
 

@@ -51,11 +51,19 @@ async def timeline(database: Database, order_id: uuid.UUID) -> list[tuple[str, s
         return [(status, note) for status, note in rows]
 
 
+async def stored(database: Database, order_id: uuid.UUID) -> tuple[Order, SagaRecord]:
+    """The order and its saga as a fresh session reads them."""
+    async with database.session() as session:
+        order = await session.get(Order, order_id)
+        record = await session.get(SagaRecord, order_id)
+    assert order is not None and record is not None
+    return order, record
+
+
 async def test_start_writes_the_saga_row_and_the_first_timeline_row(database: Database) -> None:
     order_id = await placed_order(database)
-    async with database.session() as session:
-        record = await session.get(SagaRecord, order_id)
-    assert record is not None and record.state["state"] == "PENDING"
+    _, record = await stored(database, order_id)
+    assert record.state["state"] == "PENDING"
     assert record.settled is False and record.deadline is not None
     assert await timeline(database, order_id) == [("PENDING", "order placed")]
 
@@ -74,11 +82,8 @@ async def test_a_moving_step_writes_saga_status_and_timeline_and_leaves_nothing_
         # What the caller holds reads as written, and the ORM has nothing left to write.
         assert (order.status, record.state) == ("INVENTORY_RESERVED", saga.to_dict())
         assert order.updated_at == now and not session.dirty
-    async with database.session() as session:
-        stored = await session.get(Order, order_id)
-        record = await session.get(SagaRecord, order_id)
-    assert stored is not None and record is not None
-    assert (stored.status, stored.updated_at) == ("INVENTORY_RESERVED", now)
+    order, record = await stored(database, order_id)
+    assert (order.status, order.updated_at) == ("INVENTORY_RESERVED", now)
     assert record.state == saga.to_dict() and record.updated_at == now
     assert await timeline(database, order_id) == [("PENDING", "order placed"),
                                                   ("INVENTORY_RESERVED", None)]
@@ -94,11 +99,8 @@ async def test_a_step_that_does_not_move_the_order_writes_only_the_saga(
         record, order = locked
         saga = Saga.from_dict(record.state)
         await saga_rows.save(session, record, order, saga, later, moved=False)
-    async with database.session() as session:
-        stored = await session.get(Order, order_id)
-        record = await session.get(SagaRecord, order_id)
-    assert stored is not None and record is not None
-    assert stored.status == "PENDING" and stored.updated_at != later
+    order, record = await stored(database, order_id)
+    assert order.status == "PENDING" and order.updated_at != later
     assert record.updated_at == later
     assert await timeline(database, order_id) == [("PENDING", "order placed")]
 
