@@ -74,9 +74,18 @@ class ServiceSettings(BaseSettings):
         description="Schema holding this service's tables (schema-per-service in one "
         "database). Default: the service name with '-' replaced by '_'.",
     )
-    database_pool_size: int = Field(10, ge=1, description="Connections kept open per process.")
+    # Sized for the steady concurrency, not the average: the pool opens connections only as
+    # they are needed and keeps up to ``database_pool_size``, but an overflow connection is
+    # closed the moment it is returned, so a process that steadily needs more than the pool
+    # opens and closes a PostgreSQL backend per burst. With 10 + 20, the checkout bench at
+    # 45 orders/s offered opened about 19 connections a second and carried 39.9 orders/s;
+    # with pools that kept what they opened, 0.4 a second and 44.9 orders/s.
+    database_pool_size: int = Field(
+        30, ge=1, description="Connections kept open per process once opened (they are "
+        "opened as concurrency needs them).")
     database_max_overflow: int = Field(
-        20, ge=0, description="Extra connections allowed beyond the pool under bursts."
+        10, ge=0, description="Extra connections for bursts beyond the pool, each closed "
+        "again when returned."
     )
     database_pool_timeout_seconds: float = Field(
         10.0, gt=0, description="How long a request waits for a pooled connection."

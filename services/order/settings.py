@@ -27,6 +27,10 @@ class OrderSettings(ServiceSettings):
         32, ge=0, description="Saga commands run at once in this process as soon as they "
         "commit, ahead of their delivery by the bus (which stays the durable path); 0 = "
         "only the bus runs them.")
+    database_pool_size: int = Field(
+        50, ge=1, description="Connections kept open once opened: more than the core's "
+        "default, because every inline saga command holds one (and the saga's row lock) "
+        "while its participant answers, besides the checkouts and the bus consumers.")
     cart_ttl_seconds: int = Field(
         30 * 86_400, ge=60, description="How long an untouched cart is kept.")
     product_service_url: str = Field(
