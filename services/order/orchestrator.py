@@ -41,11 +41,13 @@ from collections import OrderedDict
 from datetime import UTC, datetime
 from typing import Any, Generic, Protocol, TypeVar
 
+from asyncpg import Connection
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from services.core.db import Database
+from services.core.events import outbox
 from services.core.events.envelope import EventEnvelope
 from services.core.events.outbox import add_event
 from services.core.metrics import counter
@@ -64,6 +66,7 @@ from services.order.saga import (
     advance,
     start,
 )
+from services.order.saga_rows import SagaOrder
 
 log = logging.getLogger(__name__)
 
@@ -84,10 +87,16 @@ async def publish_status_change(session: AsyncSession, order: Order, *, source: 
                                 status: str, previous: str, reason: str | None) -> None:
     """``order.status_changed`` through the outbox, in the transaction that changed the
     status: every status an order reaches, the saga's and DELIVERED alike, is announced."""
-    await add_event(session, EventEnvelope.new(
+    await add_event(session, status_change(order, source=source, status=status,
+                                           previous=previous, reason=reason))
+
+
+def status_change(order: Order | SagaOrder, *, source: str, status: str, previous: str,
+                  reason: str | None) -> EventEnvelope:
+    return EventEnvelope.new(
         ORDER_STATUS_CHANGED, source=source, key=str(order.id), payload={
             "order_id": str(order.id), "owner": order.owner, "status": status,
-            "previous": previous, "reason": reason, "lines": status_event_lines(order)}))
+            "previous": previous, "reason": reason, "lines": status_event_lines(order)})
 
 
 class Participants(Protocol):
@@ -96,14 +105,14 @@ class Participants(Protocol):
     delivered more than once. Transport failures should raise (the consumer retries and
     the saga's deadline resends); only a definite refusal becomes ``StepFailed``."""
 
-    async def perform(self, order: Order, command: Command) -> SagaEvent: ...
+    async def perform(self, order: SagaOrder, command: Command) -> SagaEvent: ...
 
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def status_event_lines(order: Order) -> list[dict[str, Any]]:
+def status_event_lines(order: Order | SagaOrder) -> list[dict[str, Any]]:
     """What was bought, as ``order.status_changed`` carries it: consumers such as the review
     service (verified purchases) need the products, and reading them back from this
     service would couple them to its API. Named fields rather than the stored JSON as is,
@@ -141,72 +150,96 @@ class Orchestrator:
         """Start the saga of a freshly inserted order, inside the caller's transaction."""
         now = utcnow()
         decision = start(str(order.id), now, self.policy)
-        await saga_rows.start(session, order, decision.saga, now, note="order placed")
+        commands = self._commands(order, decision)
+        await saga_rows.start(await saga_rows.connection_of(session), order.id,
+                              decision.saga, now, status=order.status, note="order placed",
+                              events=commands)
         ORDERS_TOTAL.labels(status=order.status).inc()
-        await self._send(session, order, decision)
+        self._after_session_commit(session, commands)
 
     # -- applying ----------------------------------------------------------------------------
-
-    async def _store(self, session: AsyncSession, record: SagaRecord, order: Order,
-                     decision: Decision, previous: SagaState) -> None:
-        saga = decision.saga
-        moved = saga.state is not previous
-        await saga_rows.save(session, record, order, saga, utcnow(), moved=moved)
-        if moved:
-            ORDERS_TOTAL.labels(status=saga.state.value).inc()
-            await publish_status_change(session, order, source=self.source,
-                                        status=saga.state.value, previous=previous.value,
-                                        reason=saga.reason)
-        await self._send(session, order, decision)
-
-    async def _send(self, session: AsyncSession, order: Order, decision: Decision) -> None:
-        """The decision's commands through the outbox, and to run inline after commit."""
-        for command in decision.commands:
-            envelope = EventEnvelope.new(
-                SAGA_COMMAND, source=self.source, key=str(order.id), payload={
-                    "order_id": str(order.id), "action": command.action.value,
-                    "attempt": command.attempt})
-            await add_event(session, envelope)
-            if self.inline_concurrency > 0:
-                session.sync_session.info.setdefault(_INLINE, []).append((self, envelope))
 
     async def apply(self, session: AsyncSession, order_id: uuid.UUID,
                     event: SagaEvent) -> Saga | None:
         """Feed ``event`` to an order's saga inside the caller's transaction."""
-        locked = await saga_rows.lock(session, order_id)
+        decision = await self._advance(session, order_id, event)
+        return None if decision is None else decision.saga
+
+    async def _advance(self, session: AsyncSession, order_id: uuid.UUID,
+                       event: SagaEvent) -> Decision | None:
+        conn = await saga_rows.connection_of(session)
+        locked = await saga_rows.lock(conn, order_id)
         if locked is None:
             return None
-        record, order = locked
-        saga = Saga.from_dict(record.state)
+        saga, order = locked
         decision = advance(saga, event, utcnow(), self.policy)
         if decision.changed:
-            await self._store(session, record, order, decision, previous=saga.state)
-        return decision.saga
+            self._after_session_commit(
+                session, await self._store(conn, order, decision, previous=saga.state))
+        return decision
+
+    async def _store(self, conn: Connection, order: SagaOrder, decision: Decision,
+                     previous: SagaState) -> list[EventEnvelope]:
+        """Write the decision; returns the commands among the events written."""
+        saga = decision.saga
+        moved = saga.state is not previous
+        commands = self._commands(order, decision)
+        events = commands
+        if moved:
+            events = [status_change(order, source=self.source, status=saga.state.value,
+                                    previous=previous.value, reason=saga.reason), *commands]
+        await saga_rows.save(conn, order, saga, utcnow(), moved=moved, events=events)
+        if moved:
+            ORDERS_TOTAL.labels(status=saga.state.value).inc()
+        return commands
+
+    def _commands(self, order: Order | SagaOrder, decision: Decision) -> list[EventEnvelope]:
+        """The decision's commands as ``order.saga_command`` events."""
+        return [EventEnvelope.new(SAGA_COMMAND, source=self.source, key=str(order.id),
+                                  payload={"order_id": str(order.id),
+                                           "action": command.action.value,
+                                           "attempt": command.attempt})
+                for command in decision.commands]
+
+    def _after_session_commit(self, session: AsyncSession,
+                              commands: list[EventEnvelope]) -> None:
+        """Once the session commits: the relays publish what the saga wrote, and its
+        commands run inline."""
+        outbox.wake_after_commit(session)
+        if self.inline_concurrency > 0:
+            session.sync_session.info.setdefault(_INLINE, []).extend(
+                (self, envelope) for envelope in commands)
 
     # -- executing commands ------------------------------------------------------------------
 
     async def run_command(self, session: AsyncSession, event: EventEnvelope) -> SagaEvent | None:
+        """Carry out one command inside the caller's transaction (its delivery by the bus);
+        see :meth:`_run`."""
+        reply, commands = await self._run(await saga_rows.connection_of(session), event)
+        self._after_session_commit(session, commands)
+        return reply
+
+    async def _run(self, conn: Connection, event: EventEnvelope,
+                   ) -> tuple[SagaEvent | None, list[EventEnvelope]]:
         """Carry out one command, unless the saga has moved past it (a stale duplicate or
-        the other path's copy); returns the reply applied, if any.
+        the other path's copy); returns the reply applied, if any, and the next commands.
 
         The saga row's lock and state are what make a command run once: a copy arriving
         later finds another step (or the back-off's ``resend``) awaited and does nothing.
         """
         order_id = uuid.UUID(str(event.payload["order_id"]))
-        locked = await saga_rows.lock(session, order_id)
+        locked = await saga_rows.lock(conn, order_id)
         if locked is None:
-            return None
-        record, order = locked
-        saga = Saga.from_dict(record.state)
+            return None, []
+        saga, order = locked
         if saga.current is None or saga.current.value != event.payload["action"] or saga.resend:
-            return None
+            return None, []
         reply = await self.participants.perform(
             order, Command(saga.order_id, saga.current, saga.attempt))
         decision = advance(saga, reply, utcnow(), self.policy)
         if not decision.changed:
-            return None
-        await self._store(session, record, order, decision, previous=saga.state)
-        return reply
+            return None, []
+        return reply, await self._store(conn, order, decision, previous=saga.state)
 
     async def settled(self, event: EventEnvelope) -> bool:
         """True for an event whose effect this process has already committed: a command it
@@ -238,9 +271,15 @@ class Orchestrator:
         committed = False
         try:
             async with self._inline_slots:
-                async with self.database.session() as session, session.begin():
-                    reply = await self.run_command(session, envelope)
+                # Its own transaction and no session: every statement of the step is
+                # saga_rows' (see there why).
+                async with saga_rows.transaction(self.database.engine) as conn:
+                    reply, commands = await self._run(conn, envelope)
                 committed = True
+                if reply is not None:
+                    outbox.wake_relays()
+                    for command in commands:
+                        self._run_inline(command)
                 if isinstance(reply, StepSucceeded) and reply.step is Step.CHARGE_PAYMENT:
                     self._charged.put(reply.ref, True)
         except asyncio.CancelledError:
@@ -275,15 +314,8 @@ class Orchestrator:
                 .order_by(SagaRecord.deadline).limit(limit)
                 .with_for_update(skip_locked=True))).scalars().all()
             for order_id in due:
-                locked = await saga_rows.lock(session, order_id)
-                if locked is None:
-                    continue
-                record, order = locked
-                saga = Saga.from_dict(record.state)
-                decision = advance(saga, Tick(), utcnow(), self.policy)
-                if decision.changed:
-                    moved += 1
-                    await self._store(session, record, order, decision, previous=saga.state)
+                decision = await self._advance(session, order_id, Tick())
+                moved += decision is not None and decision.changed
         return moved
 
     async def run_timers(self, interval_seconds: float) -> None:

@@ -24,7 +24,6 @@ from typing import Any, Protocol
 import httpx
 
 from services.core.auth import TokenService
-from services.order.models import Order
 from services.order.saga import (
     Command,
     Compensation,
@@ -36,6 +35,7 @@ from services.order.saga import (
     StepSucceeded,
     reservation_id,
 )
+from services.order.saga_rows import SagaOrder
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class HttpParticipants:
             headers["Idempotency-Key"] = idempotency_key
         return headers
 
-    async def perform(self, order: Order, command: Command) -> SagaEvent:
+    async def perform(self, order: SagaOrder, command: Command) -> SagaEvent:
         match command.action:
             case Step.RESERVE_INVENTORY:
                 return await self._reserve(order)
@@ -127,7 +127,7 @@ class HttpParticipants:
 
     # -- inventory ---------------------------------------------------------------------------
 
-    async def _reserve(self, order: Order) -> SagaEvent:
+    async def _reserve(self, order: SagaOrder) -> SagaEvent:
         rid = reservation_id(str(order.id))
         response = await self.product.post("/inventory/reservations", headers=self._headers(),
                                            json={"id": str(rid),
@@ -145,7 +145,7 @@ class HttpParticipants:
             return StepFailed(Step.RESERVE_INVENTORY, _message(response))
         raise _unavailable("reserve inventory", response)
 
-    async def _commit(self, order: Order) -> SagaEvent:
+    async def _commit(self, order: SagaOrder) -> SagaEvent:
         rid = reservation_id(str(order.id))
         response = await self.product.post(f"/inventory/reservations/{rid}/commit",
                                            headers=self._headers())
@@ -155,7 +155,7 @@ class HttpParticipants:
             return StepFailed(Step.COMMIT_INVENTORY, _message(response))
         raise _unavailable("commit inventory", response)
 
-    async def _release(self, order: Order) -> SagaEvent:
+    async def _release(self, order: SagaOrder) -> SagaEvent:
         rid = reservation_id(str(order.id))
         response = await self.product.post(f"/inventory/reservations/{rid}/release",
                                            headers=self._headers())
@@ -169,7 +169,7 @@ class HttpParticipants:
 
     # -- payment -----------------------------------------------------------------------------
 
-    async def _charge(self, order: Order, command: Command) -> SagaEvent:
+    async def _charge(self, order: SagaOrder, command: Command) -> SagaEvent:
         response = await self.payment.post(
             "/payments", headers=self._headers(command.idempotency_key),
             json={"order_id": str(order.id), "amount": order.total,
@@ -189,7 +189,7 @@ class HttpParticipants:
                                   f"{payment.get('failure_message') or payment['status']}")
         raise ParticipantUnavailable(f"payment still {payment['status']}")
 
-    async def _refund(self, order: Order, command: Command) -> SagaEvent:
+    async def _refund(self, order: SagaOrder, command: Command) -> SagaEvent:
         """Refund whatever was charged for the order, found by order id: the charge's own
         reply may never have arrived."""
         listed = await self.payment.get("/payments", headers=self._headers(),
@@ -208,7 +208,7 @@ class HttpParticipants:
 
     # -- shipping ----------------------------------------------------------------------------
 
-    async def _ship(self, order: Order) -> SagaEvent:
+    async def _ship(self, order: SagaOrder) -> SagaEvent:
         units = sum(int(line["quantity"]) for line in order.lines)
         parcel = {**NOMINAL_PARCEL, "weight_grams": NOMINAL_PARCEL["weight_grams"] * units}
         response = await self.shipping.post("/shipments", headers=self._headers(), json={
@@ -221,7 +221,7 @@ class HttpParticipants:
             return StepFailed(Step.CREATE_SHIPMENT, _message(response))
         raise _unavailable("create shipment", response)
 
-    async def _cancel_shipment(self, order: Order) -> SagaEvent:
+    async def _cancel_shipment(self, order: SagaOrder) -> SagaEvent:
         response = await self.shipping.post(
             f"/shipments/{shipment_id(str(order.id))}/cancel", headers=self._headers())
         if response.status_code in (200, 404):

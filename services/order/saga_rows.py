@@ -1,107 +1,161 @@
 """The saga's rows: locking a saga with its order, starting one, saving a step.
 
-Every step of every checkout runs these, so each is one statement built once, here:
+Every step of every checkout runs these, so they are hand-written statements sent with
+asyncpg itself, on the connection of the caller's transaction (a session's, see
+:func:`connection_of`, or one the orchestrator opened for an inline step):
 
-* the statements are module constants with bound parameters, so SQLAlchemy computes their
-  cache keys once instead of walking a freshly built statement on every call;
-* a step that moves the order writes the saga, the order's status and its timeline row in
-  one statement (data-modifying CTEs) rather than through the ORM's flush, which spent
-  about as much CPU as the rest of the step together and took three round trips;
-* the ORM objects the caller holds are brought up to date with ``set_committed_value``, so
-  nothing is flushed twice and they read as what was written.
+* a step is four round trips — BEGIN, the lock, the save, COMMIT — however much it writes:
+  the saga, the order's status, its timeline row and the step's events for the outbox go
+  in one statement (data-modifying CTEs and an ``unnest`` of the events);
+* the ORM and SQLAlchemy's execution layer stay out of it, and the order a step reads is a
+  plain :class:`SagaOrder`. A step's database work (a microbenchmark against the test
+  bed's PostgreSQL, participants answering at once) cost 1.17 ms of CPU through the ORM
+  with the outbox row written at commit, 0.80 ms this way. Everywhere else the order
+  service reads and writes through the ORM as before.
+
+JSON goes over the wire as text, cast in SQL, so the statements do not depend on the JSON
+codecs SQLAlchemy installs on its connections.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, select
-from sqlalchemy.ext.asyncio import AsyncSession
-from sqlalchemy.orm.attributes import set_committed_value
+import orjson
+from asyncpg import Connection
+from sqlalchemy import literal, select
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
-from services.order.models import Order, OrderStatusChange, SagaRecord
+from services.core.events import outbox
+from services.core.events.envelope import EventEnvelope
 from services.order.saga import Saga
 
-_sagas = SagaRecord.__table__
-_orders = Order.__table__
-_history = OrderStatusChange.__table__
+_LOCK = """
+SELECT s.state::text AS saga_state, o.id, o.owner, o.status, o.reason, o.currency, o.total,
+       o.lines::text AS lines, o.payment_method, o.shipping_address::text AS shipping_address
+FROM sagas s JOIN orders o ON o.id = s.order_id
+WHERE s.order_id = $1
+FOR UPDATE OF s
+"""
 
-_LOCK = (select(SagaRecord, Order).join(Order, Order.id == SagaRecord.order_id)
-         .where(SagaRecord.order_id == bindparam("for_order"))
-         .with_for_update(of=SagaRecord))
+# $1 order id, $2-$5 the saga (state as JSON text, deadline, settled, now), then the
+# order's status and note ($6, $7) where the statement writes them, then the events' five
+# arrays (services.core.events.outbox.event_arrays).
+_SAVE_SAGA = """saved_saga AS (
+    UPDATE sagas SET state = $2::text::jsonb, deadline = $3, settled = $4, updated_at = $5
+    WHERE order_id = $1)"""
+_MOVE_ORDER = """moved_order AS (
+    UPDATE orders SET status = $6, reason = $7, updated_at = $5 WHERE id = $1)"""
+_START_SAGA = """started_saga AS (
+    INSERT INTO sagas (order_id, state, deadline, settled, updated_at)
+    VALUES ($1, $2::text::jsonb, $3, $4, $5))"""
+_TIMELINE = """timeline AS (
+    INSERT INTO order_status_history (order_id, status, note) VALUES ($1, $6, $7))"""
+_SAVE = f"WITH {_SAVE_SAGA} {outbox.insert_from_arrays(first_parameter=6)}"
+_SAVE_AND_MOVE = (f"WITH {_SAVE_SAGA}, {_MOVE_ORDER}, {_TIMELINE} "
+                  f"{outbox.insert_from_arrays(first_parameter=8)}")
+_START = f"WITH {_START_SAGA}, {_TIMELINE} {outbox.insert_from_arrays(first_parameter=8)}"
 
-
-
-def _saga_values() -> dict[str, Any]:
-    return {"state": bindparam("saga_state"), "deadline": bindparam("saga_deadline"),
-            "settled": bindparam("saga_settled"), "updated_at": bindparam("now")}
-
-
-# Each statement is built from its own parts (constants must not share bound parameters),
-# and no parameter is named after a column of a table written: SQLAlchemy would take such
-# a parameter for that column's new value.
-def _save() -> Any:
-    return _sagas.update().where(_sagas.c.order_id == bindparam("for_order")).values(
-        _saga_values())
-
-
-def _timeline_row() -> Any:
-    return _history.insert().values(order_id=bindparam("for_order"),
-                                    status=bindparam("order_status"), note=bindparam("status_note"))
-
-
-_SAVE = _save()
-
-_SAVE_AND_MOVE = _timeline_row().add_cte(
-    _save().cte("saved_saga"),
-    _orders.update().where(_orders.c.id == bindparam("for_order"))
-    .values(status=bindparam("order_status"), reason=bindparam("status_note"),
-            updated_at=bindparam("now")).cte("moved_order"))
-
-_START = _timeline_row().add_cte(
-    _sagas.insert().values(order_id=bindparam("for_order"), **_saga_values())
-    .cte("started_saga"))
+_BEGIN = select(literal(1))
 
 
-def _saga_params(order_id: uuid.UUID, saga: Saga, now: datetime) -> dict[str, Any]:
-    return {"for_order": order_id, "saga_state": saga.to_dict(),
-            "saga_deadline": None if saga.is_settled else saga.deadline,
-            "saga_settled": saga.is_settled, "now": now}
+async def connection_of(session: AsyncSession) -> Connection:
+    """The asyncpg connection under ``session``, inside the session's transaction.
+
+    SQLAlchemy's asyncpg adapter sends BEGIN together with a session's first statement; a
+    statement sent on the bare connection before that would run outside the transaction,
+    so a session that has sent nothing yet is made to begin first.
+    """
+    connection = await session.connection()
+    driver = await driver_of(connection)
+    if not driver.is_in_transaction():
+        await connection.execute(_BEGIN)
+    return driver
 
 
-async def lock(session: AsyncSession, order_id: uuid.UUID) -> tuple[SagaRecord, Order] | None:
+@asynccontextmanager
+async def transaction(engine: AsyncEngine) -> AsyncIterator[Connection]:
+    """A connection from ``engine``'s pool in a transaction of its own (asyncpg's), which
+    commits when the block ends and rolls back when it raises."""
+    async with engine.connect() as connection:
+        conn = await driver_of(connection)
+        try:
+            async with conn.transaction():
+                yield conn
+        finally:
+            if conn.is_in_transaction():
+                # Cut off during the rollback itself (a cancellation): the pool does not
+                # know of this transaction, so the connection must not go back open.
+                await connection.invalidate()
+
+
+async def driver_of(connection: AsyncConnection) -> Connection:
+    """The asyncpg connection a SQLAlchemy connection holds from its pool."""
+    raw = await connection.get_raw_connection()
+    driver: Connection = raw.driver_connection
+    return driver
+
+
+@dataclass(slots=True)
+class SagaOrder:
+    """What a saga step knows of its order, read with the saga's lock: what the
+    participants need to carry out a command and the status events carry. A plain object
+    rather than the mapped :class:`~services.order.models.Order`, whose construction cost
+    as much as the read itself."""
+
+    id: uuid.UUID
+    owner: str
+    status: str
+    reason: str | None
+    currency: str
+    total: int
+    lines: list[dict[str, Any]]
+    payment_method: str
+    shipping_address: dict[str, Any]
+
+
+async def lock(conn: Connection, order_id: uuid.UUID) -> tuple[Saga, SagaOrder] | None:
     """The saga and its order in one round trip; only the saga row is locked, and every
     writer of the order takes that lock first."""
-    found = (await session.execute(_LOCK, {"for_order": order_id})).first()
-    if found is None:
+    row = await conn.fetchrow(_LOCK, order_id)
+    if row is None:
         return None
-    record, order = found
-    return record, order
+    saga = Saga.from_dict(orjson.loads(row["saga_state"]))
+    order = SagaOrder(id=row["id"], owner=row["owner"], status=row["status"],
+                      reason=row["reason"], currency=row["currency"], total=row["total"],
+                      lines=orjson.loads(row["lines"]), payment_method=row["payment_method"],
+                      shipping_address=orjson.loads(row["shipping_address"]))
+    return saga, order
 
 
-async def start(session: AsyncSession, order: Order, saga: Saga, now: datetime,
-                note: str) -> None:
-    """The saga row of a freshly inserted order and the order's first timeline row."""
-    await session.execute(_START, {**_saga_params(order.id, saga, now),
-                                   "order_status": order.status, "status_note": note})
+async def start(conn: Connection, order_id: uuid.UUID, saga: Saga, now: datetime, *,
+                status: str, note: str, events: Sequence[EventEnvelope]) -> None:
+    """The saga row of a freshly inserted order, the order's first timeline row and the
+    saga's first events."""
+    await conn.execute(_START, *_saga_parameters(order_id, saga, now), status, note,
+                       *outbox.event_arrays(events))
 
 
-async def save(session: AsyncSession, record: SagaRecord, order: Order, saga: Saga,
-               now: datetime, *, moved: bool) -> None:
-    """Store the saga; when ``moved``, also the order's new status (the saga's state, with
-    its reason) and a timeline row for it."""
-    params = _saga_params(order.id, saga, now)
-    if moved:
-        await session.execute(_SAVE_AND_MOVE, {**params, "order_status": saga.state.value,
-                                               "status_note": saga.reason})
-        set_committed_value(order, "status", saga.state.value)
-        set_committed_value(order, "reason", saga.reason)
-        set_committed_value(order, "updated_at", now)
-    else:
-        await session.execute(_SAVE, params)
-    set_committed_value(record, "state", params["saga_state"])
-    set_committed_value(record, "deadline", params["saga_deadline"])
-    set_committed_value(record, "settled", params["saga_settled"])
-    set_committed_value(record, "updated_at", now)
+async def save(conn: Connection, order: SagaOrder, saga: Saga, now: datetime, *, moved: bool,
+               events: Sequence[EventEnvelope]) -> None:
+    """Store the saga and the step's events; when ``moved``, also the order's new status
+    (the saga's state, with its reason) and a timeline row for it. ``order`` is brought up
+    to date with what was written."""
+    saga_parameters = _saga_parameters(order.id, saga, now)
+    if not moved:
+        await conn.execute(_SAVE, *saga_parameters, *outbox.event_arrays(events))
+        return
+    await conn.execute(_SAVE_AND_MOVE, *saga_parameters, saga.state.value, saga.reason,
+                       *outbox.event_arrays(events))
+    order.status, order.reason = saga.state.value, saga.reason
+
+
+def _saga_parameters(order_id: uuid.UUID, saga: Saga, now: datetime) -> tuple[Any, ...]:
+    settled = saga.is_settled
+    return (order_id, orjson.dumps(saga.to_dict()).decode(),
+            None if settled else saga.deadline, settled, now)

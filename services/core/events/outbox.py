@@ -20,7 +20,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 import weakref
+from collections.abc import Sequence
 from datetime import timedelta
 from typing import Any
 
@@ -76,6 +78,42 @@ async def add_event(session: AsyncSession, envelope: EventEnvelope,
 _INSERT_ROWS = outbox.insert()
 
 
+def insert_from_arrays(first_parameter: int) -> str:
+    """``INSERT INTO outbox … SELECT … FROM unnest(…)`` taking the five arrays of
+    :func:`event_arrays` as ``$first_parameter`` onwards: for a hand-written statement
+    (asyncpg) that writes its events itself, in the same round trip as its data. The
+    transaction must then wake the relays when it commits (:func:`wake_after_commit`,
+    :func:`wake_relays`)."""
+    n = first_parameter
+    return ("INSERT INTO outbox (event_id, topic, event_key, event_type, envelope) "
+            "SELECT event_id, topic, event_key, event_type, envelope::jsonb FROM unnest("
+            f"${n}::uuid[], ${n + 1}::text[], ${n + 2}::text[], ${n + 3}::text[], "
+            f"${n + 4}::text[]) AS events(event_id, topic, event_key, event_type, envelope)")
+
+
+def event_arrays(envelopes: Sequence[EventEnvelope], topic: str | None = None,
+                 ) -> tuple[list[uuid.UUID], list[str], list[str], list[str], list[str]]:
+    """The events as the five arrays :func:`insert_from_arrays` takes (the envelope as
+    JSON text)."""
+    return ([envelope.id for envelope in envelopes],
+            [topic or default_topic(envelope) for envelope in envelopes],
+            [envelope.key for envelope in envelopes],
+            [envelope.type for envelope in envelopes],
+            [orjson.dumps(envelope.to_json()).decode() for envelope in envelopes])
+
+
+def wake_after_commit(session: AsyncSession) -> None:
+    """Wake this process's relays once the session's transaction commits: for events it
+    wrote without :func:`add_event`."""
+    session.sync_session.info[_PENDING_FLAG] = True
+
+
+def wake_relays() -> None:
+    """Wake this process's relays now: events just committed outside any session."""
+    for relay in list(_relays):
+        relay.wake()
+
+
 @event.listens_for(Session, "before_commit")
 def _write_pending_events(session: Session) -> None:
     rows = session.info.pop(_PENDING_ROWS, None)
@@ -87,8 +125,7 @@ def _write_pending_events(session: Session) -> None:
 @event.listens_for(Session, "after_commit")
 def _wake_relays_after_commit(session: Session) -> None:
     if session.info.pop(_PENDING_FLAG, False):
-        for relay in list(_relays):
-            relay.wake()
+        wake_relays()
 
 
 @event.listens_for(Session, "after_rollback")

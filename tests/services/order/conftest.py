@@ -19,7 +19,6 @@ from fastapi import FastAPI
 from services.core.auth import TokenService
 from services.core.db import Database
 from services.order.app import create_app
-from services.order.models import Order
 from services.order.saga import (
     Command,
     Compensation,
@@ -30,6 +29,7 @@ from services.order.saga import (
     StepFailed,
     StepSucceeded,
 )
+from services.order.saga_rows import SagaOrder
 from services.order.settings import OrderSettings
 from services.payment.gateway import ChargeStatus, SandboxGateway
 from tests.services.support import running, unique
@@ -58,7 +58,7 @@ class World:
     async def prices(self, variant_ids: list[uuid.UUID], currency: str) -> dict[uuid.UUID, int]:
         return {v: PRICE for v in variant_ids} if currency == "usd" else {}
 
-    async def perform(self, order: Order, command: Command) -> SagaEvent:
+    async def perform(self, order: SagaOrder, command: Command) -> SagaEvent:
         key = str(order.id)
         self.calls[(key, command.action.value)] += 1
         match command.action:
