@@ -11,9 +11,14 @@ tests start them (``tests/services/order/platform.py``).
 Load is open-loop: checkouts are sent at a fixed rate for ``--seconds`` (each its own
 shopper token, one line of a random variant among ``--variants`` with deep stock), whatever
 the answers, so a platform that falls behind shows it as growing latency rather than by
-slowing the client down. An order's latency runs from just before its ``POST /checkout`` to
-the moment the order service stored CONFIRMED (``orders.updated_at``, written by the saga in
-the transaction that confirms). Printed per offered rate: orders/s achieved (confirmed
+slowing the client down. Each rate is first offered for ``--warmup`` seconds unmeasured,
+running straight into the measured seconds: measured is the rate's steady state, not the
+pools growing to it (without it, the first run at a new rate showed a p95 of 1.4 s where a
+second run at the same rate showed 0.3 s).
+
+An order's latency runs from just before its ``POST /checkout`` to the moment the order
+service stored CONFIRMED (``orders.updated_at``, written by the saga in the transaction that
+confirms). Printed per offered rate: orders/s achieved (confirmed
 orders over the span from the first request to the last confirmation), p50/p95/p99 of that
 latency, the p50 of the checkout request alone (202 Accepted: the order, its saga and the
 first command committed), and orders that ended anywhere but CONFIRMED. "vs offered" is the
@@ -230,12 +235,17 @@ async def bench(platform: CheckoutPlatform, args: argparse.Namespace) -> list[Ru
             catalog = await stock_catalog(setup, platform, variants=args.variants,
                                           stock=1_000_000_000)
             variants = catalog.variant_ids
-            # Warm-up: connections, pools, Kafka consumer assignments, JIT-free but cold code.
+            # Warm-up: connections, Kafka consumer assignments, cold code.
             warm = await offer(client, platform, variants, 10, args.warmup)
             await settle(engine, platform, warm)
             runs = []
 
             async def measure(rate: float, mode: str) -> None:
+                # The same rate for --warmup seconds first, unmeasured and running straight
+                # into the measured window: the pools grow to this rate's concurrency (each
+                # new PostgreSQL connection prepares every statement again) before the
+                # clock starts, so what is measured is the rate's steady state.
+                await offer(client, platform, variants, rate, args.warmup)
                 before = cpu_seconds(platform)
                 run = await offer(client, platform, variants, rate, args.seconds)
                 run.mode = mode
@@ -308,7 +318,8 @@ def main() -> None:
     parser.add_argument("--rates", default="5,10,25,50",
                         help="offered checkouts per second, comma-separated")
     parser.add_argument("--seconds", type=float, default=10.0)
-    parser.add_argument("--warmup", type=float, default=3.0)
+    parser.add_argument("--warmup", type=float, default=5.0,
+                        help="seconds of load before each measured rate (and at 10/s once)")
     parser.add_argument("--variants", type=int, default=50)
     parser.add_argument("--baseline-rate", type=float, default=None,
                         help="also run this rate with saga commands on the bus alone "
