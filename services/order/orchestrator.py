@@ -216,7 +216,8 @@ class Orchestrator:
         """Carry out one command inside the caller's transaction (its delivery by the bus);
         see :meth:`_run`."""
         reply, commands = await self._run(await saga_rows.connection_of(session), event)
-        self._after_session_commit(session, commands)
+        if reply is not None:  # None: nothing was written
+            self._after_session_commit(session, commands)
         return reply
 
     async def _run(self, conn: Connection, event: EventEnvelope,

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 
 import pytest
+from asyncpg import Connection
 from sqlalchemy import insert, select
 
 from services.core.db import Database, create_engine
@@ -86,6 +87,18 @@ async def outbox_actions(database: Database, order_id: uuid.UUID) -> list[str]:
     return [envelope.payload["action"] for _, _, envelope in envelopes]
 
 
+async def reserve_step(conn: Connection, order_id: uuid.UUID, *, events: list[EventEnvelope],
+                       moved: bool = True) -> None:
+    """Lock the saga and save it: moved on by a successful reservation, or as it was."""
+    locked = await saga_rows.lock(conn, order_id)
+    assert locked is not None
+    saga, order = locked
+    if moved:
+        saga = advance(saga, StepSucceeded(Step.RESERVE_INVENTORY, "r-1"), datetime.now(UTC),
+                       SagaPolicy()).saga
+    await saga_rows.save(conn, order, saga, datetime.now(UTC), moved=moved, events=events)
+
+
 async def test_start_writes_the_saga_row_the_first_timeline_row_and_the_first_command(
         database: Database) -> None:
     order_id = await placed_order(database)
@@ -145,14 +158,8 @@ async def test_a_rolled_back_session_takes_the_saga_statements_with_it(
     order_id = await placed_order(database)
     with pytest.raises(RuntimeError):
         async with database.session() as session, session.begin():
-            conn = await saga_rows.connection_of(session)
-            locked = await saga_rows.lock(conn, order_id)
-            assert locked is not None
-            saga, order = locked
-            moved = advance(saga, StepSucceeded(Step.RESERVE_INVENTORY, "r-1"),
-                            datetime.now(UTC), SagaPolicy()).saga
-            await saga_rows.save(conn, order, moved, datetime.now(UTC), moved=True,
-                                 events=[an_event(order_id, "charge_payment")])
+            await reserve_step(await saga_rows.connection_of(session), order_id,
+                               events=[an_event(order_id, "charge_payment")])
             raise RuntimeError("the participant's answer could not be applied")
     order_row, _ = await stored(database, order_id)
     assert order_row.status == "PENDING"
@@ -165,11 +172,8 @@ async def test_an_own_transaction_that_raises_rolls_back_and_returns_its_connect
     order_id = await placed_order(database)
     with pytest.raises(RuntimeError):
         async with saga_rows.transaction(database.engine) as conn:
-            locked = await saga_rows.lock(conn, order_id)
-            assert locked is not None
-            saga, order = locked
-            await saga_rows.save(conn, order, saga, datetime.now(UTC), moved=False,
-                                 events=[an_event(order_id, "charge_payment")])
+            await reserve_step(conn, order_id, moved=False,
+                               events=[an_event(order_id, "charge_payment")])
             raise RuntimeError("the participant could not be reached")
     assert await outbox_actions(database, order_id) == ["reserve_inventory"]
     async with database.engine.connect() as connection:  # from the same pool
