@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from kommerce.testbed.postgres import PostgresServer
     from kommerce.testbed.redis import RedisServer
     from kommerce.testbed.stripe_mock import StripeMock
+    from tests.shop import Shop
 
 
 @pytest.fixture(scope="session")
@@ -84,3 +85,13 @@ def kommerce_operator(control_plane: ControlPlane) -> Iterator[OperatorProcess]:
     operator = OperatorProcess(control_plane).start()
     yield operator
     operator.stop()
+
+
+@pytest.fixture(scope="session")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    """The whole platform (``kommerce up --detach``) behind its gateway, shared by the tests
+    that act as shoppers and attackers; each test registers shoppers of its own."""
+    from tests.shop import running_shop
+
+    with running_shop(tmp_path_factory.mktemp("shop") / "kommerce") as running:
+        yield running

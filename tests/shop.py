@@ -1,0 +1,172 @@
+"""A whole shop started by ``kommerce up --detach``, shared by the tests that act as
+shoppers and attackers through the gateway.
+
+One platform per test run (it takes seconds to start); every test registers shoppers of its
+own (unique e-mail addresses), so tests do not see each other's carts, orders or payments.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from kommerce.testbed.ports import free_port, wait_until
+
+#: Backends the caller's shell may point elsewhere; the shop wants the embedded ones.
+EXTERNAL_BACKENDS = ("KOMMERCE_DATABASE_URL", "DATABASE_URL", "KOMMERCE_REDIS_URL",
+                     "REDIS_URL", "KOMMERCE_JWT_SECRET", "KOMMERCE_EVENT_BUS")
+
+ADMIN_EMAIL = "admin@kommerce.local"
+SHIPPING_ADDRESS = {"name": "Ada Lovelace", "line1": "12 St James Square", "city": "London",
+                    "postal_code": "SW1Y 4JH", "country": "GB"}
+
+
+def kommerce(*args: str, data_dir: Path, check: bool = True, timeout: float = 180,
+             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``kommerce <args> --data-dir <data_dir>`` as a user runs it."""
+    env = {**{k: v for k, v in os.environ.items() if k not in EXTERNAL_BACKENDS},
+           **(env or {})}
+    result = subprocess.run([sys.executable, "-m", "kommerce.cli", *args,
+                             "--data-dir", str(data_dir)],
+                            capture_output=True, text=True, timeout=timeout, env=env)
+    if check and result.returncode != 0:
+        raise AssertionError(f"kommerce {' '.join(args)} exited {result.returncode}\n"
+                             f"{result.stdout}\n{result.stderr}")
+    return result
+
+
+@dataclass
+class Shopper:
+    """A registered, logged-in shopper."""
+
+    email: str
+    password: str
+    user_id: str
+    access_token: str
+    refresh_token: str
+
+    @property
+    def auth(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.access_token}"}
+
+
+@dataclass
+class Shop:
+    """The running platform: its gateway, its data folder and its processes."""
+
+    data_dir: Path
+    port: int
+    api: httpx.Client = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.api = httpx.Client(base_url=f"{self.url}/api", timeout=30)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def kommerce(self, *args: str, check: bool = True,
+                 timeout: float = 180) -> subprocess.CompletedProcess[str]:
+        return kommerce(*args, data_dir=self.data_dir, check=check, timeout=timeout)
+
+    def status(self) -> dict[str, Any]:
+        return json.loads(self.kommerce("status", "--json", check=False).stdout)  # type: ignore[no-any-return]
+
+    def ports(self) -> dict[str, int]:
+        return {p["name"]: p["port"] for p in self.status()["processes"]}
+
+    def service_url(self, name: str) -> str:
+        """A service's own address, behind the gateway (for what the gateway must not
+        reach, or to check a service refuses a shopper even when called directly)."""
+        return f"http://127.0.0.1:{self.ports()[name]}"
+
+    def secret(self, name: str) -> str:
+        return (self.data_dir / "secrets" / name).read_text().strip()
+
+    def register(self, password: str = "correct-horse-battery-staple") -> Shopper:
+        """A new shopper with a unique address, registered and logged in through the
+        gateway."""
+        email = f"shopper-{uuid.uuid4().hex[:12]}@example.com"
+        registered = self.api.post("/auth/register", json={
+            "email": email, "password": password, "full_name": "Test Shopper"})
+        assert registered.status_code == 201, registered.text
+        return self.login(email, password)
+
+    def login(self, email: str, password: str) -> Shopper:
+        response = self.api.post("/auth/login", json={"email": email, "password": password})
+        assert response.status_code == 200, response.text
+        body = response.json()
+        me = self.api.get("/users/me",
+                          headers={"Authorization": f"Bearer {body['access_token']}"})
+        assert me.status_code == 200, me.text
+        return Shopper(email=email, password=password, user_id=str(me.json()["id"]),
+                       access_token=body["access_token"],
+                       refresh_token=body.get("refresh_token", ""))
+
+    def admin(self) -> Shopper:
+        return self.login(ADMIN_EMAIL, self.secret("admin-password"))
+
+    def in_stock_variant(self, query: str = "headphones") -> dict[str, Any]:
+        """A variant of the seeded catalog with stock available."""
+        listed = self.api.get("/products", params={"q": query, "in_stock": "true",
+                                                   "limit": 20})
+        assert listed.status_code == 200, listed.text
+        for product in listed.json()["items"]:
+            for variant in product["variants"]:
+                if variant["stock"]["available"] > 0:
+                    return {**variant, "product_id": product["id"]}
+        raise AssertionError(f"no {query} in stock")
+
+    def variant(self, product_id: str, variant_id: str) -> dict[str, Any]:
+        product = self.api.get(f"/products/{product_id}")
+        assert product.status_code == 200, product.text
+        return next(v for v in product.json()["variants"] if v["id"] == variant_id)
+
+    def place_order(self, shopper: Shopper, variant_id: str, *, quantity: int = 1,
+                    payment_method: str = "pm_card_visa") -> dict[str, Any]:
+        """Cart, then checkout; the order as the checkout answered it (PENDING)."""
+        cart = self.api.post("/cart/items", headers=shopper.auth,
+                             json={"variant_id": variant_id, "quantity": quantity,
+                                   "currency": "eur"})
+        assert cart.status_code == 200, cart.text
+        placed = self.api.post("/cart/checkout",
+                               headers={**shopper.auth, "Idempotency-Key": uuid.uuid4().hex},
+                               json={"payment_method": payment_method,
+                                     "shipping_address": SHIPPING_ADDRESS})
+        assert placed.status_code == 202, placed.text
+        return placed.json()  # type: ignore[no-any-return]
+
+    def order(self, shopper: Shopper, order_id: str) -> dict[str, Any]:
+        response = self.api.get(f"/orders/{order_id}", headers=shopper.auth)
+        assert response.status_code == 200, response.text
+        return response.json()  # type: ignore[no-any-return]
+
+    def wait_for_order(self, shopper: Shopper, order_id: str, statuses: tuple[str, ...],
+                       timeout: float = 30) -> dict[str, Any]:
+        wait_until(lambda: self.order(shopper, order_id)["status"] in statuses,
+                   timeout=timeout, what=f"order {order_id} to reach {statuses}",
+                   interval=0.3)
+        return self.order(shopper, order_id)
+
+
+@contextmanager
+def running_shop(data_dir: Path) -> Iterator[Shop]:
+    """``kommerce up --detach`` in ``data_dir`` until the block ends, then ``down``."""
+    port = free_port()
+    try:
+        kommerce("up", "--detach", "--port", str(port), data_dir=data_dir, timeout=300)
+        shop = Shop(data_dir=data_dir, port=port)
+        yield shop
+        shop.api.close()
+    finally:
+        kommerce("down", data_dir=data_dir, check=False)
