@@ -204,7 +204,9 @@ def main() -> None:
             flips = [flip(kube, colors[i % 2]) for i in range(args.flips)]
             current = colors[(args.flips - 1) % 2]
             other = "green" if current == "blue" else "blue"
-            with failing_check_server() as url:
+            # The stand-in is on loopback: the operator may only ask it once allowlisted.
+            with failing_check_server() as url, \
+                    operator.allowing_check_urls(url.split("/")[2]):
                 patch_rollout(kube, {"prePromotionChecks": {"http": [
                     {"url": url, "attempts": 1, "timeoutSeconds": 2}]}})
                 wait(lambda: rollout_status(kube).get("phase") in ("Healthy", "Paused"), 30,

@@ -14,6 +14,12 @@ from typing import Any
 import kopf
 from prometheus_client import start_http_server
 
+from operators.bluegreen.check_urls import (
+    ALLOWLIST_ENV,
+    AllowedPrefix,
+    CheckUrlPolicy,
+    parse_allowlist,
+)
 from operators.kube import Kube
 
 GROUP = "kommerce.io"
@@ -26,6 +32,22 @@ PEERING_NAME = "kommerce"
 def kube() -> Kube:
     """The one API client of this process (in-cluster credentials or ``KUBECONFIG``)."""
     return Kube.from_environment(os.environ.get("KUBECONFIG"))
+
+
+@cache
+def check_url_allowlist() -> tuple[AllowedPrefix, ...]:
+    """Addresses a rollout's check ``url`` may name besides its own namespace's Services
+    (``KOMMERCE_OPERATOR_CHECK_URL_ALLOWLIST``: URL prefixes or host:port, comma-separated).
+    Empty by default: whoever may create a rollout does not get to choose where the operator
+    sends requests. Read once, and checked at start-up so a typo stops the operator."""
+    return parse_allowlist(os.environ.get(ALLOWLIST_ENV, ""))
+
+
+def check_url_policy(namespace: str) -> CheckUrlPolicy:
+    """Where the checks of a rollout in ``namespace`` may send requests: that namespace's
+    Services (each read by name when a check names it) and the allowlist."""
+    return CheckUrlPolicy(namespace, check_url_allowlist(),
+                          lambda service: kube().get("v1", "Service", namespace, service))
 
 
 class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
@@ -49,7 +71,14 @@ class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+    try:
+        allowlist = check_url_allowlist()
+    except ValueError as error:
+        raise kopf.PermanentError(str(error)) from error
+    if allowlist:
+        logger.info(f"rollout checks may also ask {len(allowlist)} allowlisted address(es) "
+                    f"from {ALLOWLIST_ENV}")
     # Keep Kopf's bookkeeping in annotations under our own prefix, so that status holds only
     # what users read: observedGeneration, conditions, replicas.
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)

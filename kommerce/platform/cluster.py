@@ -11,7 +11,9 @@ One thing differs from a real cluster: kwok's Pods run nothing, so a rollout's
 pre-promotion checks, which ask the preview Service, would never get an answer. The sample
 shop is applied with each check's ``url`` pointed at the same service running on this
 machine (the product service ``kommerce up`` started), so a release manager's promote runs
-real checks against a real server and flips.
+real checks against a real server and flips. The operator only requests a check URL that
+names a Service of the rollout's namespace, so it is started with exactly those loopback
+URLs on its allowlist (``KOMMERCE_OPERATOR_CHECK_URL_ALLOWLIST``) and nothing more.
 """
 
 from __future__ import annotations
@@ -64,8 +66,12 @@ def start_cluster(platform: Platform, console: Console) -> Path:
     console.print(f"  [green]✓[/green] Kubernetes control plane at {plane.server} "
                   f"({time.monotonic() - began:.1f} s)")
 
+    local = {record.name: f"http://{LOOPBACK}:{record.port}"
+             for record in platform.state.processes if record.ready_url}
+    sample = rendered_sample_shop(plane)
+    shop = checks_on_local_services(sample, local)
     began = time.monotonic()
-    operator = OperatorProcess(plane)
+    operator = OperatorProcess(plane, check_url_allowlist=local_check_urls(sample, shop))
     platform.on_stop(operator.stop)
     with console.status("installing the CRDs and starting the operator"):
         try:
@@ -76,12 +82,9 @@ def start_cluster(platform: Platform, console: Console) -> Path:
     console.print(f"  [green]✓[/green] CRDs installed, operator running "
                   f"({time.monotonic() - began:.1f} s)")
 
-    local = {record.name: f"http://{LOOPBACK}:{record.port}"
-             for record in platform.state.processes if record.ready_url}
     with console.status("applying the sample shop"):
-        shop = rendered_sample_shop(plane)
         plane.kubectl("apply", "--server-side", "-f", "-",
-                      input_text=yaml.safe_dump_all(checks_on_local_services(shop, local)))
+                      input_text=yaml.safe_dump_all(shop))
     console.print(f"  [green]✓[/green] sample shop applied ({SAMPLE_SHOP.relative_to(REPO_ROOT)}; "
                   "rollout checks ask the local services)")
     return user_kubeconfig(plane)
@@ -118,6 +121,25 @@ def checks_on_local_services(manifests: list[dict[str, Any]],
                     check.setdefault("url", base + check.get("path", default_path))
         result.append(doc)
     return result
+
+
+def local_check_urls(sample: list[dict[str, Any]],
+                     aimed: list[dict[str, Any]]) -> tuple[str, ...]:
+    """The check URLs :func:`checks_on_local_services` set (in ``aimed``, not in ``sample``):
+    the operator's allowlist, so it may ask those local servers and nothing else."""
+    return tuple(sorted(set(_check_urls(aimed)) - set(_check_urls(sample))))
+
+
+def _check_urls(manifests: list[dict[str, Any]]) -> list[str]:
+    urls = []
+    for doc in manifests:
+        if doc.get("kind") != "BlueGreenRollout":
+            continue
+        checks = doc["spec"].get("prePromotionChecks") or {}
+        for check in [*checks.get("http", []), checks.get("errorRate") or {}]:
+            if check.get("url"):
+                urls.append(str(check["url"]))
+    return urls
 
 
 def user_kubeconfig(plane: ControlPlane) -> Path:

@@ -4,11 +4,18 @@ The CRDs and ``manifests/operator`` (namespace, ServiceAccount, ClusterRole and 
 applied with the real kubectl, then ``kommerce operator`` runs as a local process with a
 bound token of the ``kommerce-operator`` ServiceAccount: any permission the RBAC manifests
 forget shows up as a 403, exactly as it would in a cluster.
+
+Like the operator in a cluster it starts with no check-URL allowlist: a rollout's checks may
+ask only Services of its own namespace. ``check_url_allowlist`` (or, for a stretch of a test,
+:meth:`OperatorProcess.allowing_check_urls`) lets it reach the loopback servers that stand in
+for preview Pods, since kwok's Pods serve nothing.
 """
 
 from __future__ import annotations
 
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import httpx
@@ -17,6 +24,7 @@ from kommerce.testbed.cache import REPO_ROOT, say
 from kommerce.testbed.kube import ControlPlane
 from kommerce.testbed.ports import LOOPBACK, free_port, wait_until
 from kommerce.testbed.process import ServerProcess
+from operators.bluegreen.check_urls import ALLOWLIST_ENV
 
 OPERATOR_NAMESPACE = "kommerce-system"
 OPERATOR_SERVICE_ACCOUNT = "kommerce-operator"
@@ -35,6 +43,8 @@ class OperatorProcess:
     liveness_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     extra_args: tuple[str, ...] = ()
+    #: ``KOMMERCE_OPERATOR_CHECK_URL_ALLOWLIST`` entries (URL prefixes or host:port).
+    check_url_allowlist: tuple[str, ...] = ()
     _process: ServerProcess | None = None
 
     @property
@@ -53,7 +63,9 @@ class OperatorProcess:
              f"--liveness-port={self.liveness_port}", f"--metrics-port={self.metrics_port}",
              *self.extra_args],
             log_path=self.plane.workdir / "logs" / f"operator-{self.liveness_port}.log",
-            env={"KUBECONFIG": str(kubeconfig)},
+            # Set even when empty, so an allowlist in the caller's environment never leaks in.
+            env={"KUBECONFIG": str(kubeconfig),
+                 ALLOWLIST_ENV: ",".join(self.check_url_allowlist)},
         ).start()
         wait_until(self._alive, timeout=60, what="kommerce operator", interval=0.2,
                    alive=self._process.exit_problem)
@@ -67,6 +79,19 @@ class OperatorProcess:
     def log(self) -> str:
         assert self._process is not None
         return self._process.log_path.read_text(errors="replace")
+
+    @contextmanager
+    def allowing_check_urls(self, *entries: str) -> Iterator[OperatorProcess]:
+        """Run with ``entries`` as the check-URL allowlist until the block ends (the operator
+        reads it at start, so this restarts it on the way in and on the way out)."""
+        previous = self.check_url_allowlist
+        self.check_url_allowlist = entries
+        self.restart()
+        try:
+            yield self
+        finally:
+            self.check_url_allowlist = previous
+            self.restart()
 
     def restart(self) -> OperatorProcess:
         self.stop()

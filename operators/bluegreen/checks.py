@@ -2,9 +2,15 @@
 
 The only I/O of the rollout besides the API server. Requests go to the preview Service
 (``http://<svc>-preview.<ns>.svc.cluster.local:<port><path>``) unless a check names a full
-``url``: a smoke endpoint outside the mesh, an aggregated metrics endpoint, or — in the
-tests and the benchmark, where Services have no real endpoints — a server on loopback that
-the test controls.
+``url``: another Service of the rollout's namespace (a smoke-test or aggregated metrics
+endpoint) or an address the operator's allowlist covers — in the tests, the benchmark and
+``kommerce up --cluster``, where Services have no real endpoints, a server on loopback.
+:mod:`operators.bluegreen.check_urls` decides which, for every URL of a round before the
+first request, so a refused URL means nothing was sent at all.
+
+What goes back into the rollout's status is a status code or the name of the error, never
+what the endpoint answered: the body of a response (or the banner of something that is not
+an HTTP server) is not for whoever can read the rollout.
 
 HTTP checks run once at the start of an attempt; the error-rate check either reads the
 counters since the Pods started (``sampleSeconds: 0``) or scrapes twice, ``sampleSeconds``
@@ -20,9 +26,11 @@ from datetime import datetime, timedelta
 import httpx
 from prometheus_client.parser import text_string_to_metric_families
 
+from operators.bluegreen.check_urls import REFUSED_REASON, CheckUrlPolicy, RefusedCheckUrl
 from operators.bluegreen.decide import CheckReport, CheckRequest
 from operators.bluegreen.render import preview_service_name
 from operators.bluegreen.spec import ErrorRateCheck, ErrorSample, HttpCheck, PrePromotionChecks
+from operators.runtime import check_url_policy
 
 MAX_METRICS_BYTES = 8 * 1024 * 1024
 
@@ -74,15 +82,21 @@ def error_rate_verdict(check: ErrorRateCheck, first: ErrorSample | None,
     return percent <= check.max_error_percent, f"error rate {verdict}"
 
 
+class _Unreadable(Exception):
+    """A metrics endpoint that gave no counters; the message is short and holds no body."""
+
+
 def _http_check(client: httpx.Client, check: HttpCheck, url: str) -> str | None:
-    """None when every attempt passes, else what went wrong."""
+    """None when every attempt passes, else what went wrong (the error's name only: its text
+    can quote what the other end sent)."""
     expected = ", ".join(map(str, check.expected_statuses))
     for attempt in range(1, check.attempts + 1):
         try:
-            response = client.get(url, timeout=check.timeout_seconds)
+            with client.stream("GET", url, timeout=check.timeout_seconds) as response:
+                pass  # the status is the verdict; the body is never read
         except httpx.HTTPError as error:
             return (f"pre-promotion check GET {url} failed on attempt {attempt} of "
-                    f"{check.attempts}: {type(error).__name__}: {error}")
+                    f"{check.attempts}: {type(error).__name__}")
         if response.status_code not in check.expected_statuses:
             return (f"pre-promotion check GET {url} answered {response.status_code} (expected "
                     f"{expected}) on attempt {attempt} of {check.attempts}")
@@ -91,46 +105,71 @@ def _http_check(client: httpx.Client, check: HttpCheck, url: str) -> str | None:
 
 def _scrape(client: httpx.Client, url: str, check: ErrorRateCheck,
             now: datetime) -> ErrorSample:
-    response = client.get(url, timeout=10)
-    response.raise_for_status()
-    requests, errors = parse_error_counts(response.text[:MAX_METRICS_BYTES], check.metric,
-                                          check.status_label)
+    """One read of the counters, at most MAX_METRICS_BYTES of it."""
+    try:
+        with client.stream("GET", url, timeout=10) as response:
+            if not response.is_success:
+                raise _Unreadable(f"answered {response.status_code}")
+            body = bytearray()
+            for chunk in response.iter_bytes():
+                body += chunk
+                if len(body) > MAX_METRICS_BYTES:
+                    raise _Unreadable(f"sent more than {MAX_METRICS_BYTES} bytes")
+    except httpx.HTTPError as error:
+        raise _Unreadable(type(error).__name__) from error
+    try:
+        requests, errors = parse_error_counts(body.decode("utf-8", errors="replace"),
+                                              check.metric, check.status_label)
+    except ValueError as error:
+        # The parser's message quotes the offending line, i.e. the body.
+        raise _Unreadable("answered with something that is not Prometheus text") from error
     return ErrorSample(time=now, requests=requests, errors=errors)
 
 
 def run_checks(checks: PrePromotionChecks, request: CheckRequest, endpoint: PreviewEndpoint,
-               now: datetime, client: httpx.Client | None = None) -> CheckReport:
+               now: datetime, *, policy: CheckUrlPolicy | None = None,
+               client: httpx.Client | None = None) -> CheckReport:
     """Run what is due for ``request``: HTTP checks and the first (or only) scrape at the
-    start, the second scrape once the sampling window has passed."""
+    start, the second scrape once the sampling window has passed. Every URL of the round is
+    vetted by ``policy`` first (by default the operator's: the endpoint's namespace and the
+    configured allowlist); one refused fails the round without a request."""
+    if policy is None:
+        policy = check_url_policy(endpoint.namespace)
+    rate = checks.error_rate
+    if rate is not None and request.baseline is not None and rate.sample_seconds:
+        ends = request.baseline.time + timedelta(seconds=rate.sample_seconds)
+        if now < ends:
+            shown = rate.url or endpoint.url(rate.path)
+            return CheckReport(None, _sampling_message(shown, ends), request.baseline)
+    try:
+        http_urls = [] if request.baseline is not None else [
+            policy.resolve(check.url) if check.url else endpoint.url(check.path)
+            for check in checks.http]
+        rate_url = None if rate is None else (
+            policy.resolve(rate.url) if rate.url else endpoint.url(rate.path))
+    except RefusedCheckUrl as refused:
+        return CheckReport(False, str(refused), reason=REFUSED_REASON)
     own = client is None
     http = client or httpx.Client(follow_redirects=False)
     try:
         passed: list[str] = []
-        if request.baseline is None:
-            for check in checks.http:
-                url = check.url or endpoint.url(check.path)
-                problem = _http_check(http, check, url)
-                if problem is not None:
-                    return CheckReport(False, problem)
-                passed.append(f"GET {url} x{check.attempts}")
-        rate = checks.error_rate
-        if rate is not None:
-            url = rate.url or endpoint.url(rate.path)
-            if request.baseline is not None and rate.sample_seconds:
-                ends = request.baseline.time + timedelta(seconds=rate.sample_seconds)
-                if now < ends:
-                    return CheckReport(None, _sampling_message(url, ends), request.baseline)
+        for check, url in zip(checks.http, http_urls, strict=False):
+            problem = _http_check(http, check, url)
+            if problem is not None:
+                return CheckReport(False, problem)
+            passed.append(f"GET {url} x{check.attempts}")
+        if rate is not None and rate_url is not None:
             try:
-                sample = _scrape(http, url, rate, now)
-            except (httpx.HTTPError, ValueError) as error:
-                return CheckReport(False, f"pre-promotion check could not read {url}: "
-                                          f"{type(error).__name__}: {error}")
+                sample = _scrape(http, rate_url, rate, now)
+            except _Unreadable as problem:
+                return CheckReport(False, f"pre-promotion check could not read {rate_url}: "
+                                          f"{problem}")
             if rate.sample_seconds and request.baseline is None:
                 ends = now + timedelta(seconds=rate.sample_seconds)
-                return CheckReport(None, _sampling_message(url, ends), sample)
+                return CheckReport(None, _sampling_message(rate_url, ends), sample)
             ok, verdict = error_rate_verdict(rate, request.baseline, sample)
             if not ok:
-                return CheckReport(False, f"pre-promotion check {verdict} at {url}")
+                return CheckReport(False, f"pre-promotion check {verdict} at {rate_url}")
             passed.append(verdict)
         return CheckReport(True, "pre-promotion checks passed: " + "; ".join(passed))
     finally:

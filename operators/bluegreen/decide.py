@@ -77,6 +77,9 @@ class Observed:
             RolloutState.MISSING, "the Deployment does not exist yet")
 
 
+CHECK_FAILED = "PrePromotionCheckFailed"
+
+
 @dataclass(frozen=True)
 class CheckRequest:
     """Pre-promotion checks the handler must run before deciding again."""
@@ -93,6 +96,7 @@ class CheckReport:
     passed: bool | None
     message: str
     baseline: ErrorSample | None = None
+    reason: str = CHECK_FAILED  # of the Degraded phase and Event when passed is False
 
 
 @dataclass(frozen=True)
@@ -320,7 +324,7 @@ def _promote(step: _Step, target: Color, checks: CheckReport | None) -> CheckReq
     stays = f"traffic stays on {step.describe(active)}"
 
     if promotion.checks is CheckState.FAILED:
-        step.set(Phase.DEGRADED, "PrePromotionCheckFailed",
+        step.set(Phase.DEGRADED, promotion.check_reason or CHECK_FAILED,
                  f"{promotion.check_message}; {stays}. Retry with kommerce rollout promote, "
                  "or set spec.activeColor back")
         return None
@@ -348,11 +352,12 @@ def _promote(step: _Step, target: Color, checks: CheckReport | None) -> CheckReq
             return None
         if checks.passed is False:
             step.promotion = promotion.model_copy(update={
-                "checks": CheckState.FAILED, "check_message": checks.message})
-            step.set(Phase.DEGRADED, "PrePromotionCheckFailed",
+                "checks": CheckState.FAILED, "check_message": checks.message,
+                "check_reason": checks.reason})
+            step.set(Phase.DEGRADED, checks.reason,
                      f"{checks.message}; {stays}. Retry with kommerce rollout promote, or set "
                      "spec.activeColor back")
-            step.event("PrePromotionCheckFailed", f"{checks.message}; {stays}", warning=True)
+            step.event(checks.reason, f"{checks.message}; {stays}", warning=True)
             return None
     _flip(step, target, kind)
     _steady(step)

@@ -21,10 +21,16 @@ from operators.schema import CelRule, DnsLabel, KubeModel
 Image = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
 CheckPath = Annotated[str, Field(min_length=1, max_length=256, pattern=r"^/[-A-Za-z0-9._~/?=&%]*$")]
 CheckUrl = Annotated[str, Field(min_length=1, max_length=1024,
-                                pattern=r"^https?://[^\s/]+(/[^\s]*)?$")]
-_URL_DESCRIPTION = ("Full http(s) URL requested instead of the preview Service (path is then "
-                    "ignored): a smoke-test endpoint outside the mesh, an aggregated metrics "
-                    "endpoint, or a server a test controls.")
+                                pattern=r"^https?://[^\s/@]+(/[^\s]*)?$")]
+_URL_DESCRIPTION = (
+    "Full http(s) URL requested instead of the preview Service (path is then ignored). It "
+    "must name a Service of the rollout's own namespace that serves the port: "
+    "http://<service>[:port]/path or "
+    "http://<service>.<namespace>.svc[.cluster.local][:port]/path (not an ExternalName "
+    "Service), unless the operator's KOMMERCE_OPERATOR_CHECK_URL_ALLOWLIST (URL prefixes or "
+    "host:port) covers it. Any other URL is refused without a request: the rollout is "
+    "Degraded with reason CheckUrlRefused. Only the status code or the error's name is "
+    "reported back, never the response body.")
 
 
 class Color(StrEnum):
@@ -135,9 +141,15 @@ class BlueGreenRolloutSpec(KubeModel):
                 "the active colour needs an image: set spec.blue.image or spec.green.image to "
                 "match spec.activeColor",
                 _active_image_set, field_path=".activeColor", reason="FieldValueRequired"),
-        CelRule("self.previewReplicas <= self.replicas",
+        # Only when both are valid counts: a bad replicas gets its own error alone.
+        CelRule("self.replicas < 1 || self.previewReplicas < 0 || "
+                "self.previewReplicas <= self.replicas",
                 "previewReplicas must not exceed replicas",
-                lambda s: s.preview_replicas <= s.replicas, field_path=".previewReplicas"),
+                lambda s: s.preview_replicas <= s.replicas, field_path=".previewReplicas",
+                message_expression="'previewReplicas must not exceed replicas: ' + "
+                                   "string(self.previewReplicas) + ' > ' + string(self.replicas)",
+                describe=lambda s: "previewReplicas must not exceed replicas: "
+                                   f"{s.preview_replicas} > {s.replicas}"),
     )
 
     service_ref: ServiceRef = Field(description="The CommerceService this rollout releases.")
@@ -233,6 +245,10 @@ class Promotion(KubeModel):
                                       description="Pre-promotion checks: Sampling or Failed.")
     check_message: str | None = Field(default=None, max_length=4096,
                                       description="What the checks found.")
+    check_reason: str | None = Field(
+        default=None, max_length=128,
+        description="Why the checks failed, as one CamelCase word: PrePromotionCheckFailed, "
+                    "or CheckUrlRefused for a url the operator will not request.")
     error_baseline: ErrorSample | None = Field(
         default=None, description="First error-rate scrape of a sampling window.")
 

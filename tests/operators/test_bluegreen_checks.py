@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
+from operators.bluegreen.check_urls import CheckUrlPolicy, parse_allowlist
 from operators.bluegreen.checks import (
     PreviewEndpoint,
     error_rate_verdict,
@@ -99,6 +100,11 @@ ENDPOINT = PreviewEndpoint("shop", "ns", 80)
 REQUEST = CheckRequest("green=shop:2@1/", Color.GREEN, None)
 
 
+def _allowing(preview: Preview) -> CheckUrlPolicy:
+    """The rollout's namespace has no Services here; the stand-in is allowlisted."""
+    return CheckUrlPolicy("ns", parse_allowlist(preview.url.removeprefix("http://")))
+
+
 def _checks(preview: Preview, **error_rate: object) -> PrePromotionChecks:
     return PrePromotionChecks.model_validate({
         "http": [{"url": f"{preview.url}/ready", "attempts": 3}],
@@ -112,39 +118,43 @@ def test_the_preview_service_is_the_default_target() -> None:
 
 def test_every_http_attempt_must_pass(preview: Preview) -> None:
     preview.status = 503
-    report = run_checks(_checks(preview, maxErrorPercent=10), REQUEST, ENDPOINT, NOW)
+    report = run_checks(_checks(preview, maxErrorPercent=10), REQUEST, ENDPOINT, NOW,
+                        policy=_allowing(preview))
     assert report.passed is False
     assert "answered 503 (expected 200) on attempt 1 of 3" in report.message
     preview.status = 200
     report = run_checks(_checks(preview, maxErrorPercent=10, sampleSeconds=0), REQUEST,
-                        ENDPOINT, NOW)
+                        ENDPOINT, NOW, policy=_allowing(preview))
     assert report.passed is True, report.message
     assert preview.hits == 1 + 3 + 1
 
 
 def test_an_error_rate_above_the_ceiling_fails(preview: Preview) -> None:
     report = run_checks(_checks(preview, maxErrorPercent=1, sampleSeconds=0), REQUEST,
-                        ENDPOINT, NOW)
+                        ENDPOINT, NOW, policy=_allowing(preview))
     assert report.passed is False and "5.00% of 100 requests" in report.message
 
 
 def test_a_sampling_window_takes_a_baseline_then_judges_the_difference(
         preview: Preview) -> None:
     checks = _checks(preview, maxErrorPercent=1, sampleSeconds=30)
-    first = run_checks(checks, REQUEST, ENDPOINT, NOW)
+    first = run_checks(checks, REQUEST, ENDPOINT, NOW, policy=_allowing(preview))
     assert first.passed is None and first.baseline is not None
     assert first.baseline.requests == 100
     waiting = CheckRequest(REQUEST.attempt, Color.GREEN, first.baseline)
     hits = preview.hits
-    early = run_checks(checks, waiting, ENDPOINT, NOW + timedelta(seconds=10))
+    early = run_checks(checks, waiting, ENDPOINT, NOW + timedelta(seconds=10),
+                       policy=_allowing(preview))
     assert early.passed is None and preview.hits == hits  # nothing to do until the window ends
     preview.metrics = METRICS.replace(' 90.0', ' 490.0')
-    done = run_checks(checks, waiting, ENDPOINT, NOW + timedelta(seconds=31))
+    done = run_checks(checks, waiting, ENDPOINT, NOW + timedelta(seconds=31),
+                      policy=_allowing(preview))
     assert done.passed is True and "0.00% of 400 requests" in done.message
 
 
 def test_an_unreachable_preview_fails_the_check() -> None:
     checks = PrePromotionChecks.model_validate(
         {"http": [{"url": "http://127.0.0.1:9/ready", "timeoutSeconds": 1}]})
-    report = run_checks(checks, REQUEST, ENDPOINT, NOW)
+    report = run_checks(checks, REQUEST, ENDPOINT, NOW,
+                        policy=CheckUrlPolicy("ns", parse_allowlist("127.0.0.1:9")))
     assert report.passed is False and "ConnectError" in report.message

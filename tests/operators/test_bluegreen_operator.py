@@ -4,7 +4,8 @@ kwok makes Pods Ready at once; to make a colour slow on purpose a test puts kwok
 ``kwok.x-k8s.io/status: custom`` annotation on that colour's Pod template (kwok then leaves
 those Pods Pending) and takes it off the Pods when the colour may become Ready. The
 pre-promotion checks go to a real HTTP server on loopback through the checks' ``url``
-override, since Services have no real endpoints here.
+override, since Services have no real endpoints here; the operator is restarted with that
+server on its check-URL allowlist for the test.
 """
 
 from __future__ import annotations
@@ -284,8 +285,18 @@ def test_flip_never_leaves_the_active_service_without_ready_endpoints(
 # -- pre-promotion checks -----------------------------------------------------------------------
 
 
+@pytest.fixture
+def allowed_preview(preview: Preview,  # noqa: F811
+                    kommerce_operator: OperatorProcess) -> Iterator[Preview]:
+    """The stand-in preview, on the operator's check-URL allowlist (it is on loopback, which
+    a rollout's checks may not ask otherwise)."""
+    with kommerce_operator.allowing_check_urls(preview.url.removeprefix("http://")):
+        yield preview
+
+
 def test_a_failing_pre_promotion_check_blocks_the_flip(
-        control_plane: ControlPlane, namespace: str, preview: Preview) -> None:  # noqa: F811
+        control_plane: ControlPlane, namespace: str, allowed_preview: Preview) -> None:
+    preview = allowed_preview  # noqa: F811  (the allowlisted one from here on)
     checks = {"http": [{"url": f"{preview.url}/ready", "attempts": 2, "timeoutSeconds": 2}],
               "errorRate": {"url": f"{preview.url}/metrics", "maxErrorPercent": 1,
                             "sampleSeconds": 0}}

@@ -63,8 +63,8 @@ def test_operator_watches_and_patches_its_kinds_and_their_status_but_never_delet
         assert _verbs("kommerce.io", f"{resource.plural}/status") == {"get", "patch"}
 
 
-def test_operator_only_reads_secrets_and_only_creates_events() -> None:
-    assert _verbs("", "secrets") == {"get", "list", "watch"}
+def test_operator_only_gets_secrets_by_name_and_only_creates_events() -> None:
+    assert _verbs("", "secrets") == {"get"}
     assert _verbs("", "events") == {"create", "patch"}
 
 
