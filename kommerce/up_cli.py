@@ -1,8 +1,10 @@
-"""``kommerce up``, ``kommerce status``, ``kommerce down``: the whole platform locally.
+"""``kommerce up``, ``status``, ``restart``, ``down``: the whole platform locally.
 
 ``up`` runs in the foreground until Ctrl-C (or ``kommerce down`` from elsewhere), or with
-``--detach`` leaves everything running and exits; either way the data folder's state file
-tells ``status`` and ``down`` what runs.
+``--detach`` forks: the child starts the platform and, once it is ready, stays behind as
+its supervisor while the command exits. Either way the ``up`` process left running is the
+parent of everything it started and restarts what dies (``supervisor.py``), and the data
+folder's state file tells ``status``, ``restart`` and ``down`` what runs.
 """
 
 from __future__ import annotations
@@ -11,17 +13,22 @@ import contextlib
 import json
 import os
 import signal
+import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from types import FrameType
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from kommerce.platform.launcher import ADMIN_EMAIL, Platform, Started, StartError
-from kommerce.platform.state import PlatformState
+from kommerce.platform.seed import describe_error
+from kommerce.platform.state import PlatformState, process_start_time
+from kommerce.platform.supervisor import PLATFORM_LOG, Supervisor, request_restart
 from kommerce.testbed.cache import REPO_ROOT
 
 #: soft_wrap: URLs and paths stay on one line to copy, whatever the terminal's width.
@@ -48,39 +55,103 @@ def up(
                                         "is still being written."),
 ) -> None:
     """Start the whole platform on this machine: PostgreSQL, Redis, every service, the
-    gateway in front, and a demo catalog."""
+    gateway in front, and a demo catalog; restart any of them that dies."""
     console.print(f"[bold]kommerce up[/bold] — data in {data_dir}")
+    ready_pipe = _fork_detached() if detach else None  # only the child returns
     try:
         platform = Platform(data_dir, gateway_port=port, console=console, seed=seed,
                             skip=skip, cluster=cluster)
         started = platform.start()
     except StartError as error:
-        console.print(f"[red]✗ {error}[/red]")
+        console.print(f"[red]✗ {escape(str(error))}[/red]")
+        console.print(f"  everything started was stopped; logs in {data_dir / 'logs'}")
         raise typer.Exit(1) from None
     except KeyboardInterrupt:
         console.print("interrupted; everything started was stopped")
         raise typer.Exit(130) from None
-    except Exception as error:  # a server that would not start: say what, not a traceback
-        detail = getattr(error, "stderr", None) or ""
-        if isinstance(detail, bytes):
-            detail = detail.decode(errors="replace")
-        console.print(f"[red]✗ start-up failed: {error}[/red]\n{detail}".rstrip())
+    except Exception as error:  # not foreseen by Platform.start: still say what, not ""
+        console.print(f"[red]✗ start-up failed: {escape(describe_error(error))}[/red]")
         console.print(f"  everything started was stopped; logs in {data_dir / 'logs'}")
         raise typer.Exit(1) from None
     _report(started, platform, detach)
-    if detach:
-        started.state.save()
-        return
     started.state.supervisor_pid = os.getpid()
+    started.state.supervisor_started = process_start_time(os.getpid())
     started.state.save()
-    _supervise(platform)
+    stopping = _stop_on_signals()
+    if ready_pipe is not None:
+        _hand_over(ready_pipe, platform.logs / PLATFORM_LOG)
+    _supervise(platform, stopping,
+               echo=None if detach else (lambda line: console.print(line, markup=False)))
+
+
+def _fork_detached() -> int:
+    """Fork. The child (in a session of its own, so the terminal's Ctrl-C and hang-up do
+    not reach it) starts the platform and supervises it; it gets the pipe on which to say
+    it is ready. The parent shows the child's output, waits for that word or the child's
+    exit, and exits with the outcome: 0 once ready, else the child's exit code."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:
+        os.close(read_end)
+        os.setsid()
+        # Interrupted while starting (the parent forwards Ctrl-C), it stops what it began.
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        return write_end
+    os.close(write_end)
+
+    def forward(signum: int, frame: FrameType | None) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGINT)  # the child stops what it started, then exits
+
+    signal.signal(signal.SIGINT, forward)
+    signal.signal(signal.SIGTERM, forward)
+    if os.read(read_end, 16) == b"ready":
+        raise typer.Exit(0)
+    _, status = os.waitpid(child, 0)
+    code = os.waitstatus_to_exitcode(status)
+    raise typer.Exit(code if code > 0 else 1)
+
+
+def _hand_over(ready_pipe: int, log: Path) -> None:
+    """Stop writing to the terminal (or the pipe of whoever ran ``up --detach``, who waits
+    for it to close) and say ready: from here on the supervisor writes to the platform's
+    log only."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    log.parent.mkdir(parents=True, exist_ok=True)
+    out = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
+    nothing = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(nothing, 0)
+    os.dup2(out, 1)
+    os.dup2(out, 2)
+    os.close(out)
+    os.close(nothing)
+    os.write(ready_pipe, b"ready")
+    os.close(ready_pipe)
+
+
+def _stop_on_signals() -> Callable[[], bool]:
+    """Ctrl-C, SIGTERM (``kommerce down``) and a closed terminal ask the supervisor to
+    stop; it finishes what it is doing (a restart half done would leave a process no
+    record names) and then stops everything."""
+    received: list[int] = []
+
+    def note(signum: int, frame: FrameType | None) -> None:
+        received.append(signum)
+
+    # A shell starting `up &` hands it SIGINT ignored; Ctrl-C / kill -INT must still stop it.
+    for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, note)
+    return lambda: bool(received)
 
 
 def _report(started: Started, platform: Platform, detach: bool) -> None:
     state = started.state
-    kind = "cold start: new data folder" if started.cold else "warm start"
     console.print(f"  {started.seed_note}")
-    console.print(f"[bold green]ready in {started.seconds:.1f} s[/bold green] ({kind})")
+    console.print(f"[bold green]ready in {started.seconds:.1f} s[/bold green] "
+                  f"({started.kind})")
     console.print(f"  shop API     {state.gateway_url}/api   (e.g. {state.gateway_url}"
                   "/api/products)")
     console.print(f"  API docs     {state.gateway_url}/docs (gateway); each service's "
@@ -93,38 +164,27 @@ def _report(started: Started, platform: Platform, detach: bool) -> None:
     console.print("`kommerce down` stops it" if detach else "Ctrl-C stops it")
 
 
-def _supervise(platform: Platform) -> None:
-    """Wait for Ctrl-C or SIGTERM (``kommerce down``), then stop everything cleanly; a
-    process that dies meanwhile is reported, not silently restarted."""
-    def stop_on_signal(signum: int, frame: FrameType | None) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, stop_on_signal)
-    # A shell starting `up &` hands it SIGINT ignored; Ctrl-C / kill -INT must still stop it.
-    signal.signal(signal.SIGINT, signal.default_int_handler)
-    reported: set[str] = set()
-    try:
-        while True:
-            time.sleep(1)
-            for record in platform.state.processes:
-                if record.name not in reported and not record.running():
-                    reported.add(record.name)
-                    console.print(f"[red]{record.name} stopped[/red]; its log: {record.log}")
-    except KeyboardInterrupt:
-        console.print("stopping ...")
+def _supervise(platform: Platform, stopping: Callable[[], bool],
+               echo: Callable[[str], None] | None) -> None:
+    """Restart what dies until asked to stop, then stop everything cleanly."""
+    supervisor = Supervisor(platform.state, platform.processes, logs=platform.logs,
+                            echo=echo)
+    supervisor.run(stopping)
+    supervisor.note("stopping ...")
     stubborn = platform.stop()
     if stubborn:
-        console.print(f"[red]would not stop: {', '.join(stubborn)}[/red]")
+        supervisor.note(f"would not stop: {', '.join(stubborn)}")
         raise typer.Exit(1)
-    console.print("stopped")
+    supervisor.note("stopped")
 
 
 def status(
     data_dir: Path = DATA_DIR_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
 ) -> None:
-    """Show what `kommerce up` runs: each process, its pid and port, and whether it is
-    ready. Exits 1 unless everything is ready."""
+    """Show what `kommerce up` runs: each process, its pid and port, whether it is ready,
+    how often it was restarted and why it last stopped. Exits 1 unless everything is
+    ready."""
     state = PlatformState.load(data_dir.resolve())
     if state is None:
         if as_json:
@@ -135,43 +195,108 @@ def status(
     rows = [{**asdict(record), "running": record.running(), "ready": record.ready()}
             for record in state.processes]
     all_ready = bool(rows) and all(row["ready"] for row in rows)
+    supervised = state.supervisor_running()
     if as_json:
         print(json.dumps({"running": any(row["running"] for row in rows), "ready": all_ready,
                           "gateway_url": state.gateway_url, "kubeconfig": state.kubeconfig,
+                          "supervisor": {"pid": state.supervisor_pid, "running": supervised},
                           "processes": rows}, indent=2))
     else:
-        table = Table("process", "pid", "port", "state")
+        table = Table("process", "pid", "port", "state", "restarts", "last exit")
         table.add_column("log", overflow="fold")
         for row in rows:
             mark = ("[green]ready[/green]" if row["ready"] else
                     "[yellow]running, not ready[/yellow]" if row["running"] else
-                    "[red]stopped[/red]")
+                    "[red]failed (crash loop)[/red]" if row["failed"] else
+                    "[yellow]stopped, restarting[/yellow]" if supervised and row["supervised"]
+                    else "[red]stopped[/red]")
             table.add_row(row["name"], str(row["pid"]), str(row["port"] or "-"), mark,
-                          row["log"])
+                          str(row["restarts"]), row["last_exit"] or "-", row["log"])
         console.print(table)
         console.print(f"gateway {state.gateway_url}"
                       + (f"; kubeconfig {state.kubeconfig}" if state.kubeconfig else ""))
+        console.print(f"supervised by pid {state.supervisor_pid}" if supervised else
+                      "[red]no supervisor runs: a process that dies stays down "
+                      "(`kommerce down`, then `kommerce up`)[/red]")
     if not all_ready:
         raise typer.Exit(1)
 
 
+def restart(
+    service: str = typer.Argument(..., help="The process to restart: a service such as "
+                                            "order, the gateway, postgres or redis."),
+    data_dir: Path = DATA_DIR_OPTION,
+    timeout: float = typer.Option(180, "--timeout",
+                                  help="Seconds to wait for it to be ready again."),
+) -> None:
+    """Restart one process of the running platform (stopped cleanly, started again with
+    the same settings and port) and wait until it is ready; also brings back one given up
+    on after a crash loop."""
+    data_dir = data_dir.resolve()
+    state = PlatformState.load(data_dir)
+    if state is None:
+        console.print(f"[red]✗ nothing runs from {data_dir} (no state file)[/red]")
+        raise typer.Exit(1)
+    record = state.record(service)
+    if record is None or not record.supervised:
+        names = ", ".join(p.name for p in state.processes if p.supervised)
+        console.print(f"[red]✗ no process named {escape(service)} is supervised; the "
+                      f"processes are {names}[/red]")
+        raise typer.Exit(2)
+    if not state.supervisor_running():
+        console.print(f"[red]✗ no supervisor runs for {data_dir} (its `kommerce up` is "
+                      "gone); `kommerce down`, then `kommerce up`[/red]")
+        raise typer.Exit(1)
+    old_pid, began = record.pid, time.monotonic()
+    request_restart(data_dir, service)
+    with console.status(f"restarting {service}"):
+        while True:
+            current = PlatformState.load(data_dir)
+            now = current.record(service) if current is not None else None
+            if now is not None and now.pid != old_pid and now.ready():
+                break
+            if time.monotonic() - began > timeout:
+                console.print(f"[red]✗ {service} was not ready again within {timeout:.0f} s; "
+                              f"its log: {record.log}[/red]")
+                raise typer.Exit(1)
+            time.sleep(0.3)
+    console.print(f"[green]✓[/green] {service} restarted (pid {old_pid} → {now.pid}), "
+                  f"ready in {time.monotonic() - began:.1f} s")
+
+
 def down(data_dir: Path = DATA_DIR_OPTION) -> None:
     """Stop everything `kommerce up` started from this data folder (the data stays)."""
-    state = PlatformState.load(data_dir.resolve())
+    data_dir = data_dir.resolve()
+    state = PlatformState.load(data_dir)
     if state is None:
         console.print(f"nothing runs from {data_dir}")
         return
-    if state.supervisor_pid is not None:
-        # A foreground `up` stops its own processes on SIGTERM; the loop below then only
-        # confirms, and covers an `up` that is itself stuck.
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(state.supervisor_pid, signal.SIGTERM)
     with console.status("stopping"):
-        stubborn = state.stop_all()
-    for record in reversed(state.processes):
+        if state.supervisor_running():
+            # The supervisor goes first, so it restarts nothing that is being stopped: on
+            # SIGTERM it stops everything itself, and the loop below only confirms.
+            _stop_supervisor(state)
+        # The supervisor's latest view (it renews pids on restarts); gone once it stopped
+        # everything.
+        latest = PlatformState.load(data_dir) or state
+        stubborn = latest.stop_all()
+    for record in reversed(latest.processes):
         if record.name not in stubborn:
             console.print(f"  [green]✓[/green] {record.name} stopped")
     if stubborn:
         console.print(f"[red]would not stop: {', '.join(stubborn)}[/red]")
         raise typer.Exit(1)
-    state.remove()
+    latest.remove()
+
+
+def _stop_supervisor(state: PlatformState, timeout: float = 120.0) -> None:
+    """SIGTERM the supervisor and wait for it; one stuck past ``timeout`` is killed."""
+    assert state.supervisor_pid is not None
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(state.supervisor_pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while state.supervisor_running() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    if state.supervisor_running():
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(state.supervisor_pid, signal.SIGKILL)

@@ -4,7 +4,11 @@ Everything a run keeps lives in one data folder (default ``.kommerce/``): Postgr
 cluster, Redis's append-only file, the logs, the generated secrets, the seed marker and the
 state file. Ports of the data servers and services are picked free on every start and
 handed to each process in its environment; only the gateway's port is fixed, since that is
-the address people type.
+the address people type. Each data server, service and the gateway is recorded as
+supervised, with the :class:`ServerProcess` that started it, so the supervisor
+(``supervisor.py``) can start it again with the same command line, environment and port.
+
+A start that fails says at which step, with the log tail of the process concerned.
 """
 
 from __future__ import annotations
@@ -23,10 +27,14 @@ import httpx
 from rich.console import Console
 
 from kommerce.platform.seed import (
+    MARKER_FILE,
     REVIEWERS,
+    Patience,
     ReviewSeedResult,
+    SeedError,
     SeedResult,
     admin_token,
+    describe_error,
     mark_reviews_seeded,
     mark_seeded,
     reviewer_tokens,
@@ -60,8 +68,14 @@ class Started:
 
     state: PlatformState
     seconds: float
+    #: Whether this start paid for a new data folder or seeded anything, and which.
     cold: bool
     seed_note: str
+    cold_reason: str = ""
+
+    @property
+    def kind(self) -> str:
+        return f"cold start: {self.cold_reason}" if self.cold else "warm start"
 
 
 def external_url(*names: str) -> str | None:
@@ -106,7 +120,14 @@ class Platform:
         self.state = PlatformState(data_dir=str(self.data_dir),
                                    gateway_url=f"http://{LOOPBACK}:{gateway_port}")
         self._servers: list[ServerProcess] = []
+        #: The process behind each supervised record, by name (the supervisor replaces an
+        #: entry when it starts that process again).
+        self.processes: dict[str, ServerProcess] = {}
         self._stoppers: list[Callable[[], None]] = []
+        #: What start() is doing, for the message when it fails.
+        self.step = "checking the data folder"
+        #: How long the services took to become ready: the seeding's patience scales by it.
+        self.ready_seconds = 0.0
 
     # -- the whole start ----------------------------------------------------------------
 
@@ -119,26 +140,41 @@ class Platform:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         for name, reason in absent_services().items():
             self.console.print(f"  [dim]- {name}: not started ({reason})[/dim]")
-        # Cold: nothing from an earlier run (no database cluster, or with an external
-        # database no seeded catalog) — the start that pays for initdb and seeding.
-        cold = not ((self.data_dir / "postgres" / "data" / "PG_VERSION").exists()
-                    or seeded(self.data_dir))
+        # A new folder: nothing from an earlier run (no database cluster, nor, with an
+        # external database, a seed marker). Cold is that, or any seeding this start does.
+        new_folder = not ((self.data_dir / "postgres" / "data" / "PG_VERSION").exists()
+                          or (self.data_dir / MARKER_FILE).exists())
         try:
+            self.step = "starting PostgreSQL"
             database_urls = self._start_postgres()
+            self.step = "starting Redis"
             redis_url = self._start_redis()
+            self.step = "starting the services"
             self._start_services(database_urls, redis_url)
+            self.step = "waiting for the services to become ready"
             self._wait_until_ready()
-            seed_note = self._seed()
+            self.step = "seeding the demo catalog"
+            seed_note, seeded_now = self._seed()
             if self.cluster:
                 from kommerce.platform.cluster import start_cluster
 
+                self.step = "starting the local Kubernetes cluster"
                 self.state.kubeconfig = str(start_cluster(self, self.console))
                 self.state.save()
+        except (StartError, KeyboardInterrupt):
+            self.stop()
+            raise
+        except Exception as error:
+            self.stop()
+            raise StartError(f"start-up failed while {self.step}: {describe_error(error)}"
+                             f"{_output_of(error)}") from error
         except BaseException:
             self.stop()
             raise
-        return Started(state=self.state, seconds=time.monotonic() - started, cold=cold,
-                       seed_note=seed_note)
+        reason = "new data folder" if new_folder else f"seeded {seeded_now}"
+        return Started(state=self.state, seconds=time.monotonic() - started,
+                       cold=bool(new_folder or seeded_now), seed_note=seed_note,
+                       cold_reason=reason)
 
     def _refuse_if_running(self) -> None:
         previous = PlatformState.load(self.data_dir)
@@ -195,7 +231,9 @@ class Platform:
         process: ServerProcess | None = getattr(server, "_process", None)
         if process is None or process.pid is None:
             raise StartError(f"{name} started but its process is unknown")
-        self.track(ProcessRecord.of(name, process.pid, port, log, stop_signal=stop_signal))
+        self.processes[name] = process
+        self.track(ProcessRecord.of(name, process.pid, port, log, stop_signal=stop_signal,
+                                    supervised=True))
 
     def track(self, record: ProcessRecord) -> None:
         """Remember a started process, in the state file at once: should this command be
@@ -247,9 +285,11 @@ class Platform:
         process = ServerProcess(spec.name, [sys.executable, "-m", spec.module, *spec.args],
                                 log_path=log, env=env, cwd=REPO_ROOT).start()
         self._servers.append(process)
+        self.processes[spec.name] = process
         assert process.pid is not None
         self.track(ProcessRecord.of(spec.name, process.pid, port, log,
-                                    ready_url=f"http://{LOOPBACK}:{port}/ready"))
+                                    ready_url=f"http://{LOOPBACK}:{port}/ready",
+                                    supervised=True))
 
     def _wait_until_ready(self) -> None:
         """Poll every service's /ready together and report each as it becomes ready, so a
@@ -278,6 +318,7 @@ class Platform:
                                        f"{LOOPBACK}:{record.port} "
                                        f"({time.monotonic() - began:.1f} s)")
                 if not pending:
+                    self.ready_seconds = time.monotonic() - began
                     break
                 if time.monotonic() - began > READY_TIMEOUT_SECONDS:
                     name = next(iter(pending))
@@ -290,24 +331,35 @@ class Platform:
 
     # -- demo catalog ---------------------------------------------------------------------
 
-    def _seed(self) -> str:
+    def _seed(self) -> tuple[str, str]:
         """Seed what this data folder lacks: the catalog and (when the review service runs)
-        its reviews. The note says what happened to each."""
+        its reviews. The note says what happened to each; the second value what was seeded
+        now ("" for nothing)."""
         if not self.seed:
-            return "catalog not seeded (--no-seed)"
+            return "catalog not seeded (--no-seed)", ""
         ports = {record.name: record.port for record in self.state.processes}
         if "user" not in ports or "product" not in ports:
-            return "catalog not seeded (needs the user and product services)"
+            return "catalog not seeded (needs the user and product services)", ""
         catalog_done = seeded(self.data_dir)
         with_reviews = "review" in ports and not reviews_seeded(self.data_dir)
         if catalog_done and not with_reviews:
             return "catalog already seeded" + ("\n  reviews already seeded" if "review" in ports
-                                              else "")
+                                              else ""), ""
+        patience = Patience.for_readiness(self.ready_seconds)
         with self.console.status("seeding the demo catalog"):
-            catalog, reviews = asyncio.run(self._seed_async(
-                self._url(ports["user"]), self._url(ports["product"]),
-                self._url(ports["review"]) if with_reviews else None,
-                catalog=not catalog_done))
+            try:
+                catalog, reviews = asyncio.run(self._seed_async(
+                    self._url(ports["user"]), self._url(ports["product"]),
+                    self._url(ports["review"]) if with_reviews else None,
+                    catalog=not catalog_done, patience=patience))
+            except SeedError as error:
+                process = self.processes.get(error.service)
+                tail = process.log_tail() if process is not None else "(no log)"
+                raise StartError(f"seeding the demo catalog: {error}; {error.service} log "
+                                 f"tail:\n{tail}") from error
+        seeded_now = " and ".join(what for what, result in (("the catalog", catalog),
+                                                           ("its reviews", reviews))
+                                  if result is not None)
         notes = ["catalog already seeded"]
         if catalog is not None:
             mark_seeded(self.data_dir, catalog)
@@ -321,27 +373,31 @@ class Platform:
         else:
             notes.append("reviews already seeded" if "review" in ports else
                          "reviews not seeded (the review service is not running)")
-        return "\n  ".join(notes)
+        return "\n  ".join(notes), seeded_now
 
     async def _seed_async(self, user_url: str, product_url: str, review_url: str | None, *,
-                          catalog: bool) -> tuple[SeedResult | None, ReviewSeedResult | None]:
+                          catalog: bool, patience: Patience
+                          ) -> tuple[SeedResult | None, ReviewSeedResult | None]:
         """The catalog, and meanwhile the demo shoppers' logins (password hashing is the
         slow part), then their reviews of the catalog."""
         async def seed_products() -> SeedResult | None:
             if not catalog:
                 return None
-            token = await admin_token(user_url, ADMIN_EMAIL, self.admin_password)
-            return await seed_catalog(product_url, token)
+            token = await admin_token(user_url, ADMIN_EMAIL, self.admin_password,
+                                      patience=patience)
+            return await seed_catalog(product_url, token, patience=patience)
 
         async def log_reviewers_in() -> list[str]:
             if review_url is None:
                 return []
-            return await reviewer_tokens(user_url, self.demo_shopper_password)
+            return await reviewer_tokens(user_url, self.demo_shopper_password,
+                                         patience=patience)
 
         products, tokens = await asyncio.gather(seed_products(), log_reviewers_in())
         if review_url is None:
             return products, None
-        return products, await seed_reviews(product_url, review_url, tokens)
+        return products, await seed_reviews(product_url, review_url, tokens,
+                                            patience=patience)
 
     @staticmethod
     def _url(port: int) -> str:
@@ -363,14 +419,25 @@ class Platform:
     def stop(self) -> list[str]:
         """Stop everything this platform started, newest first; names that would not stop."""
         stubborn = self.state.stop_all()
-        for process in self._servers:  # already stopped: this only reaps them
+        # Already stopped: this only reaps them (a restarted one is only in processes).
+        for process in {id(p): p for p in [*self._servers, *self.processes.values()]}.values():
             process.stop()
         for stopper in reversed(self._stoppers):
             stopper()
         self._servers.clear()
+        self.processes.clear()
         self._stoppers.clear()
-        self.state.remove()
+        if not stubborn:  # else it still says what runs, for `kommerce down` to try again
+            self.state.remove()
         return stubborn
+
+
+def _output_of(error: BaseException) -> str:
+    """What a failed command (initdb, kubectl ...) printed, on the lines after."""
+    detail = getattr(error, "stderr", None) or ""
+    if isinstance(detail, bytes):
+        detail = detail.decode(errors="replace")
+    return f"\n{detail.rstrip()}" if detail.strip() else ""
 
 
 def _without_password(url: str) -> str:

@@ -8,6 +8,11 @@ service and post through the review service, so moderation, rating summaries and
 events all run. Seeding is idempotent twice over: a marker in the data folder skips it on
 warm starts, and an interrupted seed that runs again finds the categories, SKUs, shoppers
 and reviews already there (409) and skips them.
+
+Seeding runs right after start-up, when the machine is busiest, so its patience is derived
+from how long the services took to become ready (:meth:`Patience.for_readiness`) and every
+call is retried on timeouts and 5xx answers; a call that still fails raises
+:class:`SeedError`, which names the step and the service that did not answer.
 """
 
 from __future__ import annotations
@@ -15,11 +20,19 @@ from __future__ import annotations
 import asyncio
 import json
 import random
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    wait_exponential,
+)
 
 #: Bumped when the generated catalog changes, so an old data folder gets the new one.
 SEED_VERSION = 1
@@ -68,6 +81,110 @@ CATEGORIES: dict[str, dict[str, Any]] = {
         "attribute": "size", "values": ["Small", "Medium", "Large"],
         "price": (800, 29_900)},
 }
+
+
+#: How long the services take to become ready on an idle development machine, and how long
+#: a seeding call may take there; a slower start scales the second by the same factor.
+NOMINAL_READY_SECONDS = 5.0
+BASE_TIMEOUT_SECONDS = 10.0
+MAX_TIMEOUT_SECONDS = 120.0
+#: Answers worth asking again: the service is restarting, overloaded or behind a proxy
+#: that gave up; any other error is the request's fault and final.
+TRANSIENT_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How long one seeding call waits for an answer, and how often it is tried."""
+
+    timeout: float = BASE_TIMEOUT_SECONDS
+    attempts: int = 3
+
+    @classmethod
+    def for_readiness(cls, ready_seconds: float) -> Patience:
+        """Services that took three times as long as on an idle machine to become ready
+        get three times the usual timeout: on a loaded machine an admin login (one Argon2
+        hash) takes seconds, not milliseconds."""
+        slowness = max(1.0, ready_seconds / NOMINAL_READY_SECONDS)
+        return cls(timeout=min(MAX_TIMEOUT_SECONDS, BASE_TIMEOUT_SECONDS * slowness))
+
+    def times(self, factor: float) -> Patience:
+        return Patience(timeout=min(MAX_TIMEOUT_SECONDS, self.timeout * factor),
+                        attempts=self.attempts)
+
+
+def describe_error(error: BaseException) -> str:
+    """An error as a person can read it: never empty (an httpx timeout's text often is),
+    with the answer's start for an HTTP error."""
+    if isinstance(error, CallFailed | SeedError):
+        return str(error)
+    text = str(error)
+    if isinstance(error, httpx.HTTPStatusError):
+        text = f"{error.response.status_code} {error.response.text[:300]}"
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
+
+
+class CallFailed(Exception):
+    """A seeding request that failed on its last attempt."""
+
+    def __init__(self, method: str, path: str, attempts: int, patience: Patience,
+                 cause: BaseException) -> None:
+        super().__init__(method, path)
+        self.method, self.path, self.attempts, self.cause = method, path, attempts, cause
+        self.patience = patience
+
+    def __str__(self) -> str:
+        return (f"{self.method} {self.path}: {describe_error(self.cause)} (attempt "
+                f"{self.attempts} of {self.patience.attempts}, each waiting up to "
+                f"{self.patience.timeout:.0f} s)")
+
+
+class SeedError(Exception):
+    """Seeding stopped at ``step``, because ``service`` did not answer as it should."""
+
+    def __init__(self, step: str, service: str, cause: BaseException) -> None:
+        super().__init__(step, service)
+        self.step, self.service, self.cause = step, service, cause
+
+    def __str__(self) -> str:
+        return f"{self.step} failed ({self.service} service): {describe_error(self.cause)}"
+
+
+@asynccontextmanager
+async def seed_step(step: str, service: str) -> AsyncIterator[None]:
+    """Name the step whatever fails inside belongs to."""
+    try:
+        yield
+    except SeedError:
+        raise
+    except Exception as error:
+        raise SeedError(step, service, error) from error
+
+
+def _transient(error: BaseException) -> bool:
+    if isinstance(error, httpx.HTTPStatusError):
+        return error.response.status_code in TRANSIENT_STATUS
+    return isinstance(error, httpx.TransportError)
+
+
+async def send(client: httpx.AsyncClient, method: str, path: str, patience: Patience, *,
+               accept: frozenset[int] = frozenset(), **kwargs: Any) -> httpx.Response:
+    """One request, tried again on a timeout or a transient answer; a status in
+    ``accept`` (409: already there) counts as an answer like a 2xx."""
+    retrying = AsyncRetrying(stop=stop_after_attempt(patience.attempts),
+                             wait=wait_exponential(multiplier=1, max=10),
+                             retry=retry_if_exception(_transient), reraise=True)
+    try:
+        async for attempt in retrying:
+            with attempt:
+                response = await client.request(method, path, **kwargs)
+                if response.status_code not in accept:
+                    response.raise_for_status()
+                return response
+    except Exception as error:
+        raise CallFailed(method, path, retrying.statistics.get("attempt_number", 1),
+                         patience, error) from error
+    raise AssertionError("unreachable: tenacity either returns or raises")
 
 
 def demo_categories() -> list[dict[str, Any]]:
@@ -122,16 +239,23 @@ def seeded(data_dir: Path) -> bool:
     return bool(_marker(data_dir).get("version") == SEED_VERSION)
 
 
-async def admin_token(user_url: str, email: str, password: str) -> str:
+ALREADY_THERE = frozenset({409})
+
+
+async def admin_token(user_url: str, email: str, password: str, *,
+                      patience: Patience = Patience()) -> str:
     """An access token of the bootstrap admin, by the ordinary login."""
-    async with httpx.AsyncClient(base_url=user_url, timeout=10) as client:
-        response = await client.post("/auth/login", json={"email": email, "password": password})
-        response.raise_for_status()
+    async with seed_step("the admin's login", "user"), \
+            httpx.AsyncClient(base_url=user_url, timeout=patience.timeout) as client:
+        response = await send(client, "POST", "/auth/login", patience,
+                              json={"email": email, "password": password})
         return str(response.json()["access_token"])
 
 
-async def seed_catalog(product_url: str, token: str, *, concurrency: int = 8) -> SeedResult:
-    """Create the demo categories and products that are missing; 409 means already there.
+async def seed_catalog(product_url: str, token: str, *, concurrency: int = 8,
+                       patience: Patience = Patience()) -> SeedResult:
+    """Create the demo categories and products that are missing; 409 means already there
+    (also when a timed-out attempt had in fact succeeded).
 
     Straight to the product service rather than through the gateway: the gateway's per-client
     rate limit (rightly) refuses three hundred writes a second from one address."""
@@ -139,26 +263,26 @@ async def seed_catalog(product_url: str, token: str, *, concurrency: int = 8) ->
     started = loop.time()
     created = existing = 0
     headers = {"Authorization": f"Bearer {token}"}
-    async with httpx.AsyncClient(base_url=product_url, headers=headers, timeout=30) as client:
-        for category in demo_categories():
-            response = await client.post("/categories", json=category)
-            if response.status_code != 409:
-                response.raise_for_status()
+    async with httpx.AsyncClient(base_url=product_url, headers=headers,
+                                 timeout=patience.timeout) as client:
+        async with seed_step("creating the demo categories", "product"):
+            for category in demo_categories():
+                await send(client, "POST", "/categories", patience, accept=ALREADY_THERE,
+                           json=category)
         gate = asyncio.Semaphore(concurrency)
 
         async def create(product: dict[str, Any]) -> bool:
             async with gate:
-                response = await client.post("/products", json=product)
-            if response.status_code == 409:
-                return False
-            response.raise_for_status()
-            return True
+                response = await send(client, "POST", "/products", patience,
+                                      accept=ALREADY_THERE, json=product)
+            return response.status_code not in ALREADY_THERE
 
-        for was_created in await asyncio.gather(*(create(p) for p in demo_products())):
-            if was_created:
-                created += 1
-            else:
-                existing += 1
+        async with seed_step("creating the demo products", "product"):
+            for was_created in await asyncio.gather(*(create(p) for p in demo_products())):
+                if was_created:
+                    created += 1
+                else:
+                    existing += 1
     return SeedResult(created=created, existing=existing, seconds=loop.time() - started)
 
 
@@ -243,62 +367,66 @@ def mark_reviews_seeded(data_dir: Path, result: ReviewSeedResult) -> None:
 
 
 async def reviewer_token(client: httpx.AsyncClient, handle: str, full_name: str,
-                         password: str) -> str:
-    """Register the demo shopper (409: already registered) and log in."""
+                         password: str, patience: Patience = Patience()) -> str:
+    """Register the demo shopper (409: already registered, also by an attempt that timed
+    out after it had succeeded) and log in."""
     email = reviewer_email(handle)
-    response = await client.post("/auth/register", json={
+    await send(client, "POST", "/auth/register", patience, accept=ALREADY_THERE, json={
         "email": email, "password": password, "full_name": full_name})
-    if response.status_code != 409:
-        response.raise_for_status()
-    response = await client.post("/auth/login", json={"email": email, "password": password})
-    response.raise_for_status()
+    response = await send(client, "POST", "/auth/login", patience,
+                          json={"email": email, "password": password})
     return str(response.json()["access_token"])
 
 
-async def catalog_ids(client: httpx.AsyncClient) -> dict[str, str]:
+async def catalog_ids(client: httpx.AsyncClient,
+                      patience: Patience = Patience()) -> dict[str, str]:
     """Every product's id by name, page by page (the product API's cursor)."""
     ids: dict[str, str] = {}
     cursor: str | None = None
     while True:
         params: dict[str, str | int] = {"limit": 100, **({"cursor": cursor} if cursor else {})}
-        response = await client.get("/products", params=params)
-        response.raise_for_status()
+        response = await send(client, "GET", "/products", patience, params=params)
         page = response.json()
         ids.update({item["name"]: item["id"] for item in page["items"]})
         if not (cursor := page.get("next_cursor")):
             return ids
 
 
-async def reviewer_tokens(user_url: str, password: str) -> list[str]:
+async def reviewer_tokens(user_url: str, password: str, *,
+                          patience: Patience = Patience()) -> list[str]:
     """An access token for each of :data:`REVIEWERS`, registering them first if need be.
     Password hashing makes this the slow part of seeding reviews, so it can run while the
-    catalog is still being seeded."""
-    async with httpx.AsyncClient(base_url=user_url, timeout=30) as users:
-        return list(await asyncio.gather(*(reviewer_token(users, handle, name, password)
-                                           for name, handle in REVIEWERS)))
+    catalog is still being seeded; six shoppers hash at once, hence thrice the patience."""
+    patience = patience.times(3)
+    async with seed_step("registering and logging in the demo shoppers", "user"), \
+            httpx.AsyncClient(base_url=user_url, timeout=patience.timeout) as users:
+        return list(await asyncio.gather(*(
+            reviewer_token(users, handle, name, password, patience)
+            for name, handle in REVIEWERS)))
 
 
 async def seed_reviews(product_url: str, review_url: str, tokens: list[str], *,
-                       concurrency: int = 8) -> ReviewSeedResult:
+                       concurrency: int = 8,
+                       patience: Patience = Patience()) -> ReviewSeedResult:
     """Write the demo reviews that are missing, as the shoppers ``tokens`` belong to (see
     :func:`reviewer_tokens`); 409 means that shopper already reviewed the product. Straight
     to the services, like :func:`seed_catalog`, to stay clear of the gateway's rate limit."""
     loop = asyncio.get_running_loop()
     started = loop.time()
-    async with httpx.AsyncClient(base_url=product_url, timeout=30) as products:
-        ids = await catalog_ids(products)
+    async with seed_step("reading the catalog", "product"), \
+            httpx.AsyncClient(base_url=product_url, timeout=patience.timeout) as products:
+        ids = await catalog_ids(products, patience)
     gate = asyncio.Semaphore(concurrency)
-    async with httpx.AsyncClient(base_url=review_url, timeout=30) as client:
+    async with seed_step("writing the demo reviews", "review"), \
+            httpx.AsyncClient(base_url=review_url, timeout=patience.timeout) as client:
 
         async def write(product_id: str, reviewer: int, review: dict[str, Any]) -> bool:
             async with gate:
-                response = await client.post(
-                    f"/products/{product_id}/reviews", json=review,
+                response = await send(
+                    client, "POST", f"/products/{product_id}/reviews", patience,
+                    accept=ALREADY_THERE, json=review,
                     headers={"Authorization": f"Bearer {tokens[reviewer]}"})
-            if response.status_code == 409:
-                return False
-            response.raise_for_status()
-            return True
+            return response.status_code not in ALREADY_THERE
 
         written = await asyncio.gather(*(
             write(ids[product["name"]], reviewer, review)

@@ -2,7 +2,8 @@
 
 A detached ``kommerce up`` exits once everything is ready, so ``kommerce status`` and
 ``kommerce down`` (other processes, maybe other terminals) learn what runs from
-``<data-dir>/state.json``: each process's pid, port, log and readiness URL. Each pid is
+``<data-dir>/state.json``: each process's pid, port, log and readiness URL, how often the
+supervisor restarted it and why it last stopped, and the supervisor's own pid. Each pid is
 stored with its kernel start time, so a pid reused by an unrelated process after a reboot
 is never signalled.
 """
@@ -45,13 +46,25 @@ class ProcessRecord:
     ready_url: str | None = None
     #: The signal that stops it quickly and cleanly (PostgreSQL: SIGINT, "fast shutdown").
     stop_signal: int = int(signal.SIGTERM)
+    #: Whether the supervisor restarts it when it dies (the cluster's processes: no).
+    supervised: bool = False
+    #: How often the supervisor started it again, and why it stopped the last time.
+    restarts: int = 0
+    last_exit: str | None = None
+    #: Given up on: it kept dying right after each restart (a crash loop).
+    failed: bool = False
 
     @classmethod
     def of(cls, name: str, pid: int, port: int, log: Path, *, ready_url: str | None = None,
-           stop_signal: int = int(signal.SIGTERM)) -> ProcessRecord:
+           stop_signal: int = int(signal.SIGTERM), supervised: bool = False) -> ProcessRecord:
         return cls(name=name, pid=pid, port=port, log=str(log),
                    started=process_start_time(pid), ready_url=ready_url,
-                   stop_signal=stop_signal)
+                   stop_signal=stop_signal, supervised=supervised)
+
+    def replaced_by(self, pid: int) -> None:
+        """The same process, started again as ``pid``."""
+        self.pid = pid
+        self.started = process_start_time(pid)
 
     def running(self) -> bool:
         """Whether this very process (not a later one with its pid) still runs."""
@@ -87,6 +100,8 @@ class ProcessRecord:
             return True
         try:
             os.killpg(self.pid, self.stop_signal)
+            # A stopped (SIGSTOP) process keeps the signal pending until it continues.
+            os.killpg(self.pid, signal.SIGCONT)
         except ProcessLookupError:
             return True
         deadline = time.monotonic() + timeout
@@ -108,8 +123,10 @@ class PlatformState:
 
     data_dir: str
     gateway_url: str
-    #: The foreground ``up`` that supervises the processes (None once detached).
+    #: The ``up`` process that supervises the others (the foreground one, or the one a
+    #: detached ``up`` left behind), and its kernel start time.
     supervisor_pid: int | None = None
+    supervisor_started: int | None = None
     kubeconfig: str | None = None
     processes: list[ProcessRecord] = field(default_factory=list)
 
@@ -133,7 +150,16 @@ class PlatformState:
         return cls(**raw, processes=processes)
 
     def anything_running(self) -> bool:
-        return any(process.running() for process in self.processes)
+        return self.supervisor_running() or any(p.running() for p in self.processes)
+
+    def supervisor_running(self) -> bool:
+        if self.supervisor_pid is None:
+            return False
+        return ProcessRecord(name="supervisor", pid=self.supervisor_pid, port=0, log="",
+                             started=self.supervisor_started).running()
+
+    def record(self, name: str) -> ProcessRecord | None:
+        return next((p for p in self.processes if p.name == name), None)
 
     def stop_all(self) -> list[str]:
         """Stop every process, the last started first (gateway, services, then the data
