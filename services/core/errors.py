@@ -20,6 +20,7 @@ from sqlalchemy.exc import DBAPIError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from services.core.logging import current_request_id
+from services.core.pci import CARD_NUMBER_IN_TEXT
 from services.core.transient import is_transient
 
 log = logging.getLogger(__name__)
@@ -147,8 +148,11 @@ async def _on_domain_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, RequestValidationError)
-    return error_response(422, "validation_error", "the request is invalid",
-                          _validation_details(exc))
+    details = _validation_details(exc)
+    if details and all(detail["type"] == CARD_NUMBER_IN_TEXT for detail in details):
+        # The one mistake a shopper can fix at once: say so in the code, not only a detail.
+        return error_response(422, CARD_NUMBER_IN_TEXT, details[0]["msg"], details)
+    return error_response(422, "validation_error", "the request is invalid", details)
 
 
 async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:

@@ -4,6 +4,11 @@ The request id comes from the caller's ``X-Request-Id`` (so one id follows a req
 through the gateway and every service it touches) or is generated, and is echoed in the
 response (:mod:`services.core.middleware` does both). It lives in a context variable, so
 any logger anywhere in the request's task stamps it without being handed it.
+
+No line carries a card number: a shopper can put one in a URL path or query string (the
+access line, the HTTP client's request lines) or in any value an error message quotes, so
+the formatters mask them (:func:`services.core.pci.mask_card_numbers`) in every line, not
+only in the fields we think of as user input.
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from services.core.pci import find_pans, mask_card_numbers
 
 REQUEST_ID_HEADER = "x-request-id"
 _request_id: ContextVar[str | None] = ContextVar("kommerce_request_id", default=None)
@@ -88,7 +95,8 @@ class JsonFormatter(logging.Formatter):
         if _trace_fields_wanted:
             entry.update(_trace_fields())
         entry.update(fields)
-        return orjson.dumps(entry, default=str).decode()
+        line = orjson.dumps(entry, default=str).decode()
+        return _without_card_numbers(line) if find_pans(line) else line
 
     def _timestamp(self, created: float) -> str:
         """``datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds")``."""
@@ -100,6 +108,35 @@ class JsonFormatter(logging.Formatter):
             self._second_text = datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
             self._second = second
         return f"{self._second_text}.{micros // 1000:03d}+00:00"
+
+
+def _without_card_numbers(line: str) -> str:
+    """The JSON line with card numbers masked value by value (masking the line's text
+    could cut through JSON syntax: a number value would become bare text)."""
+    return orjson.dumps(_masked(orjson.loads(line))).decode()
+
+
+def _masked(value: Any) -> Any:
+    if isinstance(value, str):
+        return mask_card_numbers(value)
+    if isinstance(value, dict):
+        return {mask_card_numbers(key): _masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    if isinstance(value, int) and not isinstance(value, bool) and find_pans(str(value)):
+        return mask_card_numbers(str(value))
+    return value
+
+
+class PlainFormatter(logging.Formatter):
+    """``asctime level logger: message`` for a terminal, card numbers masked like the JSON
+    lines."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_card_numbers(super().format(record))
 
 
 # Set once a tracer provider exists in the process; until then no span can be active, and
@@ -130,9 +167,7 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -
     """
     handler = BatchingStreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter(service) if json
-        else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s")
-    )
+        JsonFormatter(service) if json else PlainFormatter())
     handler.set_name(_HANDLER_NAME)
     root = logging.getLogger()
     for old in [h for h in root.handlers if h.get_name() == _HANDLER_NAME]:
@@ -246,6 +281,8 @@ def log_access(method: str, path: str, status: int, seconds: float) -> None:
     fields = {"method": method, "path": path, "status": status, "duration_ms": duration_ms}
     handler = _only_handler()
     if handler is None or level < handler.level:
+        # Whatever listens here may not be our formatter, which masks card numbers.
+        path = fields["path"] = mask_card_numbers(path)
         # makeRecord + handle is what Logger.log does, less finding the caller's file and
         # line by walking the stack (no line of ours prints them).
         access_log.handle(access_log.makeRecord(
