@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from services.core.pci import PaymentMethodId
+from services.core.pci import REFUSE_CARD_NUMBERS, FreeText, NoCardNumber, PaymentMethodId
 
 
 class _In(BaseModel):
@@ -20,11 +21,14 @@ class CheckoutLineIn(_In):
 
 
 class AddressIn(_In):
-    name: str = Field(min_length=1, max_length=200)
-    line1: str = Field(min_length=1, max_length=200)
-    line2: str | None = Field(None, max_length=200)
-    city: str = Field(min_length=1, max_length=100)
-    postal_code: str = Field(min_length=1, max_length=20)
+    """Where the parcel goes; it is stored with the order and handed to shipping, so a card
+    number in it is refused (``card_number_in_text``) for the shopper to correct."""
+
+    name: NoCardNumber = Field(min_length=1, max_length=200)
+    line1: NoCardNumber = Field(min_length=1, max_length=200)
+    line2: Annotated[str, Field(max_length=200), REFUSE_CARD_NUMBERS] | None = None
+    city: NoCardNumber = Field(min_length=1, max_length=100)
+    postal_code: NoCardNumber = Field(min_length=1, max_length=20)
     country: str = Field(pattern=r"^[A-Z]{2}$")
 
 
@@ -71,7 +75,9 @@ class CartCheckoutIn(_In):
 
 
 class CancelIn(_In):
-    reason: str = Field("cancelled by the shopper", min_length=1, max_length=500)
+    #: Free text kept in the order's timeline: a card number in it is masked, not refused
+    #: (the shopper wants the order cancelled, not a lesson).
+    reason: FreeText = Field("cancelled by the shopper", min_length=1, max_length=500)
 
 
 class StatusChangeOut(BaseModel):

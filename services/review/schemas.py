@@ -9,10 +9,15 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, model_validator
 
+from services.core.pci import MASK_CARD_NUMBERS
 from services.review.moderation import ReviewStatus
 
-Title = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200)]
-Body = Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000)]
+# Reviews are published: a card number in one is masked rather than the review refused,
+# so the rest of what the shopper wrote is kept (services.core.pci).
+Title = Annotated[str, StringConstraints(strip_whitespace=True, max_length=200),
+                  MASK_CARD_NUMBERS]
+Body = Annotated[str, StringConstraints(strip_whitespace=True, max_length=5000),
+                 MASK_CARD_NUMBERS]
 Rating = Annotated[int, Field(ge=1, le=5, description="1 (worst) to 5 (best) stars.")]
 
 
@@ -75,7 +80,8 @@ class VoteIn(_In):
 
 class ModerationIn(_In):
     decision: ReviewStatus = Field(description="'approved' or 'rejected'.")
-    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500)] | None = None
+    reason: Annotated[str, StringConstraints(strip_whitespace=True, max_length=500),
+                      MASK_CARD_NUMBERS] | None = None
 
 
 class RatingSummary(BaseModel):

@@ -2,6 +2,9 @@
 
 Searching and autocomplete are public (a signed-in shopper's recent categories rank higher);
 clicks are public too (they carry the search id); analytics and rebuilds need ``admin``.
+Search words are :data:`~services.core.pci.FreeText`: a card number typed into the search
+box is masked before it is searched for or recorded in the analytics (refusing the search
+would help nobody; storing it would put a card number in the analytics table).
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 
 from services.core.auth import AdminUser, OptionalUser
 from services.core.errors import InvalidRequest
+from services.core.pci import FreeText
 from services.search.backend import SearchQuery, SortOrder
 from services.search.schemas import (
     MAX_RESULT_WINDOW,
@@ -26,6 +30,8 @@ from services.search.service import SearchIndexer, SearchService
 router = APIRouter(tags=["search"])
 
 ATTRIBUTE_FILTER = r"^[^:]{1,63}:.{1,200}$"
+SEARCH_WORDS = ("Words to look for; empty browses the filtered catalog. A card number in "
+                "them is masked.")
 
 
 def _service(request: Request) -> SearchService:
@@ -40,8 +46,7 @@ def _indexer(request: Request) -> SearchIndexer:
 async def search(
     request: Request,
     user: OptionalUser,
-    q: Annotated[str, Query(max_length=200, description="Words to look for; empty "
-                                                        "browses the filtered catalog.")] = "",
+    q: Annotated[FreeText, Query(max_length=200, description=SEARCH_WORDS)] = "",
     category: Annotated[list[str], Query(max_length=20)] = [],  # noqa: B006
     brand: Annotated[list[str], Query(max_length=20)] = [],  # noqa: B006
     attr: Annotated[list[str], Query(max_length=20, description="name:value, repeatable "
@@ -80,7 +85,7 @@ async def search(
 @router.get("/search/autocomplete", response_model=Suggestions)
 async def autocomplete(
     request: Request,
-    q: Annotated[str, Query(min_length=1, max_length=100)],
+    q: Annotated[FreeText, Query(min_length=1, max_length=100)],
     limit: Annotated[int, Query(ge=1, le=20)] = 8,
 ) -> Suggestions:
     return Suggestions(suggestions=await _service(request).autocomplete(q, limit))

@@ -6,9 +6,11 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 from enum import StrEnum
+from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from services.core.pci import MASK_CARD_NUMBERS, REFUSE_CARD_NUMBERS, NoCardNumber
 from services.shipping.rates import ServiceLevel
 
 
@@ -44,11 +46,14 @@ class QuoteOut(BaseModel):
 
 
 class AddressIn(_In):
-    name: str = Field(min_length=1, max_length=200)
-    line1: str = Field(min_length=1, max_length=200)
-    line2: str | None = Field(None, max_length=200)
-    city: str = Field(min_length=1, max_length=100)
-    postal_code: str = Field(min_length=1, max_length=20)
+    """The label's address, stored with the shipment: a card number in it is refused
+    (``card_number_in_text``), never printed on a parcel."""
+
+    name: NoCardNumber = Field(min_length=1, max_length=200)
+    line1: NoCardNumber = Field(min_length=1, max_length=200)
+    line2: Annotated[str, Field(max_length=200), REFUSE_CARD_NUMBERS] | None = None
+    city: NoCardNumber = Field(min_length=1, max_length=100)
+    postal_code: NoCardNumber = Field(min_length=1, max_length=20)
     country: str = Field(pattern=r"^[A-Z]{2}$")
 
 
@@ -73,8 +78,9 @@ class TrackingStatus(StrEnum):
 class TrackingIn(_In):
     status: TrackingStatus
     occurred_at: AwareDatetime
-    description: str | None = Field(None, max_length=500)
-    location: str | None = Field(None, max_length=200)
+    # A carrier's words, shown to the shopper: a card number in them is masked.
+    description: Annotated[str, Field(max_length=500), MASK_CARD_NUMBERS] | None = None
+    location: Annotated[str, Field(max_length=200), MASK_CARD_NUMBERS] | None = None
 
 
 class TrackingOut(BaseModel):

@@ -3,7 +3,8 @@
 Everything a client sends is checked here, before any I/O, so a bad value is a 422 naming
 the field rather than a database error: emails are normalised (trimmed, lower-cased, the
 domain in its IDNA form) so one mailbox is one account; text fields refuse control
-characters (PostgreSQL cannot store NUL, and nobody's street has a tab in it); passwords
+characters (PostgreSQL cannot store NUL, and nobody's street has a tab in it) and card
+numbers (a name or address line is never the place for one); passwords
 follow :func:`password_problems`. Models that take input forbid unknown keys, so a typo
 (``"is_defualt"``) is an error instead of a silently ignored field.
 """
@@ -25,6 +26,8 @@ from pydantic import (
     StringConstraints,
     model_validator,
 )
+
+from services.core.pci import REFUSE_CARD_NUMBERS
 
 Role = Literal["customer", "admin"]
 
@@ -69,10 +72,12 @@ def _strip(value: object) -> object:
 
 
 def _text(max_length: int) -> Any:
-    """Stripped, 1..``max_length`` characters, no control characters."""
+    """Stripped, 1..``max_length`` characters, no control characters, no card number (these
+    are names and address lines: refused so the shopper corrects it, see services.core.pci)."""
     return Annotated[str, BeforeValidator(_strip),
                      StringConstraints(min_length=1, max_length=max_length),
-                     AfterValidator(_no_control_characters)]
+                     AfterValidator(_no_control_characters),
+                     REFUSE_CARD_NUMBERS]
 
 
 Text50 = _text(50)
@@ -102,6 +107,7 @@ PostalCode = Annotated[
     str, BeforeValidator(_strip),
     StringConstraints(pattern=r"^[A-Za-z0-9](?:[A-Za-z0-9 -]{0,18}[A-Za-z0-9])?$",
                       to_upper=True),
+    REFUSE_CARD_NUMBERS,  # 20 characters hold one
     Field(examples=["SW1A 1AA"]),
 ]
 

@@ -3,7 +3,8 @@ API via stripe-mock, shipping, order) on Kafka, PostgreSQL and Redis:
 
 * a cart is priced by variant id from the product service, and a checkout re-checks the
   prices and refuses (refreshing the cart) when one moved;
-* after checkouts with Stripe's test cards, no card number (PAN) is anywhere: not in any
+* after checkouts with Stripe's test cards, and card numbers typed into a shipping address
+  (refused) or a URL path or query string, no card number (PAN) is anywhere: not in any
   column of any table of any service's schema, not in Redis, not in any service's log, not
   in what was sent to Stripe.
 """
@@ -194,11 +195,41 @@ def test_the_scan_knows_a_card_number_when_it_sees_one() -> None:
     """The scan's own check: a test that finds nothing must be able to find something."""
     assert find_pans('{"pan": "4242424242424242"}') == ["4242424242424242"]
     assert find_pans("card 5555 5555 5555 4444 exp") == ["5555555555554444"]
-    assert find_pans("amex 3782-822463-10005 no, 378282246310005 yes") == ["378282246310005"]
+    assert find_pans("amex 3782-822463-10005 as printed, 378282246310005 as typed") == [
+        "378282246310005", "378282246310005"]
+    assert find_pans("GET /search?q=visa+4242+4242+4242+4242 and /x%204000056655665556") == [
+        "4242424242424242", "4000056655665556"]  # as URLs in access lines encode them
     assert find_pans("pm_4000056655665556") == ["4000056655665556"]
     assert find_pans("4242424242424241 fails Luhn; 2026-11-24T10:00:00 is a date; "
                      "a3f4242424242424242b is a hex id; 1732442205123 is a timestamp") == []
     assert luhn_valid("79927398713") and not luhn_valid("79927398710")
+
+
+async def type_card_numbers_where_none_belongs(client: httpx.AsyncClient,
+                                               platform: CheckoutPlatform,
+                                               variant_id: str) -> None:
+    """What a shopper gets wrong: a card number in a shipping address (refused), in a URL
+    path or query string (answered, and the access logs must not keep it); an admin's
+    shipment with one in its address (refused)."""
+    shopper = platform.token(f"pci-{uuid.uuid4().hex[:6]}", "customer")
+    typed = {**ADDRESS, "line2": "card 4000 0566 5566 5556"}
+    refused = await client.post(
+        f"{platform['order'].url}/checkout", json={**checkout_body(variant_id),
+                                                   "shipping_address": typed},
+        headers={**shopper, "Idempotency-Key": uuid.uuid4().hex})
+    assert (refused.status_code, refused.json()["code"]) == (422, "card_number_in_text")
+    shipment = await client.post(f"{platform['shipping'].url}/shipments", json={
+        "id": str(uuid.uuid4()), "order_id": "pci-typed", "owner": "pci", "currency": "usd",
+        "address": {**ADDRESS, "name": "5555-5555-5555-4444"}, "parcels": [
+            {"weight_grams": 500, "length_mm": 100, "width_mm": 100, "height_mm": 100}]},
+        headers=platform.token("admin-1", "admin"))
+    assert (shipment.status_code, shipment.json()["code"]) == (422, "card_number_in_text")
+    for service, target in (("order", "/orders/4242424242424242"),
+                            ("payment", "/payments/4242 4242 4242 4242"),
+                            ("payment", "/payments?order_id=5555+5555+5555+4444"),
+                            ("shipping", "/shipments/378282246310005")):
+        answer = await client.get(f"{platform[service].url}{target}", headers=shopper)
+        assert answer.status_code < 500, answer.text
 
 
 async def test_no_card_number_is_stored_logged_or_sent_after_checkouts_with_test_cards(
@@ -228,6 +259,7 @@ async def test_no_card_number_is_stored_logged_or_sent_after_checkouts_with_test
         "variant_id": catalog.variant_ids[1], "quantity": 1, "currency": "usd"},
         headers=platform.token(f"pci-{uuid.uuid4().hex[:6]}", "customer"))
     assert left.status_code == 200, left.text
+    await type_card_numbers_where_none_belongs(client, platform, catalog.variant_ids[0])
 
     engine = create_async_engine(platform.database_url)
     try:
