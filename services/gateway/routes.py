@@ -181,8 +181,8 @@ def local_route_table(settings: GatewaySettings) -> RouteTable:
               per_minute=100),
         route("/api/categories", "product-service", product, read_write, auth=False,
               per_minute=100),
-        route("/api/inventory", "product-service", product, read_write, auth=True,
-              per_minute=100),
+        # No /api/inventory: reservations are the order saga's, service to service; a
+        # shopper who could reach them could hold or sell a variant's whole stock.
         route("/api/search", "search-service", settings.search_service_url, ["GET"],
               auth=False, per_minute=100),
         route("/api/orders", "order-service", order, every_write, auth=True, per_minute=50),

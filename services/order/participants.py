@@ -83,7 +83,7 @@ def _unavailable(what: str, response: httpx.Response) -> ParticipantUnavailable:
 class HttpParticipants:
     def __init__(self, tokens: TokenService, service_name: str, *, product: HttpCaller,
                  payment: HttpCaller, shipping: HttpCaller,
-                 reservation_ttl_seconds: int = 1800) -> None:
+                 reservation_ttl_seconds: int = 1200) -> None:
         self.tokens = tokens
         self.subject = f"service:{service_name}"
         self.product = product

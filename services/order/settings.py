@@ -41,5 +41,8 @@ class OrderSettings(ServiceSettings):
     shipping_service_url: str = Field(
         "http://127.0.0.1:8007", description="Shipping service: shipments and their cancellation.")
     reservation_ttl_seconds: int = Field(
-        1800, ge=60, description="How long the product service holds a checkout's stock "
-        "before its sweeper gives it back (a saga that never finishes frees it).")
+        1200, ge=60, description="How long the product service holds a checkout's stock "
+        "before its sweeper gives it back (a saga that never finishes frees it). 20 min: "
+        "the 15 minutes for 3-D Secure plus the steps' retries; at most the product "
+        "service's reservation_max_ttl_seconds, or every reservation is refused. A hold "
+        "that ends before the commit fails the commit, and the saga refunds and cancels.")

@@ -1,7 +1,9 @@
 """The product service's HTTP routes: parse, call the service, shape the response.
 
-Reads are public; catalog writes need the ``admin`` role; reservations need a signed-in
-caller (the checkout acting for a shopper) and are visible only to it and to admins.
+Reads are public; catalog writes (stock adjustments included) need the ``admin`` role.
+Reservations are internal to checkout: reserving, committing and releasing need the
+``service`` role (the order saga's own identity), and reading one the ``service`` or the
+``admin`` role. A shopper sees stock on the products; a shopper never holds it.
 """
 
 from __future__ import annotations
@@ -12,8 +14,8 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Query, Request, Response, status
 
-from services.core.auth import AdminUser, CurrentUser
-from services.core.errors import Unprocessable
+from services.core.auth import AdminUser, CurrentUser, Principal, require_role
+from services.core.errors import Forbidden, Unprocessable
 from services.product.inventory import InventoryService
 from services.product.repository import ProductFilter
 from services.product.schemas import (
@@ -53,8 +55,19 @@ async def inventory_of(request: Request) -> InventoryService:
     return request.app.state.inventory  # type: ignore[no-any-return]
 
 
+async def checkout_or_admin(principal: CurrentUser) -> Principal:
+    """The order saga reading its reservation, or an admin looking into a checkout."""
+    if not (principal.has_role("service") or principal.has_role("admin")):
+        raise Forbidden("reservations are internal to checkout: the 'service' role is "
+                        "required (or 'admin', to read one)", code="missing_role")
+    return principal
+
+
 Catalog = Annotated[CatalogService, Depends(catalog_of)]
 Inventory = Annotated[InventoryService, Depends(inventory_of)]
+#: Only the checkout (the order service's own identity) holds, sells or frees stock.
+Checkout = Annotated[Principal, Depends(require_role("service"))]
+CheckoutOrAdmin = Annotated[Principal, Depends(checkout_or_admin)]
 
 
 # -- categories ------------------------------------------------------------------------------
@@ -218,10 +231,11 @@ async def update_stock(product_id: uuid.UUID, variant_id: uuid.UUID, body: Stock
 
 
 @router.post("/inventory/reservations", status_code=status.HTTP_201_CREATED,
-             tags=["inventory"], summary="Reserve stock for a checkout (idempotent by id)",
+             tags=["inventory"],
+             summary="Hold stock for a checkout (service only; idempotent by id)",
              responses={200: {"model": ReservationOut,
                               "description": "A retry: the reservation made before"}})
-async def reserve(body: ReservationIn, inventory: Inventory, user: CurrentUser,
+async def reserve(body: ReservationIn, inventory: Inventory, user: Checkout,
                   response: Response) -> ReservationOut:
     reservation, created = await inventory.reserve(user, body)
     if not created:
@@ -230,21 +244,21 @@ async def reserve(body: ReservationIn, inventory: Inventory, user: CurrentUser,
 
 
 @router.get("/inventory/reservations/{reservation_id}", tags=["inventory"],
-            summary="A reservation and its state")
+            summary="A reservation and its state (its service, or an admin)")
 async def get_reservation(reservation_id: uuid.UUID, inventory: Inventory,
-                          user: CurrentUser) -> ReservationOut:
+                          user: CheckoutOrAdmin) -> ReservationOut:
     return await inventory.get(reservation_id, user)
 
 
 @router.post("/inventory/reservations/{reservation_id}/commit", tags=["inventory"],
-             summary="Sell the reserved stock (idempotent)")
+             summary="Sell the reserved stock (its service only; idempotent)")
 async def commit_reservation(reservation_id: uuid.UUID, inventory: Inventory,
-                             user: CurrentUser) -> ReservationOut:
+                             user: Checkout) -> ReservationOut:
     return await inventory.commit(reservation_id, user)
 
 
 @router.post("/inventory/reservations/{reservation_id}/release", tags=["inventory"],
-             summary="Give the reserved stock back (idempotent)")
+             summary="Give the reserved stock back (its service only; idempotent)")
 async def release_reservation(reservation_id: uuid.UUID, inventory: Inventory,
-                              user: CurrentUser) -> ReservationOut:
+                              user: Checkout) -> ReservationOut:
     return await inventory.release(reservation_id, user)

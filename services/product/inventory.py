@@ -2,6 +2,11 @@
 
 The rules that keep stock honest:
 
+* **Only the checkout holds stock.** Reserving, committing and releasing are internal to
+  the order saga: the routes admit the service identity alone (shoppers see stock, they do
+  not hold it; a shopper who could would empty the shelf with no order), a reservation is
+  settled only by the service that made it, and a hold lasts at most
+  ``reservation_max_ttl_seconds`` (minutes, not days).
 * **Never oversell.** A line is reserved by one conditional ``UPDATE … SET reserved =
   reserved + q WHERE on_hand - reserved >= q``; PostgreSQL re-checks the condition under the
   row lock, so of any number of concurrent requests only as many succeed as there are
@@ -17,7 +22,8 @@ The rules that keep stock honest:
   with ``SKIP LOCKED``) releases expired ones and marks them ``expired``. Until the sweeper
   has done so a late ``commit`` still succeeds: the stock is still held, so selling it
   oversells nothing, and a checkout whose payment went through is not failed for being
-  slow.
+  slow. After it, ``commit`` is a 409 ``reservation_expired``, which the saga takes as a
+  failed step: it cancels the shipment, refunds the payment and cancels the order.
 
 Every transition publishes ``inventory.*`` and ``stock.changed`` through the shard's outbox
 and drops the cached documents of the products involved after it commits.
@@ -110,10 +116,12 @@ class InventoryService:
                 if part is not None]
 
     @staticmethod
-    def _visible(parts: Sequence[Reservation], principal: Principal) -> None:
-        """Only the caller that made a reservation (or an admin) sees or settles it; to
-        anyone else it does not exist."""
-        if parts[0].owner != principal.user_id and not principal.has_role("admin"):
+    def _visible(parts: Sequence[Reservation], principal: Principal, *,
+                 admin_may: bool = True) -> None:
+        """Only the service that made a reservation sees or settles it (an admin may look
+        at it); to anyone else it does not exist."""
+        if parts[0].owner != principal.user_id and not (admin_may
+                                                        and principal.has_role("admin")):
             raise NotFound(f"there is no reservation {parts[0].id}")
 
     async def get(self, reservation_id: uuid.UUID, principal: Principal) -> ReservationOut:
@@ -134,10 +142,12 @@ class InventoryService:
         transaction, in shard-name order; a shard that is short undoes the ones before it.
         """
         ttl = body.ttl_seconds or self.settings.reservation_default_ttl_seconds
-        if ttl > self.settings.reservation_max_ttl_seconds:
-            raise Unprocessable(f"ttl_seconds may be at most "
-                                f"{self.settings.reservation_max_ttl_seconds}",
-                                code="ttl_too_long")
+        longest = self.settings.reservation_max_ttl_seconds
+        if ttl > longest:
+            raise Unprocessable(f"ttl_seconds may be at most {longest} (a reservation holds "
+                                f"stock only while a checkout runs), not {ttl}",
+                                code="ttl_too_long",
+                                details={"ttl_seconds": ttl, "max_ttl_seconds": longest})
         wanted = {line.variant_id: line.quantity for line in body.lines}
         if self.shards.sharded:
             by_shard, missing = await self._locate(wanted)
@@ -325,7 +335,7 @@ class InventoryService:
                     locked.append((session, part))
             if not locked:
                 raise NotFound(f"there is no reservation {reservation_id}")
-            self._visible([part for _, part in locked], principal)
+            self._visible([part for _, part in locked], principal, admin_may=False)
             statuses = {part.status for _, part in locked}
             self._check_transition(reservation_id, action, statuses, locked[0][1])
             now = utcnow()

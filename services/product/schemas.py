@@ -214,7 +214,8 @@ class ReservationIn(_In):
                           "repeating a request with the same id returns the same reservation.")
     lines: list[ReservationLineIn] = Field(min_length=1, max_length=100)
     ttl_seconds: int | None = Field(None, ge=1, description="How long to hold the stock; "
-                                    "the service's default when absent.")
+                                    "the service's default when absent, at most its "
+                                    "reservation_max_ttl_seconds (else 422 ttl_too_long).")
 
     @field_validator("lines")
     @classmethod

@@ -6,7 +6,9 @@ feeds the core and the service alike (``KOMMERCE_RESERVATION_DEFAULT_TTL_SECONDS
 
 from __future__ import annotations
 
-from pydantic import Field
+from typing import Self
+
+from pydantic import Field, model_validator
 
 from services.core.settings import ServiceSettings
 
@@ -30,8 +32,10 @@ class ProductSettings(ServiceSettings):
         "long enough for a checkout's payment step).",
     )
     reservation_max_ttl_seconds: int = Field(
-        86_400, ge=1, description="Longest hold a client may ask for; longer holds keep stock "
-        "from other shoppers.",
+        1200, ge=60, le=3600, description="Longest hold the checkout may ask for (20 min: the "
+        "order saga's 15 minutes for 3-D Secure plus its step retries). Only the service "
+        "identity reserves, but a hold still keeps stock from every shopper, so it stays "
+        "short; the order service's KOMMERCE_RESERVATION_TTL_SECONDS must fit inside it.",
     )
     reservation_sweep_interval_seconds: float = Field(
         5.0, gt=0, description="How often expired reservations are looked for and released.",
@@ -51,3 +55,11 @@ class ProductSettings(ServiceSettings):
         60.0, gt=0, description="Age after which a SKU claim whose product exists on no shard "
         "is taken over (left by a create that crashed between the two databases).",
     )
+
+    @model_validator(mode="after")
+    def _default_hold_within_the_maximum(self) -> Self:
+        if self.reservation_default_ttl_seconds > self.reservation_max_ttl_seconds:
+            raise ValueError(
+                f"reservation_default_ttl_seconds ({self.reservation_default_ttl_seconds}) "
+                f"exceeds reservation_max_ttl_seconds ({self.reservation_max_ttl_seconds})")
+        return self

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from kommerce.testbed.redis import RedisServer
 
 SHARD_COUNT = 3
+#: The subject the order service calls the product service as.
+CHECKOUT = "service:order"
 
 
 @pytest.fixture(scope="session")
@@ -69,6 +71,11 @@ class ProductService:
     def shopper(self) -> dict[str, str]:
         return self.token("shopper-1", "customer")
 
+    @property
+    def checkout(self) -> dict[str, str]:
+        """The order service's identity: the only caller that holds, sells or frees stock."""
+        return self.token(CHECKOUT, "service")
+
     async def category(self, slug: str, **fields: Any) -> dict[str, Any]:
         response = await self.client.post("/categories", headers=self.admin,
                                           json={"slug": slug, "name": slug.title(), **fields})
@@ -85,13 +92,15 @@ class ProductService:
         return response.json()  # type: ignore[no-any-return]
 
     async def reserve(self, lines: list[tuple[str, int]], *, reservation_id: str | None = None,
-                      user: str = "shopper-1", **fields: Any) -> httpx.Response:
+                      user: str = CHECKOUT, roles: tuple[str, ...] = ("service",),
+                      **fields: Any) -> httpx.Response:
+        """A reservation as the checkout (``user`` with ``roles``) asks for one."""
         import uuid
 
         body = {"id": reservation_id or str(uuid.uuid4()),
                 "lines": [{"variant_id": v, "quantity": q} for v, q in lines], **fields}
         return await self.client.post("/inventory/reservations", json=body,
-                                      headers=self.token(user, "customer"))
+                                      headers=self.token(user, *roles))
 
 
 def variant(sku: str | None = None, amount: int = 1000, currency: str = "EUR", stock: int = 10,

@@ -89,7 +89,7 @@ async def test_inventory_changes_drop_the_cached_product(
     reservation = (await product_service.reserve([(vid, 3)])).json()
     assert await stock() == {"on_hand": 4, "reserved": 3, "available": 1}
     await client.post(f"/inventory/reservations/{reservation['id']}/commit",
-                      headers=product_service.shopper)
+                      headers=product_service.checkout)
     assert await stock() == {"on_hand": 1, "reserved": 0, "available": 1}
     await client.post(f"/products/{pid}/variants/{vid}/stock",
                       headers=product_service.admin, json={"on_hand": 9})

@@ -165,7 +165,7 @@ async def test_every_write_leaves_its_event_in_the_outbox_and_on_the_bus(
                       json={"delta": 5, "reason": "delivery"})
     reservation = (await product_service.reserve([(vid, 2)])).json()
     await client.post(f"/inventory/reservations/{reservation['id']}/commit",
-                      headers=product_service.shopper)
+                      headers=product_service.checkout)
     await client.delete(f"/products/{pid}", headers=admin)
 
     assert await outbox_types(product_service) == [

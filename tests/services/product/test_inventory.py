@@ -1,4 +1,5 @@
-"""Reservations: never oversold under concurrency, idempotent, and released at expiry."""
+"""Reservations: the checkout's alone, never oversold under concurrency, idempotent, held
+briefly and released at expiry."""
 
 from __future__ import annotations
 
@@ -107,7 +108,8 @@ async def test_reserve_is_idempotent_by_reservation_id(
     first = await product_service.reserve([(vid, 2)], reservation_id=rid)
     retry = await product_service.reserve([(vid, 2)], reservation_id=rid)
     other_lines = await product_service.reserve([(vid, 3)], reservation_id=rid)
-    other_user = await product_service.reserve([(vid, 2)], reservation_id=rid, user="intruder")
+    other_user = await product_service.reserve([(vid, 2)], reservation_id=rid,
+                                               user="service:intruder")
     racing = await asyncio.gather(*(product_service.reserve([(vid, 1)], reservation_id=r)
                                     for r in [str(uuid.uuid4())] * 5))
 
@@ -125,19 +127,19 @@ async def test_reserve_is_idempotent_by_reservation_id(
 async def test_commit_sells_and_release_returns_the_stock(
     product_service: ProductService,
 ) -> None:
-    client, shopper = product_service.client, product_service.shopper
+    client, checkout = product_service.client, product_service.checkout
     vid = await one_variant(product_service, stock=10)
     sold = (await product_service.reserve([(vid, 3)])).json()["id"]
     returned = (await product_service.reserve([(vid, 4)])).json()["id"]
 
-    commit = await client.post(f"/inventory/reservations/{sold}/commit", headers=shopper)
-    commit_again = await client.post(f"/inventory/reservations/{sold}/commit", headers=shopper)
-    release_sold = await client.post(f"/inventory/reservations/{sold}/release", headers=shopper)
-    release = await client.post(f"/inventory/reservations/{returned}/release", headers=shopper)
+    commit = await client.post(f"/inventory/reservations/{sold}/commit", headers=checkout)
+    commit_again = await client.post(f"/inventory/reservations/{sold}/commit", headers=checkout)
+    release_sold = await client.post(f"/inventory/reservations/{sold}/release", headers=checkout)
+    release = await client.post(f"/inventory/reservations/{returned}/release", headers=checkout)
     release_again = await client.post(f"/inventory/reservations/{returned}/release",
-                                      headers=shopper)
+                                      headers=checkout)
     commit_released = await client.post(f"/inventory/reservations/{returned}/commit",
-                                        headers=shopper)
+                                        headers=checkout)
 
     assert commit.json()["status"] == "committed"
     assert commit_again.status_code == 200 and commit_again.json()["status"] == "committed"
@@ -150,24 +152,72 @@ async def test_commit_sells_and_release_returns_the_stock(
     assert await stock_row(product_service, vid) == (7, 0)
 
 
-async def test_a_reservation_is_private_to_its_owner_and_admins(
+async def test_a_reservation_is_private_to_its_service_and_admins(
     product_service: ProductService,
 ) -> None:
     client = product_service.client
     vid = await one_variant(product_service, stock=1)
     rid = (await product_service.reserve([(vid, 1)])).json()["id"]
+    other_service = product_service.token("service:shipping", "service")
 
-    own = await client.get(f"/inventory/reservations/{rid}", headers=product_service.shopper)
+    own = await client.get(f"/inventory/reservations/{rid}", headers=product_service.checkout)
     admin = await client.get(f"/inventory/reservations/{rid}", headers=product_service.admin)
-    other = await client.get(f"/inventory/reservations/{rid}",
-                             headers=product_service.token("someone-else"))
+    other = await client.get(f"/inventory/reservations/{rid}", headers=other_service)
     other_release = await client.post(f"/inventory/reservations/{rid}/release",
-                                      headers=product_service.token("someone-else"))
+                                      headers=other_service)
+    admin_release = await client.post(f"/inventory/reservations/{rid}/release",
+                                      headers=product_service.admin)
     anonymous = await client.get(f"/inventory/reservations/{rid}")
 
     assert own.status_code == admin.status_code == 200
     assert other.status_code == other_release.status_code == 404
+    assert (admin_release.status_code, admin_release.json()["code"]) == (403, "missing_role")
     assert anonymous.status_code == 401
+    assert await stock_row(product_service, vid) == (1, 1)
+
+
+async def test_a_shopper_neither_holds_nor_settles_nor_reads_stock_reservations(
+    product_service: ProductService,
+) -> None:
+    """The hole this closes: a shopper reserved a variant's whole stock for a day and then
+    committed it, selling it to nobody."""
+    client, shopper = product_service.client, product_service.shopper
+    vid = await one_variant(product_service, stock=4)
+    held = (await product_service.reserve([(vid, 1)])).json()["id"]
+    own = str(uuid.uuid4())
+
+    answers = [
+        await product_service.reserve([(vid, 3)], reservation_id=own, user="shopper-1",
+                                      roles=("customer",), ttl_seconds=60),
+        await client.post(f"/inventory/reservations/{own}/commit", headers=shopper),
+        await client.post(f"/inventory/reservations/{held}/commit", headers=shopper),
+        await client.post(f"/inventory/reservations/{held}/release", headers=shopper),
+        await client.get(f"/inventory/reservations/{held}", headers=shopper),
+    ]
+
+    assert [(a.status_code, a.json()["code"]) for a in answers] == [(403, "missing_role")] * 5
+    assert await stock_row(product_service, vid) == (4, 1)
+
+
+async def test_a_hold_longer_than_the_maximum_is_refused_and_changes_nothing(
+    product_service: ProductService,
+) -> None:
+    longest = product_service.settings.reservation_max_ttl_seconds
+    vid = await one_variant(product_service, stock=2)
+
+    too_long = await product_service.reserve([(vid, 2)], ttl_seconds=longest + 1)
+    longest_allowed = await product_service.reserve([(vid, 1)], ttl_seconds=longest)
+    default = await product_service.reserve([(vid, 1)])
+
+    assert too_long.status_code == 422
+    assert too_long.json()["code"] == "ttl_too_long"
+    assert too_long.json()["message"] == (
+        f"ttl_seconds may be at most {longest} (a reservation holds stock only while a "
+        f"checkout runs), not {longest + 1}")
+    assert too_long.json()["details"] == {"ttl_seconds": longest + 1,
+                                          "max_ttl_seconds": longest}
+    assert longest_allowed.status_code == default.status_code == 201
+    assert await stock_row(product_service, vid) == (2, 2)
 
 
 async def test_an_expired_reservation_gives_its_stock_back(
@@ -182,9 +232,9 @@ async def test_an_expired_reservation_gives_its_stock_back(
 
     await eventually(released, within=10, what="the sweeper to release the reservation")
     state = await product_service.client.get(f"/inventory/reservations/{rid}",
-                                             headers=product_service.shopper)
+                                             headers=product_service.checkout)
     late_commit = await product_service.client.post(
-        f"/inventory/reservations/{rid}/commit", headers=product_service.shopper)
+        f"/inventory/reservations/{rid}/commit", headers=product_service.checkout)
 
     assert state.json()["status"] == "expired"
     assert (late_commit.status_code, late_commit.json()["code"]) == (409, "reservation_expired")

@@ -1,8 +1,8 @@
 """Property-based: no request the OpenAPI document allows makes the service answer 5xx.
 
 The service runs under uvicorn on loopback (as in production, with its real lifespan), and
-schemathesis sends generated requests with an admin token, so the write paths are reached
-and not just refused with 401.
+schemathesis sends generated requests with an admin and service token, so the write paths
+are reached and not just refused with 401 or 403.
 """
 
 from __future__ import annotations
@@ -40,7 +40,8 @@ def served_product(product_database_url: str, redis_server: RedisServer) -> Iter
     service_settings = product_settings(product_database_url, redis_server.url)
     app = create_app(service_settings)
     with served(app, "product") as base_url:
-        token = TokenService(service_settings).issue_access("fuzzer", ["admin"]).token
+        # Both roles, so the catalog writes and the checkout's reservations are reached.
+        token = TokenService(service_settings).issue_access("fuzzer", ["admin", "service"]).token
         yield Served(base_url, {"Authorization": f"Bearer {token}"}, app.openapi())
 
 

@@ -170,7 +170,7 @@ async def test_a_reservation_across_shards_is_all_or_nothing(
     short = await service.reserve([(laptop["id"], 2), (shirt["id"], 2)])
     reserved = await service.reserve([(laptop["id"], 2), (shirt["id"], 1)])
     committed = await service.client.post(
-        f"/inventory/reservations/{reserved.json()['id']}/commit", headers=service.shopper)
+        f"/inventory/reservations/{reserved.json()['id']}/commit", headers=service.checkout)
 
     assert short.status_code == 409
     assert short.json()["details"][0]["sku"] == shirt["sku"]
