@@ -26,6 +26,7 @@ from pathlib import Path
 import httpx
 from rich.console import Console
 
+from kommerce.platform import keys
 from kommerce.platform.seed import (
     MARKER_FILE,
     REVIEWERS,
@@ -252,7 +253,8 @@ class Platform:
         shared |= {spec.url_variable: f"http://{LOOPBACK}:{ports[spec.name]}"
                    for spec in services}
         for spec in services:
-            env = {**shared, **spec.env, "KOMMERCE_PORT": str(ports[spec.name])}
+            env = {**shared, **spec.env, **keys.service_env(self.data_dir, spec.name),
+                   "KOMMERCE_PORT": str(ports[spec.name])}
             if spec.uses_database:
                 env["KOMMERCE_DATABASE_URL"] = database_urls[spec.name]
             if spec.name == "user":
@@ -266,9 +268,8 @@ class Platform:
     def _shared_env(self, redis_url: str) -> dict[str, str]:
         env = {"KOMMERCE_HOST": LOOPBACK, "KOMMERCE_REDIS_URL": redis_url,
                "KOMMERCE_ENVIRONMENT": os.environ.get("KOMMERCE_ENVIRONMENT", "local")}
-        if "KOMMERCE_JWT_SECRET" not in os.environ:
-            env["KOMMERCE_JWT_SECRET"] = read_or_create_secret(
-                self.data_dir / "secrets" / "jwt-secret", lambda: secrets.token_urlsafe(48))
+        # Token keys: the public ones for all, each private one for its service alone.
+        env |= keys.shared_env(self.data_dir, [spec.name for spec in self.services])
         return env
 
     def _admin_env(self) -> dict[str, str]:

@@ -318,17 +318,18 @@ class ServiceClient:
         return response
 
     @asynccontextmanager
-    async def stream(self, method: str, url: str, **kwargs: Any
-                     ) -> AsyncIterator[httpx.Response]:
+    async def stream(self, method: str, url: str, *, timeout_seconds: float | None = None,
+                     **kwargs: Any) -> AsyncIterator[httpx.Response]:
         """Send and yield the response with its body unread (the gateway streams it on).
 
-        The breaker's timeout covers connecting and receiving the headers."""
+        The breaker's timeout covers connecting and receiving the headers, unless the call
+        names a longer one (the gateway's for routes known to be slow, such as login)."""
         self._acquire()
         kwargs["headers"] = self._headers(kwargs.get("headers"))
         started = time.perf_counter()
         request = self.client.build_request(method, url, **kwargs)
         try:
-            async with asyncio.timeout(self.breaker.policy.timeout_seconds):
+            async with asyncio.timeout(timeout_seconds or self.breaker.policy.timeout_seconds):
                 response = await self.client.send(request, stream=True)
         except (TimeoutError, httpx.TimeoutException) as exc:
             raise self._timed_out(started, exc) from exc

@@ -15,9 +15,6 @@ from typing import Annotated, Literal
 from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-#: The JWT secret used when none is configured. Start-up refuses it in production.
-DEVELOPMENT_JWT_SECRET = "kommerce-development-secret-change-me-0123456789"
-
 
 def _env(field: str, *extra: str) -> AliasChoices:
     """The field's own ``KOMMERCE_`` variable first, then the names the operator sets, and
@@ -169,14 +166,40 @@ class ServiceSettings(BaseSettings):
     )
 
     # -- auth --------------------------------------------------------------------------------
-    jwt_secret: SecretStr = Field(
-        SecretStr(DEVELOPMENT_JWT_SECRET),
-        description="Key that signs and verifies JWTs (HS256). Must be set in production.",
+    jwt_private_key: SecretStr | None = Field(
+        None,
+        description="PEM private key (Ed25519 or EC P-256) this service signs tokens with: "
+        "the user service's signs user tokens; any other service's signs only its own "
+        "service-identity tokens (subject 'service:<name>', role 'service'). None: this "
+        "service issues no tokens (outside production: the built-in development key).",
     )
-    jwt_algorithm: Literal["HS256", "HS384", "HS512"] = Field(
-        "HS256", description="JWT signing algorithm."
+    jwt_key_id: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9:._-]{1,64}$",
+        description="'kid' of jwt_private_key in the JWKS. 'service:<name>…' marks a "
+        "service key, anything else a user-token key. Default: 'user' for the user "
+        "service, 'service:<name>' for the others.",
+    )
+    jwt_jwks: str | None = Field(
+        None,
+        description="The trusted public keys: a JWKS document (JSON), or the path of a file "
+        "holding one (as the user service publishes at /.well-known/jwks.json). Required in "
+        "production; None elsewhere trusts only the built-in development key.",
+    )
+    jwt_audience: str | None = Field(
+        None, pattern=r"^[a-z][a-z0-9-]{0,62}$",
+        description="The audience this service accepts service tokens for. Default: the "
+        "component name (service_name without a '-service' suffix: 'product').",
+    )
+    jwt_api_audience: str = Field(
+        "kommerce", pattern=r"^[a-z][a-z0-9-]{0,62}$",
+        description="Audience of user access tokens: the public API behind the gateway, "
+        "accepted by the gateway and by every service that verifies bearer tokens.",
     )
     jwt_issuer: str = Field("kommerce", description="'iss' claim written and required.")
+    jwt_secret: SecretStr | None = Field(
+        None, description="No longer used: tokens were signed with one shared HMAC key, so "
+        "any service could mint any token. Refused when set, so a stale configuration "
+        "fails loudly instead of being ignored.")
     access_token_ttl_seconds: int = Field(
         15 * 60, ge=1, description="Access token lifetime (15 minutes)."
     )
@@ -185,6 +208,33 @@ class ServiceSettings(BaseSettings):
     )
     jwt_leeway_seconds: int = Field(
         5, ge=0, description="Clock skew tolerated when checking exp/iat."
+    )
+    token_revocation_prefix: str = Field(
+        "kommerce:revoked:",
+        description="Redis key prefix of the revocation list (ended sessions and logged-out "
+        "token ids, each kept until the last access token it covers expires). Shared by "
+        "the user service, which writes it, and every verifier.",
+    )
+    token_revocation_timeout_seconds: float = Field(
+        0.25, gt=0,
+        description="How long a revocation check may wait for Redis. A slower or failing "
+        "check lets the token through (logged): a Redis outage must not take the shop "
+        "down, and a token is then only as revocable as its 15-minute lifetime.",
+    )
+    password_hash_workers: int | None = Field(
+        None, ge=1,
+        description="Threads hashing passwords (Argon2id, 64 MiB each while it runs). "
+        "Default: the machine's CPU count; more only queue for the same cores.",
+    )
+    password_hash_queue_limit: int = Field(
+        64, ge=0,
+        description="Password hashes allowed to wait for a thread; beyond it a login or "
+        "registration is answered 503 with Retry-After instead of piling up.",
+    )
+    password_hash_max_wait_seconds: float = Field(
+        8.0, gt=0,
+        description="Longest a hash waits for a thread before the request is answered 503 "
+        "with Retry-After. The gateway's timeout for /api/auth is derived from it.",
     )
     trust_gateway_headers: bool = Field(
         False,
@@ -249,15 +299,24 @@ class ServiceSettings(BaseSettings):
         return value
 
     @model_validator(mode="after")
-    def _refuse_development_secret_in_production(self) -> ServiceSettings:
-        if (
-            self.environment == "production"
-            and self.jwt_secret.get_secret_value() == DEVELOPMENT_JWT_SECRET
-        ):
-            raise ValueError("KOMMERCE_JWT_SECRET must be set in production")
-        if len(self.jwt_secret.get_secret_value()) < 32:
-            raise ValueError("jwt_secret must be at least 32 characters (HMAC key strength)")
+    def _refuse_development_keys_in_production(self) -> ServiceSettings:
+        if self.jwt_secret is not None:
+            raise ValueError("KOMMERCE_JWT_SECRET is no longer used: tokens are signed with "
+                             "KOMMERCE_JWT_PRIVATE_KEY and verified with KOMMERCE_JWT_JWKS")
+        if self.environment == "production" and not self.jwt_jwks:
+            raise ValueError("KOMMERCE_JWT_JWKS must be set in production (the trusted "
+                             "public keys; the development key is refused there)")
         return self
+
+    @property
+    def token_audience(self) -> str:
+        """The audience this service accepts service tokens for."""
+        return self.jwt_audience or self.component
+
+    @property
+    def component(self) -> str:
+        """The component name: ``product`` for ``product`` and ``product-service``."""
+        return self.service_name.removesuffix("-service")
 
     @property
     def schema_name(self) -> str:

@@ -56,7 +56,7 @@ async def forward(request: Request) -> Response:
     gateway.check_method(route, request.method)
     target = upstream_target(scope, settings.strip_path_prefix)
     address = request.client.host if request.client is not None else "unknown"
-    caller = gateway.identify(route, request.headers.get("authorization"), address)
+    caller = await gateway.identify(route, request.headers.get("authorization"), address)
     decision = await gateway.admit(route, caller)
 
     client = get_runtime(request).http.client(route.service, route.upstream)
@@ -64,7 +64,8 @@ async def forward(request: Request) -> Response:
                                        prefix=settings.strip_path_prefix)
     body = request_body(request, settings.max_request_body_bytes)
     try:
-        upstream, release = await send_upstream(client, request.method, target, headers, body)
+        upstream, release = await send_upstream(client, request.method, target, headers, body,
+                                                timeout_seconds=gateway.timeout_for(route))
     except ClientDisconnect:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     response_headers = client_response_headers(

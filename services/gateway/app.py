@@ -18,13 +18,15 @@ from fastapi import FastAPI
 
 from services.core.app import ServiceRuntime, create_service_app, serve
 from services.core.health import ReadinessCheck
+from services.core.revocation import RevocationList
 from services.gateway import api
 from services.gateway.ratelimit import RateLimiter
 from services.gateway.service import Gateway
 from services.gateway.settings import GatewaySettings
 
 DESCRIPTION = """The platform's entry point: routes `/api/...` to the services by the route
-table, verifies access tokens and passes the caller on as `X-User-Id`/`X-User-Roles`,
+table, verifies access tokens (signature, audience, revocation list) and passes the caller
+on as `X-User-Id`/`X-User-Roles`,
 limits requests per route and client, and answers CORS preflights."""
 
 
@@ -39,6 +41,9 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
     async def run_gateway(app: FastAPI, runtime: ServiceRuntime) -> AsyncIterator[None]:
         runtime.http.max_connections = settings.upstream_max_connections
         if runtime.redis is not None:
+            gateway.revocations = RevocationList(
+                runtime.redis, prefix=settings.token_revocation_prefix,
+                timeout_seconds=settings.token_revocation_timeout_seconds)
             gateway.limiter = RateLimiter(
                 runtime.redis, key_prefix=settings.cache_key_prefix,
                 timeout_seconds=settings.rate_limit_timeout_seconds)

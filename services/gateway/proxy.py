@@ -176,15 +176,18 @@ def _too_large(max_bytes: int) -> PayloadTooLarge:
 
 
 async def send_upstream(client: ServiceClient, method: str, target: str, headers: Headers,
-                        body: AsyncIterator[bytes] | None
+                        body: AsyncIterator[bytes] | None, *,
+                        timeout_seconds: float | None = None,
                         ) -> tuple[httpx.Response, Callable[[], Awaitable[None]]]:
     """Send the request and return the response with its body unread, and the function
     that releases it. 502 when the service cannot be reached; the core client's 503
-    (breaker open) and 504 (no answer in time) pass as they are."""
+    (breaker open) and 504 (no answer in time: the route's timeout, else the breaker's)
+    pass as they are."""
     stack = AsyncExitStack()
     try:
         response = await stack.enter_async_context(
-            client.stream(method, target, headers=headers, content=body))
+            client.stream(method, target, headers=headers, content=body,
+                          timeout_seconds=timeout_seconds))
     except UpstreamUnavailable as exc:
         await stack.aclose()
         raise BadGateway(f"{client.target} cannot be reached", details=exc.details) from exc

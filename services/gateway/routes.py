@@ -60,6 +60,9 @@ class Route(BaseModel):
         min_length=1, max_length=253,
         description="The service's name: its circuit breaker's target and metric label.")
     upstream: str = Field(description="Base URL of the service, e.g. http://product:80.")
+    timeout_seconds: float | None = Field(
+        None, gt=0, le=300, description="How long the service may take to answer; None = "
+        "its circuit breaker's timeout (the auth route's comes from the gateway settings).")
 
     @field_validator("methods", mode="before")
     @classmethod

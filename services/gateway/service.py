@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from services.core.auth import TokenService
+from services.core.auth import TokenService, refuse_revoked
 from services.core.errors import (
     DomainError,
     InvalidRequest,
@@ -20,6 +20,7 @@ from services.core.errors import (
 )
 from services.core.metrics import gauge
 from services.core.reload import WatchedFile
+from services.core.revocation import RevocationList
 from services.gateway.ratelimit import RateDecision, RateLimiter
 from services.gateway.routes import (
     Route,
@@ -56,12 +57,14 @@ class Caller:
 
 
 class Gateway:
-    """The route table in force, the token verifier and the rate limiter."""
+    """The route table in force, the token verifier, the revocation list and the rate
+    limiter."""
 
     def __init__(self, settings: GatewaySettings, tokens: TokenService) -> None:
         self.settings = settings
         self.tokens = tokens
         self.limiter: RateLimiter | None = None
+        self.revocations: RevocationList | None = None
         self.watched: WatchedFile[RouteTable] | None = None
         self._static: RouteTable | None = None
         self._loaded = False
@@ -139,12 +142,13 @@ class Gateway:
 
     # -- callers -----------------------------------------------------------------------------
 
-    def identify(self, route: Route, authorization: str | None, address: str) -> Caller:
+    async def identify(self, route: Route, authorization: str | None,
+                       address: str) -> Caller:
         """The caller behind an ``Authorization`` header.
 
         A route that requires auth refuses a missing token; on any route a token that is
-        sent must be valid (an expired one is reported as such, so the client refreshes
-        instead of silently browsing as a stranger)."""
+        sent must be valid and not revoked (an expired one is reported as such, so the
+        client refreshes instead of silently browsing as a stranger)."""
         if authorization is None:
             if route.auth_required:
                 raise Unauthorized(f"{route.path_prefix} needs 'Authorization: Bearer "
@@ -156,7 +160,18 @@ class Gateway:
             raise Unauthorized("use 'Authorization: Bearer <access token>'",
                                code="token_invalid")
         claims = self.tokens.verify(token, "access")
+        await refuse_revoked(self.revocations, claims)
         return Caller(user_id=claims.sub, roles=tuple(claims.roles), address=address)
+
+    def timeout_for(self, route: Route) -> float | None:
+        """How long the route's service may take to answer: the route table's word, else
+        the auth routes' (password hashing) timeout for the auth prefix, else None (the
+        breaker's)."""
+        if route.timeout_seconds is not None:
+            return route.timeout_seconds
+        if route.path_prefix == self.settings.auth_route_prefix:
+            return self.settings.auth_timeout_seconds
+        return None
 
     # -- rates -------------------------------------------------------------------------------
 

@@ -58,3 +58,20 @@ class GatewaySettings(ServiceSettings):
         "let the request through (fail open): a Redis outage must not take the shop down.")
     upstream_max_connections: int = Field(
         200, ge=1, description="Open connections kept per upstream service (per replica).")
+    auth_route_prefix: str = Field(
+        "/api/auth", pattern=r"^(/[-A-Za-z0-9._~]+)+$",
+        description="The route of login, registration and password checks, whose answers "
+        "wait for password hashing and get auth_route_timeout_seconds.")
+    auth_route_timeout_seconds: float | None = Field(
+        None, gt=0,
+        description="How long the auth route's service may take to answer. Default: from "
+        "the hash cost, two hashes' longest wait (a login may verify and rehash) plus 5 s "
+        "for the hashing itself and the database: 21 s with the default "
+        "password_hash_max_wait_seconds of 8.")
+
+    @property
+    def auth_timeout_seconds(self) -> float:
+        """The auth route's timeout in force."""
+        if self.auth_route_timeout_seconds is not None:
+            return self.auth_route_timeout_seconds
+        return 2 * self.password_hash_max_wait_seconds + 5

@@ -1,11 +1,13 @@
 """The saga's participants over HTTP: the product service's reservations, the payment
 service and the shipping service.
 
-Identity: the order service calls them as itself — an access token it issues with the
-core :class:`~services.core.auth.TokenService` for subject ``service:<name>`` and the
-``service`` role (services share the signing key). It therefore *owns* the reservations it
-makes, which is what the product service requires to commit or release them, and holds the
-role the payment and shipping services require for refunds and shipments.
+Identity: the order service calls them as itself — an access token it signs with its own
+service key (:mod:`services.core.signing`) for subject ``service:<name>``, the ``service``
+role and the called service as audience, one token per participant. That key can sign
+nothing else, and a token for one participant is refused by the others. It therefore
+*owns* the reservations it makes, which is what the product service requires to commit or
+release them, and holds the role the payment and shipping services require for refunds
+and shipments.
 
 Every call carries the saga's idempotency key or an id derived from the order, so a resent
 command repeats the first call. Answers map onto saga events: a definite refusal (out of
@@ -19,6 +21,7 @@ from __future__ import annotations
 import logging
 import time
 import uuid
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import httpx
@@ -80,32 +83,54 @@ def _unavailable(what: str, response: httpx.Response) -> ParticipantUnavailable:
     return ParticipantUnavailable(f"{what}: HTTP {response.status_code} {_message(response)}")
 
 
+class _AsService:
+    """A participant's client whose every call carries the order service's identity token
+    for that participant."""
+
+    def __init__(self, caller: HttpCaller, audience: str,
+                 token: Callable[[str], str]) -> None:
+        self.caller = caller
+        self.audience = audience
+        self._token = token
+
+    def _signed(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        headers = dict(kwargs.get("headers") or {})
+        headers["Authorization"] = f"Bearer {self._token(self.audience)}"
+        return {**kwargs, "headers": headers}
+
+    async def get(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.caller.get(url, **self._signed(kwargs))
+
+    async def post(self, url: str, **kwargs: Any) -> httpx.Response:
+        return await self.caller.post(url, **self._signed(kwargs))
+
+
 class HttpParticipants:
     def __init__(self, tokens: TokenService, service_name: str, *, product: HttpCaller,
                  payment: HttpCaller, shipping: HttpCaller,
                  reservation_ttl_seconds: int = 1200) -> None:
         self.tokens = tokens
         self.subject = f"service:{service_name}"
-        self.product = product
-        self.payment = payment
-        self.shipping = shipping
+        # Each participant's calls carry a token addressed to that participant.
+        self.product = _AsService(product, "product", self._token)
+        self.payment = _AsService(payment, "payment", self._token)
+        self.shipping = _AsService(shipping, "shipping", self._token)
         self.reservation_ttl_seconds = reservation_ttl_seconds
-        self._issued: tuple[str, float] | None = None  # token, when to issue a new one
+        self._issued: dict[str, tuple[str, float]] = {}  # audience: token, when to renew
 
-    def _token(self) -> str:
-        """The service's access token, reissued once half its lifetime has passed (every
-        call signing a fresh one cost more than the call's own JSON)."""
+    def _token(self, audience: str) -> str:
+        """The service's access token for ``audience``, reissued once half its lifetime
+        has passed (every call signing a fresh one cost more than the call's own JSON)."""
         now = time.monotonic()
-        if self._issued is None or now >= self._issued[1]:
-            issued = self.tokens.issue_access(self.subject, ["service"])
-            self._issued = (issued.token, now + issued.expires_in / 2)
-        return self._issued[0]
+        issued = self._issued.get(audience)
+        if issued is None or now >= issued[1]:
+            token = self.tokens.issue_service(audience)
+            issued = self._issued[audience] = (token.token, now + token.expires_in / 2)
+        return issued[0]
 
     def _headers(self, idempotency_key: str | None = None) -> dict[str, str]:
-        headers = {"Authorization": f"Bearer {self._token()}"}
-        if idempotency_key:
-            headers["Idempotency-Key"] = idempotency_key
-        return headers
+        """The call's own headers; the identity token is added per participant."""
+        return {"Idempotency-Key": idempotency_key} if idempotency_key else {}
 
     async def perform(self, order: SagaOrder, command: Command) -> SagaEvent:
         match command.action:

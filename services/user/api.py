@@ -1,8 +1,9 @@
 """Routes of the user service: parse, call the service, shape the response.
 
 ``/auth/*`` needs no access token (it is how one gets one), ``/users/me*`` acts on the
-caller's own account, ``/admin/*`` needs the admin role. Every error response has the
-core's ``{code, message, details}`` shape.
+caller's own account, ``/admin/*`` needs the admin role, ``/.well-known/jwks.json``
+publishes the public keys tokens are verified with. Every error response has the core's
+``{code, message, details}`` shape.
 """
 
 from __future__ import annotations
@@ -10,13 +11,22 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from services.core.app import Runtime
-from services.core.auth import AdminUser, CurrentUser, Principal
+from services.core.auth import (
+    AdminUser,
+    CurrentUser,
+    OptionalUser,
+    Principal,
+    revocation_list_of,
+    token_service_of,
+)
 from services.core.db import SessionDep
 from services.core.errors import Unauthorized
+from services.core.signing import public_jwk
 from services.user.models import Address, User
+from services.user.replay import RegistrationReplay, fingerprint
 from services.user.schemas import (
     AddressCreate,
     AddressOut,
@@ -49,7 +59,8 @@ def _settings(runtime: Runtime) -> UserSettings:
 
 def get_accounts(request: Request, session: SessionDep, runtime: Runtime) -> Accounts:
     throttle: LoginThrottle = request.app.state.login_throttle
-    return Accounts(session, runtime.tokens, _settings(runtime), throttle)
+    return Accounts(session, runtime.tokens, _settings(runtime), throttle,
+                    revocation_list_of(request))
 
 
 def get_profiles(session: SessionDep, runtime: Runtime) -> Profiles:
@@ -60,8 +71,9 @@ def get_address_book(session: SessionDep, runtime: Runtime) -> AddressBook:
     return AddressBook(session, _settings(runtime))
 
 
-def get_administration(session: SessionDep, runtime: Runtime) -> Administration:
-    return Administration(session, _settings(runtime))
+def get_administration(request: Request, session: SessionDep,
+                       runtime: Runtime) -> Administration:
+    return Administration(session, _settings(runtime), revocation_list_of(request))
 
 
 AccountsDep = Annotated[Accounts, Depends(get_accounts)]
@@ -99,10 +111,32 @@ def address_out(address: Address) -> AddressOut:
 auth_router = APIRouter(prefix="/auth", tags=["auth"])
 
 
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", min_length=8, max_length=200, pattern=r"^[\x21-\x7e]+$",
+    description="Any unique value per registration (a UUID). A retry with the same key "
+    "(after a timeout, say) is answered with the account the first attempt made.")]
+
+
 @auth_router.post("/register", status_code=status.HTTP_201_CREATED)
-async def register(body: RegisterRequest, accounts: AccountsDep) -> UserOut:
-    """Create a customer account. 409 ``email_taken`` when the address has one."""
-    return user_out(await accounts.register(body.email, body.password, body.full_name))
+async def register(body: RegisterRequest, response: Response, runtime: Runtime,
+                   accounts: AccountsDep, idempotency_key: IdempotencyKey = None) -> UserOut:
+    """Create a customer account. 409 ``email_taken`` when the address has one (log in
+    with it instead). With an ``Idempotency-Key``, a retry gets the first attempt's
+    account (201, ``Idempotent-Replayed: true``), 409 ``registration_in_progress`` with
+    Retry-After while that attempt still runs, 422 ``idempotency_key_reused`` for a key
+    used for another address."""
+    if idempotency_key is None:
+        return user_out(await accounts.register(body.email, body.password, body.full_name))
+    settings = _settings(runtime)
+    replay = RegistrationReplay(
+        runtime.require_cache().redis, settings.cache_key_prefix, idempotency_key,
+        fingerprint(body.email, body.full_name),
+        wait_seconds=settings.password_hash_max_wait_seconds)
+    user, replayed = await accounts.register_once(body.email, body.password, body.full_name,
+                                                  replay)
+    if replayed:
+        response.headers["Idempotent-Replayed"] = "true"
+    return user_out(user)
 
 
 @auth_router.post("/login")
@@ -121,10 +155,13 @@ async def refresh(body: RefreshRequest, accounts: AccountsDep) -> TokenPair:
 
 
 @auth_router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(body: RefreshRequest, accounts: AccountsDep) -> Response:
-    """End the session of this refresh token. Access tokens already issued stay valid
-    until they expire (at most 15 minutes)."""
-    await accounts.logout(body.refresh_token)
+async def logout(body: RefreshRequest, principal: OptionalUser,
+                 accounts: AccountsDep) -> Response:
+    """End the session of this refresh token. Its access tokens are refused from now on,
+    as is the access token the request is sent with, if any."""
+    await accounts.logout(body.refresh_token,
+                          principal.token_id if principal is not None else None,
+                          principal.token_expires_at if principal is not None else None)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -256,9 +293,23 @@ async def grant_role(user_id: uuid.UUID, body: RoleGrant, _: AdminUser,
 @admin_router.delete("/{user_id}/roles/{role}")
 async def revoke_role(user_id: uuid.UUID, role: Role, principal: AdminUser,
                       admin: AdministrationDep) -> UserOut:
-    """Take a role away and end the user's sessions. 409 for ``customer`` (every account
-    has it) and for one's own roles."""
+    """Take a role away and end the user's sessions: their access tokens are refused at
+    once. 409 for ``customer`` (every account has it) and for one's own roles."""
     return user_out(await admin.revoke(caller_id(principal), user_id, role))
 
 
-routers = (auth_router, me_router, admin_router)
+# -- /.well-known ------------------------------------------------------------------------------
+
+keys_router = APIRouter(tags=["keys"])
+
+
+@keys_router.get("/.well-known/jwks.json")
+async def jwks(request: Request, response: Response) -> dict[str, list[dict[str, object]]]:
+    """The public keys tokens are verified with (RFC 7517): this service's user-token key
+    and the services' own keys. Public by nature; cacheable for a few minutes."""
+    response.headers["Cache-Control"] = "public, max-age=300"
+    trusted = token_service_of(request).trusted
+    return {"keys": [public_jwk(key.key, kid) for kid, key in sorted(trusted.items())]}
+
+
+routers = (auth_router, me_router, admin_router, keys_router)

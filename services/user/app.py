@@ -1,8 +1,9 @@
 """``create_app()``: the user service on the shared core.
 
 Besides what the core wires (database migrated at start-up, Redis, outbox relay, tokens,
-health, metrics), the service holds one :class:`LoginThrottle` and, when configured, makes
-sure the bootstrap admin exists before it takes traffic.
+health, metrics), the service holds one :class:`LoginThrottle`, sizes the password-hashing
+pool from its settings and, when configured, makes sure the bootstrap admin exists before
+it takes traffic.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.core.app import ServiceRuntime, create_service_app
+from services.core.hashing import configure_password_hashing
 from services.user import api
 from services.user.migrations import MIGRATIONS
 from services.user.schemas import normalise_email
@@ -45,6 +47,9 @@ async def user_lifespan(app: FastAPI, runtime: ServiceRuntime) -> AsyncIterator[
 
 def create_app(settings: UserSettings | None = None) -> FastAPI:
     settings = settings or UserSettings()
+    configure_password_hashing(settings.password_hash_workers,
+                               settings.password_hash_queue_limit,
+                               settings.password_hash_max_wait_seconds)
     return create_service_app(
         settings, routers=api.routers, migrations=MIGRATIONS,
         lifespan_hooks=[user_lifespan],

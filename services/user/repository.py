@@ -115,16 +115,18 @@ class UserRepository:
         return (await self.session.execute(query)).scalar_one_or_none()
 
     async def revoke_families(self, user_id: uuid.UUID, reason: str,
-                              family_id: str | None = None) -> int:
-        """Revoke one family (or all of the user's); returns how many were still live."""
+                              family_id: str | None = None) -> list[str]:
+        """Revoke one family (or all of the user's); returns the ids of those that were
+        still live, whose access tokens the revocation list must then refuse."""
         query = update(RefreshFamily).where(RefreshFamily.user_id == user_id,
                                             RefreshFamily.revoked_at.is_(None))
         if family_id is not None:
             query = query.where(RefreshFamily.id == family_id)
         result = await self.session.execute(
             query.values(revoked_at=func.now(), revoked_reason=reason)
+            .returning(RefreshFamily.id)
             .execution_options(synchronize_session=False))
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+        return [str(family) for family in result.scalars()]
 
     async def purge_dead_families(self, user_id: uuid.UUID, now: datetime) -> None:
         """Drop the user's sessions whose last token has expired (revoked ones included:

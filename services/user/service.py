@@ -5,6 +5,11 @@ transaction(s): password hashing (deliberately slow) happens outside them so a l
 holds a database connection while argon2 runs, and a detected refresh-token reuse commits
 the revocation *before* the error is raised, so the rollback that an exception causes
 cannot undo it.
+
+Every session that ends (logout, logout everywhere, password change, a role taken away, a
+reused refresh token) is also put on the revocation list once its database change has
+committed, so the access tokens issued in it are refused at once rather than when they
+expire (:mod:`services.core.revocation`).
 """
 
 from __future__ import annotations
@@ -35,8 +40,10 @@ from services.core.errors import (
 )
 from services.core.events.outbox import add_event
 from services.core.metrics import counter
+from services.core.revocation import RevocationList
 from services.user import events
 from services.user.models import Address, RefreshFamily, User
+from services.user.replay import RegistrationReplay
 from services.user.repository import UserRepository
 from services.user.schemas import (
     AddressCreate,
@@ -84,6 +91,21 @@ def _subject(sub: str) -> uuid.UUID:
 INVALID_CREDENTIALS = "the email address or password is wrong"
 
 
+async def end_sessions(revocations: RevocationList | None, settings: UserSettings,
+                       session_ids: Sequence[str]) -> None:
+    """Refuse the access tokens of these (already revoked) sessions from now on. After the
+    commit: should Redis fail, the sessions are still over and their tokens expire within
+    one access-token lifetime, as before the list existed."""
+    if revocations is None or not session_ids:
+        return
+    try:
+        await revocations.end_sessions(
+            session_ids, settings.access_token_ttl_seconds + settings.jwt_leeway_seconds)
+    except Exception:  # the database revocation stands; say so loudly
+        log.exception("could not put %d ended sessions on the revocation list",
+                      len(session_ids))
+
+
 @dataclass
 class Accounts:
     """Registration, login, refresh-token rotation, logout and password changes."""
@@ -92,10 +114,30 @@ class Accounts:
     tokens: TokenService
     settings: UserSettings
     throttle: LoginThrottle
+    revocations: RevocationList | None = None
 
     @property
     def repository(self) -> UserRepository:
         return UserRepository(self.session)
+
+    async def register_once(self, email: str, password: str, full_name: str | None,
+                            replay: RegistrationReplay) -> tuple[User, bool]:
+        """:meth:`register` under an Idempotency-Key: the account and whether it was made
+        by an earlier request with the key (a retry after the client gave up)."""
+        user_id = await replay.claim()
+        if user_id is not None:
+            async with self.session.begin():
+                user = await self.repository.get(user_id)
+            if user is None:
+                raise _account_gone()
+            return user, True
+        try:
+            user = await self.register(email, password, full_name)
+        except BaseException:
+            await replay.forget()
+            raise
+        await replay.done(user.id)
+        return user, False
 
     async def register(self, email: str, password: str, full_name: str | None) -> User:
         """A new customer account; ``user.registered`` commits with it or not at all."""
@@ -170,6 +212,7 @@ class Accounts:
                 family.rotated_at = _now()
                 family.expires_at = _expiry(refresh)
         if reused:
+            await end_sessions(self.revocations, self.settings, [claims.fam])
             REFRESHES.labels("reused").inc()
             log.warning("refresh token reused; revoked session %s of user %s",
                         claims.fam, user_id)
@@ -179,18 +222,31 @@ class Accounts:
         REFRESHES.labels("rotated").inc()
         return pair
 
-    async def logout(self, refresh_token: str) -> None:
-        """End the session the token belongs to; ending an ended session is fine."""
+    async def logout(self, refresh_token: str, access_token_id: str | None = None,
+                     access_expires_at: int | None = None) -> None:
+        """End the session the token belongs to, and its access tokens with it (also the
+        one the request was sent with, when it was); ending an ended session is fine."""
         claims = self.tokens.verify(refresh_token, "refresh")
         if not claims.fam:
             raise Unauthorized("the refresh token has no session", code="token_invalid")
         async with self.session.begin():
             await self.repository.revoke_families(_subject(claims.sub), "logout", claims.fam)
+        # Listed even when the session had already ended: a retried logout whose first
+        # attempt failed to reach Redis repairs the list.
+        await end_sessions(self.revocations, self.settings, [claims.fam])
+        if self.revocations is not None and access_token_id and access_expires_at:
+            try:
+                await self.revocations.revoke_token(access_token_id, access_expires_at)
+            except Exception:  # the session is ended all the same
+                log.exception("could not put access token %s on the revocation list",
+                              access_token_id)
 
     async def logout_everywhere(self, user_id: uuid.UUID) -> int:
         """End every session of the user; returns how many were live."""
         async with self.session.begin():
-            return await self.repository.revoke_families(user_id, "logout_all")
+            ended = await self.repository.revoke_families(user_id, "logout_all")
+        await end_sessions(self.revocations, self.settings, ended)
+        return len(ended)
 
     async def change_password(self, user_id: uuid.UUID, current: str, new: str,
                               client_address: str) -> TokenPair:
@@ -219,8 +275,10 @@ class Accounts:
                 raise _account_gone()
             user.password_hash = new_hash
             user.updated_at = _now()
-            await self.repository.revoke_families(user_id, "password_changed")
-            return await self._new_session(user)
+            ended = await self.repository.revoke_families(user_id, "password_changed")
+            pair = await self._new_session(user)
+        await end_sessions(self.revocations, self.settings, ended)
+        return pair
 
     async def _check_password(self, email: str, password: str, client_address: str) -> User:
         await self.throttle.attempt(email, client_address)
@@ -247,8 +305,9 @@ class Accounts:
     def _issue(self, user: User, family: str | None) -> tuple[TokenPair, IssuedToken]:
         """Roles are read from the row at every issue, so a granted or revoked role takes
         effect at the next refresh (within one access-token lifetime)."""
-        access = self.tokens.issue_access(str(user.id), roles=user.roles)
         refresh = self.tokens.issue_refresh(str(user.id), family=family)
+        access = self.tokens.issue_access(str(user.id), roles=user.roles,
+                                          session=refresh.claims.fam)
         return TokenPair(access_token=access.token, refresh_token=refresh.token,
                          expires_in=access.expires_in,
                          refresh_expires_in=refresh.expires_in), refresh
@@ -407,6 +466,7 @@ class Administration:
 
     session: AsyncSession
     settings: UserSettings
+    revocations: RevocationList | None = None
 
     @property
     def repository(self) -> UserRepository:
@@ -440,12 +500,14 @@ class Administration:
         if actor_id == user_id:
             raise Conflict("you cannot take a role from yourself; ask another admin",
                            code="cannot_demote_self")
+        ended: list[str] = []
         async with self.session.begin():
             user = await self._user(user_id, lock=True)
             if role in user.roles:
                 user.roles = sorted(set(user.roles) - {role})
-                await self.repository.revoke_families(user_id, "role_revoked")
+                ended = await self.repository.revoke_families(user_id, "role_revoked")
                 await _publish_update(self.session, self.settings, user, ["roles"])
+        await end_sessions(self.revocations, self.settings, ended)
         log.info("revoked role %s from user %s", role, user_id)
         return user
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from services.core.settings import DEVELOPMENT_JWT_SECRET, ServiceSettings
+from services.core.settings import ServiceSettings
 
 
 def test_every_setting_has_a_default_and_a_description() -> None:
@@ -47,20 +47,20 @@ def test_schema_defaults_to_the_service_name_with_underscores() -> None:
     assert ServiceSettings(service_name="order-saga").schema_name == "order_saga"
 
 
-def test_production_refuses_the_development_jwt_secret() -> None:
-    with pytest.raises(ValidationError, match="JWT_SECRET must be set"):
+def test_production_refuses_to_run_without_the_trusted_keys() -> None:
+    with pytest.raises(ValidationError, match="JWT_JWKS must be set"):
         ServiceSettings(environment="production")
 
 
-def test_production_accepts_a_real_secret() -> None:
-    settings = ServiceSettings(environment="production", jwt_secret="x" * 48)
+def test_production_accepts_a_jwks() -> None:
+    settings = ServiceSettings(environment="production", jwt_jwks='{"keys": []}')
 
-    assert settings.jwt_secret.get_secret_value() != DEVELOPMENT_JWT_SECRET
+    assert settings.jwt_jwks == '{"keys": []}'
 
 
-def test_short_jwt_secrets_are_refused() -> None:
-    with pytest.raises(ValidationError, match="at least 32"):
-        ServiceSettings(jwt_secret="short")
+def test_the_old_shared_jwt_secret_is_refused_loudly() -> None:
+    with pytest.raises(ValidationError, match="no longer used"):
+        ServiceSettings(jwt_secret="x" * 48)
 
 
 def test_an_unknown_bus_backend_is_refused() -> None:
