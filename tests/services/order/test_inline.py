@@ -1,5 +1,9 @@
 """Saga commands run inline as soon as they commit, and again arrive over the bus: each
-step is still done once, and with inline runs switched off the bus alone carries a saga."""
+step is still done once, and with inline runs switched off the bus alone carries a saga.
+
+This is the order service's own machinery (how often its state machine's commands reach a
+participant), so the participants are the scripted ones that count calls: a real,
+idempotent participant would hide a second call."""
 
 from __future__ import annotations
 
@@ -10,7 +14,12 @@ from services.core.events.consumer import idempotent
 from services.core.events.envelope import EventEnvelope
 from services.core.events.tables import outbox, processed_events
 from services.order.events import own_handlers
-from tests.services.order.conftest import Service, World, order_service, order_settings
+from tests.services.order.conftest import (
+    ScriptedParticipants,
+    Service,
+    order_settings,
+    scripted_order_service,
+)
 from tests.services.order.test_checkout import checkout_body, place, settled
 from tests.services.support import eventually
 
@@ -30,7 +39,7 @@ async def duplicates(service: Service) -> float:
 async def test_each_step_runs_once_though_it_runs_inline_and_arrives_over_the_bus(
         order_database_url: str, redis_server: object) -> None:
     settings = order_settings(order_database_url, redis_server.url)  # type: ignore[attr-defined]
-    async with order_service(settings, World()) as service:
+    async with scripted_order_service(settings, ScriptedParticipants()) as service:
         before = await duplicates(service)
         headers = service.auth()
         order = (await place(service, headers, checkout_body())).json()
@@ -65,7 +74,7 @@ async def test_a_command_copy_arriving_after_its_step_does_nothing(
     restart, or to another replica): the saga row says the step is done, so the database
     path acknowledges it and calls no participant."""
     settings = order_settings(order_database_url, redis_server.url)  # type: ignore[attr-defined]
-    async with order_service(settings, World()) as service:
+    async with scripted_order_service(settings, ScriptedParticipants()) as service:
         headers = service.auth()
         order = (await place(service, headers, checkout_body())).json()
         await settled(service, headers, order["id"], "CONFIRMED")
@@ -89,7 +98,7 @@ async def test_with_inline_runs_off_the_bus_alone_carries_the_saga(
         order_database_url: str, redis_server: object) -> None:
     settings = order_settings(order_database_url, redis_server.url,  # type: ignore[attr-defined]
                               saga_inline_concurrency=0)
-    async with order_service(settings, World()) as service:
+    async with scripted_order_service(settings, ScriptedParticipants()) as service:
         headers = service.auth()
         order = (await place(service, headers, checkout_body())).json()
         await settled(service, headers, order["id"], "CONFIRMED")

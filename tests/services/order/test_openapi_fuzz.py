@@ -1,7 +1,8 @@
 """Schemathesis against the order service's own OpenAPI document: no request, valid or
 not, gets a 5xx or an answer off its documented shape. Requests carry an admin token so
 checkout, carts and cancellation are exercised past authentication. Cases are drawn per operation,
-as in the user service's fuzz test."""
+as in the user service's fuzz test. The participants are the scripted ones: this is about
+the order service's own answers, not what the other services do."""
 
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ from services.core.auth import TokenService
 from services.order import api
 from services.order.app import create_app
 from tests.services.fuzz import fuzz_operation, operation_ids, operations
-from tests.services.order.conftest import World, order_settings
+from tests.services.order.conftest import ScriptedParticipants, order_settings
 
 if TYPE_CHECKING:
     from schemathesis.specs.openapi.schemas import OpenApiSchema
@@ -31,7 +32,7 @@ OPERATIONS = operations([api.router])
 
 @pytest.fixture(scope="module")
 def fuzzed_app(order_database_url: str, redis_server: RedisServer) -> Iterator[FastAPI]:
-    world = World()
+    world = ScriptedParticipants()
     app = create_app(order_settings(order_database_url, redis_server.url), world, world)
     yield app
     asgi.shutdown_lifespans()

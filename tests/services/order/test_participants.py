@@ -1,7 +1,10 @@
 """The saga's HTTP participants against the real product, payment and shipping services
 (in-process, on PostgreSQL and Redis), calling as the order service's own identity: the
 forward steps reserve, charge, ship and commit; a declined card is a refusal; the
-compensations release, refund and cancel; and repeating any command changes nothing."""
+compensations release, refund and cancel; and repeating any command changes nothing.
+
+Whole checkouts across the real services, the order service wired as it ships, are in
+test_checkout.py, test_events.py and test_cart.py."""
 
 from __future__ import annotations
 
@@ -15,7 +18,6 @@ import httpx
 import pytest
 
 from services.core.auth import TokenService
-from services.order.app import create_app as create_order_app
 from services.order.participants import HttpParticipants
 from services.order.saga import (
     Command,
@@ -33,10 +35,9 @@ from services.payment.gateway import SandboxGateway
 from services.product.app import create_app as create_product_app
 from services.shipping.app import create_app as create_shipping_app
 from services.shipping.settings import ShippingSettings
-from tests.services.order.conftest import order_settings
 from tests.services.payment.conftest import payment_settings
 from tests.services.product.conftest import product_settings, variant
-from tests.services.support import eventually, running, unique
+from tests.services.support import running, unique
 
 if TYPE_CHECKING:
     from kommerce.testbed.postgres import PostgresServer
@@ -168,76 +169,3 @@ async def test_compensating_what_never_happened_is_done_at_once(services: Servic
     for compensation in (Compensation.CANCEL_SHIPMENT, Compensation.REFUND_PAYMENT,
                          Compensation.RELEASE_INVENTORY):
         assert await run(services, order, compensation) == CompensationDone(compensation)
-
-
-# -- the whole checkout across the real services ---------------------------------------------
-
-
-class CatalogPrices:
-    """Stands in for a pricing adapter (the product service cannot yet look a price up by
-    variant id alone): the price the product was created with."""
-
-    def __init__(self, variant_id: str) -> None:
-        self.variant_id = uuid.UUID(variant_id)
-
-    async def prices(self, variant_ids: list[uuid.UUID], currency: str) -> dict[uuid.UUID, int]:
-        return {v: 1250 for v in variant_ids if v == self.variant_id and currency == "usd"}
-
-
-@pytest.fixture(scope="module")
-async def order_client(services: Services, postgres_server: PostgresServer,
-                       redis_server: RedisServer) -> AsyncIterator[httpx.AsyncClient]:
-    url = postgres_server.create_database(unique("orders_e2e"))
-    app = create_order_app(order_settings(url, redis_server.url), services.participants,
-                           CatalogPrices(services.variant_id))
-    async with running(app) as client:
-        yield client
-
-
-async def checkout_until(services: Services, client: httpx.AsyncClient, method: str,
-                         final: str, quantity: int = 1) -> dict[str, Any]:
-    headers = {"Authorization": "Bearer " + services.tokens.issue_access("ann").token}
-    placed = await client.post("/checkout", headers={**headers, "Idempotency-Key": unique("k")},
-                               json={"lines": [{"variant_id": services.variant_id,
-                                                "quantity": quantity}],
-                                     "currency": "usd", "payment_method": method,
-                                     "shipping_address": ADDRESS})
-    assert placed.status_code == 202, placed.text
-    order: dict[str, Any] = {}
-
-    async def settled() -> bool:
-        order.update((await client.get(f"/orders/{placed.json()['id']}",
-                                       headers=headers)).json())
-        return order["status"] == final
-
-    await eventually(settled, within=30, what=f"order {final}")
-    return order
-
-
-async def test_checkout_across_the_real_services_is_confirmed(
-        services: Services, order_client: httpx.AsyncClient) -> None:
-    order = await checkout_until(services, order_client, "pm_card_visa", "CONFIRMED")
-    assert [t["status"] for t in order["timeline"]][-1] == "CONFIRMED"
-    assert await reservation(services, uuid.UUID(order["id"])) == "committed"
-
-
-async def test_declined_card_across_the_real_services_releases_the_stock(
-        services: Services, order_client: httpx.AsyncClient) -> None:
-    order = await checkout_until(services, order_client, "pm_card_chargeDeclined", "CANCELLED")
-    assert "declined" in order["reason"]
-    assert await reservation(services, uuid.UUID(order["id"])) == "released"
-
-
-async def test_shipment_refused_across_the_real_services_refunds_and_releases(
-        services: Services, order_client: httpx.AsyncClient) -> None:
-    # 70 units ship as 35 kg: more than any table-rate parcel may weigh.
-    order = await checkout_until(services, order_client, "pm_card_visa", "CANCELLED",
-                                 quantity=70)
-    assert "no carrier" in order["reason"]
-    assert [t["status"] for t in order["timeline"]] == [
-        "PENDING", "INVENTORY_RESERVED", "PAID", "CANCELLING", "CANCELLED"]
-    payments = (await services.payment.get("/payments", params={"order_id": order["id"]},
-                                           headers=services.admin())).json()
-    assert [(p["status"], p["refunded_amount"]) for p in payments] == [
-        ("refunded", 70 * 1250)]
-    assert await reservation(services, uuid.UUID(order["id"])) == "released"

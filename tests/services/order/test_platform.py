@@ -3,6 +3,10 @@ API via stripe-mock, shipping, order) on Kafka, PostgreSQL and Redis:
 
 * a cart is priced by variant id from the product service, and a checkout re-checks the
   prices and refuses (refreshing the cart) when one moved;
+* Stripe's test cards take their own paths through the Stripe backend: a declined card
+  cancels the order and gives the stock back; a 3-D Secure card leaves the order waiting
+  until Stripe's signed webhook says the shopper authenticated, and then it is confirmed;
+  a shipment no carrier takes after the charge refunds the PaymentIntent at Stripe;
 * after checkouts with Stripe's test cards, and card numbers typed into a shipping address
   (refused) or a URL path or query string, no card number (PAN) is anywhere: not in any
   column of any table of any service's schema, not in Redis, not in any service's log, not
@@ -11,6 +15,7 @@ API via stripe-mock, shipping, order) on Kafka, PostgreSQL and Redis:
 
 from __future__ import annotations
 
+import asyncio
 import uuid
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
@@ -22,12 +27,14 @@ from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from services.core.pci import find_pans, luhn_valid
+from services.order.saga import reservation_id
 from tests.services.order.platform import (
     ADDRESS,
     CheckoutPlatform,
     StripeRecorder,
     checkout_body,
     checkout_platform,
+    signed_webhook,
     stock_catalog,
 )
 from tests.services.support import eventually
@@ -123,6 +130,154 @@ async def test_a_cart_is_priced_by_variant_id_and_rechecked_at_checkout(
     order = await wait_for_status(client, platform, shopper, placed.json()["id"])
     assert order["status"] == "CONFIRMED", order
     assert (await client.get(f"{order_url}/cart", headers=shopper)).json()["lines"] == []
+
+
+# -- Stripe's test cards, each on its own path ------------------------------------------------
+
+
+async def place_order(client: httpx.AsyncClient, platform: CheckoutPlatform,
+                      headers: dict[str, str], variant_id: str, method: str,
+                      quantity: int = 1) -> str:
+    placed = await client.post(f"{platform['order'].url}/checkout",
+                               json=checkout_body(variant_id, quantity, method),
+                               headers={**headers, "Idempotency-Key": uuid.uuid4().hex})
+    assert placed.status_code == 202, placed.text
+    return str(placed.json()["id"])
+
+
+async def stock_of(client: httpx.AsyncClient, platform: CheckoutPlatform,
+                   variant_id: str) -> dict[str, int]:
+    response = await client.get(f"{platform['product'].url}/variants/{variant_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json()["stock"])
+
+
+async def payments_of(client: httpx.AsyncClient, platform: CheckoutPlatform,
+                      order_id: str) -> list[dict[str, Any]]:
+    response = await client.get(f"{platform['payment'].url}/payments",
+                                params={"order_id": order_id},
+                                headers=platform.token("admin-1", "admin"))
+    assert response.status_code == 200, response.text
+    return list(response.json())
+
+
+async def scalar(platform: CheckoutPlatform, sql: str, **params: object) -> Any:
+    engine = create_async_engine(platform.database_url)
+    try:
+        async with engine.connect() as conn:
+            return (await conn.execute(text(sql), params)).scalar_one_or_none()
+    finally:
+        await engine.dispose()
+
+
+async def reservation_status(platform: CheckoutPlatform, order_id: str) -> str | None:
+    """The order's reservation as the product service keeps it (its own table)."""
+    return await scalar(  # type: ignore[no-any-return]
+        platform, f'SELECT status FROM "{platform.schemas["product"]}".reservations '
+        "WHERE id = :id", id=reservation_id(order_id))
+
+
+def only_intent(recorder: StripeRecorder, order_id: str) -> dict[str, Any]:
+    """The one PaymentIntent the platform created for the order, as the platform saw it."""
+    created = recorder.intents_for(order_id)
+    assert len({c.idempotency_key for c in created}) == 1, created
+    assert created[-1].status == 200, created[-1].answer
+    return {**created[-1].answered, "metadata": created[-1].metadata}  # as Stripe keeps it
+
+
+async def test_a_declined_card_cancels_the_order_and_gives_the_stock_back(
+        platform: CheckoutPlatform, client: httpx.AsyncClient,
+        recorder: StripeRecorder) -> None:
+    catalog = await stock_catalog(client, platform, variants=1, stock=10)
+    variant = catalog.variant_ids[0]
+    shopper = platform.token(f"decline-{uuid.uuid4().hex[:6]}", "customer")
+    order_id = await place_order(client, platform, shopper, variant,
+                                 "pm_card_chargeDeclined", quantity=3)
+    order = await wait_for_status(client, platform, shopper, order_id)
+    assert order["status"] == "CANCELLED", order
+    assert "declined" in order["reason"]
+    assert [t["status"] for t in order["timeline"]] == [
+        "PENDING", "INVENTORY_RESERVED", "CANCELLING", "CANCELLED"]
+    # Stripe was asked, and its answer (stripe-mock's own) is what declined the order.
+    assert only_intent(recorder, order_id)["status"] == "requires_payment_method"
+    assert [p["status"] for p in await payments_of(client, platform, order_id)] == ["declined"]
+    assert await reservation_status(platform, order_id) == "released"
+    assert await stock_of(client, platform, variant) == {
+        "on_hand": 10, "reserved": 0, "available": 10}
+
+
+async def test_a_3d_secure_card_waits_for_the_shopper_then_stripes_webhook_confirms(
+        platform: CheckoutPlatform, client: httpx.AsyncClient,
+        recorder: StripeRecorder) -> None:
+    catalog = await stock_catalog(client, platform, variants=1, stock=10)
+    variant = catalog.variant_ids[0]
+    shopper = platform.token(f"3ds-{uuid.uuid4().hex[:6]}", "customer")
+    order_id = await place_order(client, platform, shopper, variant,
+                                 "pm_card_threeDSecure2Required", quantity=2)
+
+    async def asked_to_authenticate() -> bool:
+        payments = await payments_of(client, platform, order_id)
+        return [p["status"] for p in payments] == ["requires_action"]
+
+    await eventually(asked_to_authenticate, within=30, what="the charge to need 3-D Secure")
+    intent = only_intent(recorder, order_id)
+    assert intent["status"] == "requires_action" and intent["next_action"]
+    waiting = await scalar(platform, f'SELECT state FROM "{platform.schemas["order"]}".sagas '
+                           "WHERE order_id = :id", id=uuid.UUID(order_id))
+    assert waiting["state"] == "INVENTORY_RESERVED" and waiting["action_required"], waiting
+    # Longer than a step may take (3 s here): a saga waiting for the shopper is not resent
+    # or compensated, it waits.
+    await asyncio.sleep(4)
+    detail = (await client.get(f"{platform['order'].url}/orders/{order_id}",
+                               headers=shopper)).json()
+    assert detail["status"] == "INVENTORY_RESERVED", detail
+    assert len(recorder.intents_for(order_id)) == 1
+    assert await stock_of(client, platform, variant) == {
+        "on_hand": 10, "reserved": 2, "available": 8}
+
+    # The shopper authenticates in Stripe.js; Stripe tells the payment service, signed.
+    body, headers = signed_webhook("payment_intent.succeeded", {
+        **intent, "status": "succeeded", "next_action": None})
+    told = await client.post(f"{platform['payment'].url}/webhooks/stripe", content=body,
+                             headers=headers)
+    assert (told.status_code, told.json()) == (200, {"outcome": "applied"}), told.text
+    order = await wait_for_status(client, platform, shopper, order_id)
+    assert order["status"] == "CONFIRMED", order
+    assert [p["status"] for p in await payments_of(client, platform, order_id)] == [
+        "succeeded"]
+    assert await reservation_status(platform, order_id) == "committed"
+    assert await stock_of(client, platform, variant) == {
+        "on_hand": 8, "reserved": 0, "available": 8}
+    assert recorder.refunds_of(intent["id"]) == []
+
+
+async def test_a_shipment_no_carrier_takes_refunds_the_charge_at_stripe(
+        platform: CheckoutPlatform, client: httpx.AsyncClient,
+        recorder: StripeRecorder) -> None:
+    catalog = await stock_catalog(client, platform, variants=1, stock=100)
+    variant = catalog.variant_ids[0]
+    shopper = platform.token(f"refund-{uuid.uuid4().hex[:6]}", "customer")
+    # 70 units ship as 35 kg: more than any carrier's parcel may weigh, so the shipping
+    # service itself refuses the shipment, after the charge went through.
+    order_id = await place_order(client, platform, shopper, variant, "pm_card_visa",
+                                 quantity=70)
+    order = await wait_for_status(client, platform, shopper, order_id)
+    assert order["status"] == "CANCELLED", order
+    assert "no carrier" in order["reason"]
+    assert [t["status"] for t in order["timeline"]] == [
+        "PENDING", "INVENTORY_RESERVED", "PAID", "CANCELLING", "CANCELLED"]
+    intent = only_intent(recorder, order_id)
+    assert intent["status"] == "succeeded"
+    refunds = recorder.refunds_of(intent["id"])
+    assert len({r.idempotency_key for r in refunds}) == 1, refunds
+    assert refunds[-1].status == 200 and refunds[-1].answered["object"] == "refund"
+    assert refunds[-1].params["amount"] == str(70 * 1250)
+    payments = await payments_of(client, platform, order_id)
+    assert [(p["status"], p["refunded_amount"]) for p in payments] == [
+        ("refunded", 70 * 1250)]
+    assert await reservation_status(platform, order_id) == "released"
+    assert await stock_of(client, platform, variant) == {
+        "on_hand": 100, "reserved": 0, "available": 100}
 
 
 # -- no card numbers anywhere ----------------------------------------------------------------
