@@ -94,6 +94,26 @@ def _ago(stamp: str | None) -> str:
     return f"{moment} ({age if age.startswith('in ') else age + ' ago'})"
 
 
+def _takeover(state: dict[str, Any]) -> str | None:
+    """The rollout's first move of traffic (from the CommerceService's own Deployment to a
+    colour) is not a flip and has no history record; both commands word it the same."""
+    if state.get("history") or not state.get("lastFlipTime"):
+        return None
+    return (f"traffic taken over from the CommerceService's own Deployment "
+            f"{_ago(state.get('lastFlipTime'))}")
+
+
+def _last_flip(state: dict[str, Any]) -> str:
+    """The newest history record, so ``status`` and ``history`` never disagree."""
+    records = state.get("history") or []
+    if records:
+        newest = records[0]
+        return (f"{_ago(newest.get('time'))}: {newest.get('fromColor')} -> "
+                f"{newest.get('toColor')} ({newest.get('reason') or '-'})")
+    takeover = _takeover(state)
+    return f"none yet ({takeover})" if takeover else "none yet"
+
+
 def _table(*columns: str) -> Table:
     """kubectl-like columns: no borders, only the last column wraps."""
     table = Table(box=None, pad_edge=False, show_edge=False, header_style="bold")
@@ -134,7 +154,7 @@ def status(name: str = typer.Argument(..., help="Name of the BlueGreenRollout.")
         ("Active", state.get("activeColor") or "- (the CommerceService's own Pods)"),
         ("Desired", spec.get("activeColor", "-") + (" (abort set)" if spec.get("abort") else "")),
         ("Stable", state.get("stableColor") or "-"),
-        ("Last flip", _ago(state.get("lastFlipTime"))),
+        ("Last flip", _last_flip(state)),
         ("Scale-down at", _ago(state.get("scaleDownAt")) if state.get("scaleDownAt") else "-"),
     ]
     promotion = state.get("promotion")
@@ -243,9 +263,12 @@ def history(name: str = typer.Argument(..., help="Name of the BlueGreenRollout."
             namespace: str | None = NAMESPACE, kubeconfig: str | None = KUBECONFIG) -> None:
     """The last flips, newest first: when, from which colour and image to which, and why."""
     cluster = _Cluster(namespace, kubeconfig)
-    records = (cluster.rollout(name).get("status") or {}).get("history") or []
+    state = cluster.rollout(name).get("status") or {}
+    records = state.get("history") or []
     if not records:
-        console.print(f"No flips recorded for {name} yet.")
+        takeover = _takeover(state)
+        console.print(f"No flips recorded for {name} yet"
+                      + (f"; {takeover}." if takeover else "."))
         return
     table = _table("#", "TIME", "AGE", "FROM", "TO", "REASON")
     for index, record in enumerate(records):

@@ -37,6 +37,7 @@ class ConditionStatus(StrEnum):
 
 
 REASON_PATTERN = r"^[A-Za-z]([A-Za-z0-9_,:]*[A-Za-z0-9_])?$"
+SUMMARY_LENGTH = 400
 _REASON = re.compile(REASON_PATTERN)
 _ORDER = {kind.value: index for index, kind in enumerate(ConditionType)}
 
@@ -61,11 +62,25 @@ class Condition(KubeModel):
 
 
 class ResourceStatus(KubeModel):
-    """What every kind reports: the generation the operator last acted on, and conditions."""
+    """What every kind reports: the generation the operator last acted on, conditions, and
+    the one reason and message ``kubectl get`` shows (see :func:`summary`)."""
 
     observed_generation: int | None = Field(
         default=None, ge=0,
         description="The metadata.generation the operator last reconciled.")
+    reason: str | None = Field(
+        default=None, max_length=128,
+        description="Why the resource is as it is, as one CamelCase word: the Degraded "
+                    "condition's reason while Degraded, otherwise the Ready condition's.")
+    message: str | None = Field(
+        default=None, max_length=SUMMARY_LENGTH + 3,
+        description="The message that goes with reason (cut short; the conditions hold it "
+                    "whole).")
+    kopf: dict[str, Any] | None = Field(
+        default=None,
+        description="The operator framework's bookkeeping (handler progress, the last "
+                    "handled spec); not for people.",
+        json_schema_extra={"x-kubernetes-preserve-unknown-fields": True})
     conditions: list[Condition] | None = Field(
         default=None, max_length=8,
         description="Ready, Progressing and Degraded, in the Kubernetes convention.",
@@ -156,3 +171,21 @@ def degraded(active: bool, reason: str, message: str) -> ConditionUpdate:
     """``Degraded`` True while something needs a person's attention."""
     status = ConditionStatus.TRUE if active else ConditionStatus.FALSE
     return ConditionUpdate(ConditionType.DEGRADED, status, reason, message)
+
+
+def summary(conditions: Sequence[Mapping[str, Any]] | None) -> dict[str, str]:
+    """``status.reason`` and ``status.message`` for ``kubectl get``'s columns: what needs
+    attention first (Degraded), otherwise why the resource is or is not Ready. One pair of
+    fields, because a printer column cannot choose between two conditions."""
+    chosen = None
+    degraded_now = find_condition(conditions, ConditionType.DEGRADED)
+    if degraded_now is not None and degraded_now.get("status") == ConditionStatus.TRUE:
+        chosen = degraded_now
+    else:
+        chosen = find_condition(conditions, ConditionType.READY)
+    if chosen is None:
+        return {}
+    message = str(chosen.get("message") or "")
+    if len(message) > SUMMARY_LENGTH:
+        message = message[:SUMMARY_LENGTH].rstrip() + "..."
+    return {"reason": str(chosen.get("reason") or ""), "message": message}

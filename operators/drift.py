@@ -44,3 +44,51 @@ def _same_scalar(live: Any, desired: Any) -> bool:
     # maxSurge of 1 vs "1"); compare their text.
     return isinstance(live, int | str) and isinstance(desired, int | str) and \
         str(live) == str(desired)
+
+
+# Fields that identify an element of a list the operator renders (ports by name and number,
+# containers and env by name, volume mounts by path). Server-side apply merges such lists
+# by key, so an element a hand edit added or renamed survives an apply, or makes it fail
+# (two ports named ``http``); only replacing the whole list restores the rendered one.
+_IDENTITY_KEYS = ("name", "port", "containerPort", "mountPath", "type")
+
+
+def list_replacements(desired: Any, live: Any, path: str = "") -> list[dict[str, Any]]:
+    """JSON-patch operations that set each rendered list whose *shape* drifted (different
+    length, or an element identified differently) back to the rendered list.
+
+    Values inside elements are not looked at: server-side apply with force puts those
+    back, and a value the API server writes differently (``0.5`` for ``500m``) would
+    otherwise be replaced on every event. Metadata is left to server-side apply.
+    """
+    if isinstance(desired, dict) and isinstance(live, dict):
+        ops: list[dict[str, Any]] = []
+        for key, value in desired.items():
+            if path == "" and key in ("metadata", "apiVersion", "kind"):
+                continue
+            pointer = f"{path}/{_escape(str(key))}"
+            if key not in live:
+                if isinstance(value, list):
+                    ops.append({"op": "add", "path": pointer, "value": value})
+                continue
+            ops.extend(list_replacements(value, live[key], pointer))
+        return ops
+    if isinstance(desired, list):
+        if not isinstance(live, list) or len(live) != len(desired) or any(
+                _identity(d) != _identity(item) for d, item in zip(desired, live, strict=True)):
+            return [{"op": "replace", "path": path, "value": desired}]
+        ops = []
+        for index, (d, item) in enumerate(zip(desired, live, strict=True)):
+            ops.extend(list_replacements(d, item, f"{path}/{index}"))
+        return ops
+    return []
+
+
+def _identity(element: Any) -> tuple[str, ...]:
+    if not isinstance(element, dict):
+        return (str(element),)
+    return tuple(str(element.get(key)) for key in _IDENTITY_KEYS if key in element)
+
+
+def _escape(key: str) -> str:
+    return key.replace("~", "~0").replace("/", "~1")

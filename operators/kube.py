@@ -10,6 +10,7 @@ etcd and no ``resourceVersion`` moves, which is what makes a reconcile idempoten
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -148,6 +149,17 @@ class Kube:
                 return None
             raise
 
+    def patch_json(self, api_version: str, kind: str, namespace: str | None, name: str,
+                   operations: list[dict[str, Any]]) -> Manifest:
+        """A JSON patch (RFC 6902) under the operator's field manager: for the one repair
+        server-side apply cannot make, replacing a list a hand edit reshaped."""
+        path = resource_path(api_version, kind, namespace, name)
+        result = self._call("PATCH", path, body=operations,
+                            query=[("fieldManager", FIELD_MANAGER)],
+                            content_type="application/json-patch+json")
+        assert result is not None
+        return result
+
     def patch_status(self, api_version: str, kind: str, namespace: str, name: str,
                      status: dict[str, Any]) -> Manifest:
         """Merge-patch the status subresource (never the spec)."""
@@ -168,13 +180,16 @@ def _server_message(raw: bytes, reason: str | None) -> str:
 _APPLY_POOL = ThreadPoolExecutor(max_workers=POOL_SIZE, thread_name_prefix="apply")
 
 
-def apply_all(manifests: list[Manifest]) -> list[Manifest]:
-    """Apply a resource's children: the first (its ServiceAccount, which Pods need to exist
-    before they can be created) on its own, the rest at once. Each apply is an independent
-    round trip, so a reconcile takes about two round trips instead of one per child."""
+def apply_all(manifests: list[Manifest],
+              apply: Callable[[Manifest], Manifest] | None = None) -> list[Manifest]:
+    """Apply a resource's children (with ``apply``, by default a plain server-side apply):
+    the first (its ServiceAccount, which Pods need to exist before they can be created) on
+    its own, the rest at once. Each apply is an independent round trip, so a reconcile
+    takes about two round trips instead of one per child."""
     from operators.runtime import kube
 
     if not manifests:
         return []
-    first = kube().apply(manifests[0])
-    return [first, *_APPLY_POOL.map(kube().apply, manifests[1:])]
+    apply = apply or kube().apply
+    first = apply(manifests[0])
+    return [first, *_APPLY_POOL.map(apply, manifests[1:])]

@@ -13,6 +13,7 @@ from pydantic import BaseModel
 from operators.meta import API_GROUP, API_VERSION, API_VERSION_NAME
 
 READY_STATUS_PATH = '.status.conditions[?(@.type=="Ready")].status'
+DEGRADED_STATUS_PATH = '.status.conditions[?(@.type=="Degraded")].status'
 
 
 @dataclass(frozen=True)
@@ -63,3 +64,29 @@ def age_column() -> PrinterColumn:
     """``kubectl``'s usual Age column."""
     return PrinterColumn("Age", ".metadata.creationTimestamp", "date",
                          "Time since the resource was created.")
+
+
+def degraded_column() -> PrinterColumn:
+    """The ``Degraded`` condition's status, for kinds that can be Ready and Degraded at once
+    (a service whose Pods run while one of its routes is claimed by another)."""
+    return PrinterColumn("Degraded", DEGRADED_STATUS_PATH, "string",
+                         "Whether something needs attention (its Degraded condition).")
+
+
+def reason_column() -> PrinterColumn:
+    """``status.reason``: the Degraded reason while Degraded, else the Ready reason."""
+    return PrinterColumn("Reason", ".status.reason", "string",
+                         "Why: the Degraded condition's reason while Degraded, otherwise "
+                         "the Ready condition's.")
+
+
+def message_column() -> PrinterColumn:
+    """``status.message``, the words that go with the reason; last, being the longest."""
+    return PrinterColumn("Message", ".status.message", "string",
+                         "What the reason means and what to do.")
+
+
+def status_columns(*, with_degraded: bool = True) -> tuple[PrinterColumn, ...]:
+    """Ready, Degraded, Reason, Age and Message: the same trouble columns on every kind."""
+    return (ready_column(), *((degraded_column(),) if with_degraded else ()), reason_column(),
+            age_column(), message_column())

@@ -50,8 +50,11 @@ def check_url_policy(namespace: str) -> CheckUrlPolicy:
                           lambda service: kube().get("v1", "Service", namespace, service))
 
 
-class LeanDiffBaseStorage(kopf.AnnotationsDiffBaseStorage):
-    """Kopf's diff base, built without copying what it throws away.
+BOOKKEEPING = "kopf"  # status.kopf: Kopf's handler progress and diff base (see configure)
+
+
+class LeanDiffBaseStorage(kopf.StatusDiffBaseStorage):
+    """Kopf's diff base (kept in ``status.kopf``), built without copying what it throws away.
 
     On every event of a resource with create/update handlers, Kopf deep-copies the whole
     object to extract its "essence" (spec, labels, annotations) and then drops status and
@@ -79,15 +82,18 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     if allowlist:
         logger.info(f"rollout checks may also ask {len(allowlist)} allowlisted address(es) "
                     f"from {ALLOWLIST_ENV}")
-    # Keep Kopf's bookkeeping in annotations under our own prefix, so that status holds only
-    # what users read: observedGeneration, conditions, replicas.
-    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix=GROUP)
-    settings.persistence.diffbase_storage = LeanDiffBaseStorage(
-        prefix=GROUP, key="last-handled-configuration")
+    # Kopf's bookkeeping (handler progress, its "touch" to wake itself, the last handled
+    # spec) goes into status.kopf, never into annotations: metadata stays what users wrote,
+    # and `kubectl apply` of a copied object cannot carry Kopf's state along.
+    settings.persistence.progress_storage = kopf.StatusProgressStorage(name=BOOKKEEPING)
+    settings.persistence.diffbase_storage = LeanDiffBaseStorage(name=BOOKKEEPING)
     settings.persistence.finalizer = f"{GROUP}/finalizer"
-    # Events are for what the operator did and what went wrong, not Kopf's handler chatter:
-    # handlers post their own Events; warnings and errors still go out.
-    settings.posting.level = logging.WARNING
+    # Events come from the Kommerce operator with its own reasons (handlers post them, also
+    # for what failed); Kopf's log lines are not turned into Events at all.
+    settings.posting.reporting_component = "kommerce-operator"
+    settings.posting.reporting_instance = os.environ.get("HOSTNAME") or "kommerce-operator"
+    settings.posting.event_name_prefix = "kommerce-"
+    settings.posting.level = logging.CRITICAL + 1
     settings.execution.max_workers = int(os.environ.get("KOMMERCE_OPERATOR_WORKERS", "16"))
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330

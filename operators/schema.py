@@ -48,10 +48,20 @@ class CelRule:
     check: Callable[[Any], bool]
     field_path: str | None = None
     reason: str | None = None
+    # A CEL string expression for a message naming the offending values, and its Python
+    # mirror; ``message`` stays the apiserver's fallback should the expression fail.
+    message_expression: str | None = None
+    describe: Callable[[Any], str] | None = None
+
+    def failure(self, value: Any) -> str:
+        """The message for ``value`` failing this rule, as the apiserver would word it."""
+        return self.describe(value) if self.describe is not None else self.message
 
     def to_schema(self) -> dict[str, str]:
         """The ``x-kubernetes-validations`` entry for this rule."""
         entry = {"rule": self.rule, "message": self.message}
+        if self.message_expression is not None:
+            entry["messageExpression"] = self.message_expression
         if self.field_path is not None:
             entry["fieldPath"] = self.field_path
         if self.reason is not None:
@@ -84,7 +94,7 @@ class KubeModel(BaseModel):
 
     @model_validator(mode="after")
     def _check_cel_rules(self) -> Self:
-        failures = [rule.message for rule in type(self).cel_rules if not rule.check(self)]
+        failures = [rule.failure(self) for rule in type(self).cel_rules if not rule.check(self)]
         if failures:
             raise ValueError("; ".join(failures))
         return self

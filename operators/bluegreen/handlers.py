@@ -27,6 +27,14 @@ import kopf
 
 import operators.commerceservice.handlers  # noqa: F401  (defines the breaker_policies index)
 from operators.bluegreen.checks import PreviewEndpoint, run_checks
+from operators.bluegreen.conflict import (
+    REASON as CONFLICT_REASON,
+)
+from operators.bluegreen.conflict import (
+    conflict_message,
+    rollout_conflict,
+    target_of,
+)
 from operators.bluegreen.decide import Decision, Observed, decide
 from operators.bluegreen.handover import Release, release_annotations, release_of
 from operators.bluegreen.render import (
@@ -51,7 +59,7 @@ from operators.conditions import degraded, not_ready, progressing, set_condition
 from operators.kube import PLURALS, KubeError
 from operators.meta import API_VERSION, LABEL_MANAGED_BY, MANAGED_BY
 from operators.metrics import reconcile_timer
-from operators.runtime import kube
+from operators.runtime import BOOKKEEPING, kube
 from operators.schema import InvalidSpec, parse_spec
 from operators.workloads import deployment_progress
 
@@ -124,7 +132,14 @@ def _reconcile(namespace: str, name: str, policies: list[PolicyRef]) -> None:
     try:
         spec = parse_spec(BlueGreenRolloutSpec, body.get("spec") or {})
     except InvalidSpec as invalid:
-        _report_invalid(body, current_status, generation, str(invalid))
+        _report_refused(body, current_status, generation, "InvalidSpec", str(invalid))
+        return
+    # One rollout per CommerceService (operators/conflicts.py): a younger one writes
+    # nothing but its own status, so the two never take the colours from each other.
+    conflict = rollout_conflict(name, kube().list(API_VERSION, KIND, namespace))
+    if conflict is not None:
+        _report_refused(body, current_status, generation, CONFLICT_REASON,
+                        conflict_message(conflict, name))
         return
     target_body = kube().get(API_VERSION, SERVICE.kind, namespace, spec.service_ref.name)
     target = _target(target_body)
@@ -199,28 +214,32 @@ def _parse_status(raw: dict[str, Any]) -> BlueGreenRolloutStatus:
 
 def _write_status(namespace: str, name: str, current: dict[str, Any],
                   status: BlueGreenRolloutStatus) -> None:
-    """Merge-patch only what changed; fields the new status drops are deleted."""
+    """Merge-patch only what changed; fields the new status drops are deleted (but never
+    ``status.kopf``, Kopf's own bookkeeping)."""
     new = status.wire()
+    new.pop(BOOKKEEPING, None)
     patch: dict[str, Any] = {key: value for key, value in new.items()
                              if current.get(key) != value}
-    patch |= {key: None for key in current if key not in new}
+    patch |= {key: None for key in current if key not in new and key != BOOKKEEPING}
     if patch:
         kube().patch_status(API_VERSION, KIND, namespace, name, patch)
 
 
-def _report_invalid(body: dict[str, Any], current: dict[str, Any], generation: int,
-                    message: str) -> None:
-    updates = [not_ready("InvalidSpec", message),
-               progressing(False, "InvalidSpec", "the operator will act once the spec is fixed"),
-               degraded(True, "InvalidSpec", message)]
+def _report_refused(body: dict[str, Any], current: dict[str, Any], generation: int,
+                    reason: str, message: str) -> None:
+    """Degraded for a reason only the user can fix (an invalid spec, another rollout owning
+    the service): status and a Warning Event, nothing else written."""
+    updates = [not_ready(reason, message),
+               progressing(False, reason, "the operator will act once this is resolved"),
+               degraded(True, reason, message)]
     status = {"observedGeneration": generation, "phase": RolloutPhase.DEGRADED.value,
-              "reason": "InvalidSpec", "message": message[:4096],
+              "reason": reason, "message": message[:4096],
               "conditions": set_conditions(current.get("conditions"), updates,
                                            observed_generation=generation, now=_now())}
     if any(current.get(key) != value for key, value in status.items()):
         kube().patch_status(API_VERSION, KIND, body["metadata"]["namespace"],
                             body["metadata"]["name"], status)
-        kopf.event(body, type="Warning", reason="InvalidSpec", message=message)
+        kopf.event(body, type="Warning", reason=reason, message=message)
 
 
 # -- deletion: give the traffic back before the colours go ------------------------------
@@ -237,7 +256,9 @@ def hand_traffic_back(body: kopf.Body, name: str, namespace: str, spec: kopf.Spe
     if target is None or target["metadata"].get("deletionTimestamp"):
         return
     release = release_of(target["metadata"].get("annotations"))
-    if release is not None and release.rollout == name:
+    if release is not None and release.rollout != name:
+        return  # another rollout carries the traffic (this one lost a conflict)
+    if release is not None:
         kube().patch(API_VERSION, SERVICE.kind, namespace, service,
                      {"metadata": {"annotations": release_annotations(None)}})
         kopf.event(body, type="Normal", reason="TrafficHandedBack",
@@ -258,9 +279,12 @@ def hand_traffic_back(body: kopf.Body, name: str, namespace: str, spec: kopf.Spe
 
 @kopf.on.event(RESOURCE.group, RESOURCE.version, RESOURCE.plural, id="bluegreen-gone")
 def release_after_deletion(event: kopf.RawEvent, name: str, namespace: str | None,
-                           spec: kopf.Spec, **_: Any) -> None:
+                           spec: kopf.Spec,
+                           breaker_policies: kopf.Index[str, PolicyRef | None],
+                           **_: Any) -> None:
     """A rollout gone without the hand-back above (its finalizer removed by hand) must not
-    leave its CommerceService at 0 replicas: drop the hand-over annotations."""
+    leave its CommerceService at 0 replicas: drop the hand-over annotations. A rollout that
+    stood by for the same service (a conflict's loser) is reconciled now: it is next."""
     if event.get("type") != "DELETED" or namespace is None:
         return
     service = str((spec.get("serviceRef") or {}).get("name") or "")
@@ -269,21 +293,26 @@ def release_after_deletion(event: kopf.RawEvent, name: str, namespace: str | Non
     if release is not None and release.rollout == name:
         kube().patch(API_VERSION, SERVICE.kind, namespace, service,
                      {"metadata": {"annotations": release_annotations(None)}})
+    for other in kube().list(API_VERSION, KIND, namespace):
+        other_name = other["metadata"]["name"]
+        if other_name != name and service and target_of(other) == service:
+            reconcile_rollout(namespace, other_name, _policies(breaker_policies, namespace))
 
 
 # -- wake-ups from the objects around the rollout ----------------------------------------
 
-def _rollout_of(meta: kopf.Meta, namespace: str,
-                rollout_targets: kopf.Index[tuple[str, str], str]) -> str | None:
+def _rollouts_of(meta: kopf.Meta, namespace: str,
+                 rollout_targets: kopf.Index[tuple[str, str], str]) -> list[str]:
     labels = meta.get("labels") or {}
     if labels.get(ROLLOUT_LABEL):
-        return str(labels[ROLLOUT_LABEL])
+        return [str(labels[ROLLOUT_LABEL])]
     for ref in meta.get("ownerReferences") or []:
         if ref.get("kind") == KIND:
-            return str(ref["name"])
-    # The CommerceService may have written its Service or routes over the rollout's.
-    claims = rollout_targets.get((namespace, str(meta.get("name"))), [])
-    return next(iter(claims), None)
+            return [str(ref["name"])]
+    # The CommerceService may have written its Service or routes over the rollout's. Every
+    # rollout naming it is woken: each one re-reads which of them owns the service
+    # (operators/bluegreen/conflict.py), and only the owner writes.
+    return sorted(set(rollout_targets.get((namespace, str(meta.get("name"))), [])))
 
 
 def _on_related_event(meta: kopf.Meta, namespace: str | None,
@@ -291,8 +320,7 @@ def _on_related_event(meta: kopf.Meta, namespace: str | None,
                       breaker_policies: kopf.Index[str, PolicyRef | None], **_: Any) -> None:
     if namespace is None:
         return
-    rollout = _rollout_of(meta, namespace, rollout_targets)
-    if rollout is not None:
+    for rollout in _rollouts_of(meta, namespace, rollout_targets):
         reconcile_rollout(namespace, rollout, _policies(breaker_policies, namespace))
 
 

@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import Field
 
 from operators.conditions import ResourceStatus
-from operators.resources import CustomResource, PrinterColumn, age_column, ready_column
+from operators.resources import CustomResource, PrinterColumn, status_columns
 from operators.schema import CelRule, DnsLabel, KubeModel
 
 Image = Annotated[str, Field(min_length=1, max_length=512, pattern=r"^[^\s]+$")]
@@ -297,7 +297,6 @@ RESOURCE = CustomResource(
         PrinterColumn("Phase", ".status.phase", "string", "Where the rollout stands."),
         PrinterColumn("Blue", ".spec.blue.image", "string", "Blue image.", priority=1),
         PrinterColumn("Green", ".spec.green.image", "string", "Green image.", priority=1),
-        ready_column(),
-        age_column(),
+        *status_columns(),
     ),
 )

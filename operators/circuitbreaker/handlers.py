@@ -15,6 +15,7 @@ next policy by name). Nothing else is touched.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -30,7 +31,7 @@ from operators.circuitbreaker.status import (
     settings_in_force,
 )
 from operators.commerceservice.spec import RESOURCE as SERVICE
-from operators.conditions import degraded, not_ready, progressing, set_conditions
+from operators.conditions import degraded, not_ready, progressing, set_conditions, summary
 from operators.kube import KubeError
 from operators.meta import API_VERSION
 from operators.metrics import reconcile_timer
@@ -49,19 +50,25 @@ def _policies(index: kopf.Index[str, PolicyRef | None], namespace: str,
             if entry is not None and entry.uid != without_uid]
 
 
-def publish(namespace: str, policies: list[PolicyRef]) -> None:
-    """Client settings for every governed target, and a stamp on every CommerceService in
-    the namespace naming the policy that governs it now (or none)."""
-    if policies:
-        kube().apply(render_client_breakers(namespace, policies))
+def publish(namespace: str, policies: list[PolicyRef]) -> set[str]:
+    """Client settings for every governed target that exists, and a stamp on every
+    CommerceService in the namespace naming the policy that governs it now (or none).
+    Returns the names of the namespace's CommerceServices."""
+    services = kube().list(API_VERSION, SERVICE.kind, namespace)
+    existing = {service["metadata"]["name"] for service in services
+                if not service["metadata"].get("deletionTimestamp")}
+    config_map = render_client_breakers(namespace, policies, existing)
+    if config_map["data"]:
+        kube().apply(config_map)
     else:
         kube().delete("v1", "ConfigMap", namespace, BREAKERS_CONFIGMAP)
-    for service in kube().list(API_VERSION, SERVICE.kind, namespace):
+    for service in services:
         meta = service["metadata"]
         wanted = policy_stamp(policies, meta["name"])
         if (meta.get("annotations") or {}).get(POLICY_ANNOTATION) != wanted:
             kube().patch(API_VERSION, SERVICE.kind, namespace, meta["name"],
                          {"metadata": {"annotations": {POLICY_ANNOTATION: wanted}}})
+    return existing
 
 
 @kopf.on.resume(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
@@ -85,23 +92,53 @@ def reconcile(body: kopf.Body, name: str, namespace: str, spec: kopf.Spec, meta:
         except InvalidSpec as invalid:
             _invalid(body, namespace, name, status, generation, str(invalid))
             raise kopf.PermanentError(str(invalid)) from invalid
-        policies = _policies(breaker_policies, namespace)
-        target = parsed.target_ref.name
         try:
-            publish(namespace, policies)
-            found = kube().get(API_VERSION, SERVICE.kind, namespace, target) is not None
-            in_force = found and settings_in_force(
-                parsed, kube().get(ISTIO, "DestinationRule", namespace, target),
-                kube().get(ISTIO, "VirtualService", namespace, target))
+            _report(body, namespace, name, status, generation, parsed,
+                    _policies(breaker_policies, namespace))
         except KubeError as error:
+            kopf.event(body, type="Warning", reason="ApiCallFailed", message=error.message)
             raise kopf.TemporaryError(f"API call failed: {error}", delay=5) from error
-        new_status = build_status(
-            name=name, namespace=namespace, spec=parsed, policies=policies, target_found=found,
-            in_force=in_force, generation=generation,
-            previous_conditions=status.get("conditions"), now=datetime.now(UTC))
-        if _write_status(namespace, name, status, new_status) and _is_ready(new_status):
-            kopf.event(body, type="Normal", reason="InForce",
-                       message=f"circuit breaking for {target} is in force")
+
+
+def _report(body: Mapping[str, Any], namespace: str, name: str, status: Mapping[str, Any],
+            generation: int, parsed: CircuitBreakerPolicySpec,
+            policies: list[PolicyRef]) -> None:
+    """Publish, read the target's routes back, write status; a Warning Event when the
+    policy turns to a problem (target missing, another policy owning the target)."""
+    target = parsed.target_ref.name
+    existing = publish(namespace, policies)
+    found = target in existing
+    in_force = found and settings_in_force(
+        parsed, kube().get(ISTIO, "DestinationRule", namespace, target),
+        kube().get(ISTIO, "VirtualService", namespace, target))
+    new_status = build_status(
+        name=name, namespace=namespace, spec=parsed, policies=policies, target_found=found,
+        in_force=in_force, generation=generation,
+        previous_conditions=status.get("conditions"), now=datetime.now(UTC))
+    if not _write_status(namespace, name, status, new_status):
+        return
+    if _is_ready(new_status) and not _is_ready(status):
+        kopf.event(body, type="Normal", reason="InForce",
+                   message=f"circuit breaking for {target} is in force")
+    problem = _degraded_reason(new_status)
+    if problem is not None and problem != _degraded_reason(status):
+        message = next(c["message"] for c in new_status["conditions"]
+                       if c["type"] == "Degraded")
+        kopf.event(body, type="Warning", reason=problem, message=message)
+
+
+def refresh_policies_of(namespace: str, service: str,
+                        policies: list[PolicyRef]) -> None:
+    """Re-report every policy targeting ``service`` (it was created or deleted): a policy
+    whose target is gone must not stay ``Ready``."""
+    for policy in policies:
+        if policy.spec.target_ref.name != service:
+            continue
+        body = kube().get(API_VERSION, KIND, namespace, policy.name)
+        if body is None or body["metadata"].get("deletionTimestamp"):
+            continue
+        _report(body, namespace, policy.name, body.get("status") or {},
+                int(body["metadata"].get("generation") or 0), policy.spec, policies)
 
 
 @kopf.on.event(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
@@ -112,6 +149,11 @@ def forget_deleted_policy(event: kopf.RawEvent, namespace: str | None, uid: str 
     if event.get("type") != "DELETED" or namespace is None:
         return
     publish(namespace, _policies(breaker_policies, namespace, without_uid=uid))
+
+
+def _degraded_reason(status: Any) -> str | None:
+    return next((c.get("reason") for c in (status or {}).get("conditions") or []
+                 if c.get("type") == "Degraded" and c.get("status") == "True"), None)
 
 
 def _is_merging(status: Any) -> bool:
@@ -136,10 +178,10 @@ def _invalid(body: kopf.Body, namespace: str, name: str, status: kopf.Status, ge
     updates = [not_ready("InvalidSpec", message),
                progressing(False, "InvalidSpec", "the operator will act once the spec is fixed"),
                degraded(True, "InvalidSpec", message)]
-    _write_status(namespace, name, status, {
-        "observedGeneration": generation,
-        "conditions": set_conditions(status.get("conditions"), updates,
-                                     observed_generation=generation, now=datetime.now(UTC))})
+    conditions = set_conditions(status.get("conditions"), updates,
+                                observed_generation=generation, now=datetime.now(UTC))
+    _write_status(namespace, name, status, {"observedGeneration": generation,
+                                            "conditions": conditions, **summary(conditions)})
     kopf.event(body, type="Warning", reason="InvalidSpec", message=message)
 
 
@@ -147,8 +189,14 @@ def _invalid(body: kopf.Body, namespace: str, name: str, status: kopf.Status, ge
 def stamp_new_service(event: kopf.RawEvent, name: str, namespace: str | None, meta: kopf.Meta,
                       breaker_policies: kopf.Index[str, PolicyRef | None], **_: Any) -> None:
     """A CommerceService created after its policy is stamped at once, so the stamp is
-    always there before anything (such as an operator restart) compares it."""
-    if event.get("type") != "ADDED" or namespace is None:
+    always there before anything (such as an operator restart) compares it; one deleted
+    takes its policies out of force (status, Event, and its file in the ConfigMap)."""
+    if namespace is None:
+        return
+    if event.get("type") == "DELETED":
+        refresh_policies_of(namespace, name, _policies(breaker_policies, namespace))
+        return
+    if event.get("type") != "ADDED":
         return
     wanted = policy_stamp(_policies(breaker_policies, namespace), name)
     if (meta.get("annotations") or {}).get(POLICY_ANNOTATION) != wanted:

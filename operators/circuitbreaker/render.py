@@ -10,11 +10,12 @@ kubelet refreshes the files in place and the shared HTTP client hot-reloads them
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from operators.circuitbreaker.spec import CircuitBreakerPolicySpec
+from operators.conflicts import Claimant
 from operators.meta import (
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
@@ -40,11 +41,20 @@ class PolicyRef:
     name: str
     uid: str
     spec: CircuitBreakerPolicySpec
+    created: str = ""  # metadata.creationTimestamp: the oldest policy on a target applies
+
+    @property
+    def claimant(self) -> Claimant:
+        return Claimant(self.created, self.name)
+
+
+REASON_CONFLICT = "PolicyConflict"
 
 
 @dataclass(frozen=True)
 class PolicyConflict:
-    """Several policies target one service; the first by name applies."""
+    """Several policies target one service; the oldest (then first by name) applies, by
+    the rule every kind shares (``operators.conflicts``)."""
 
     target: str
     policies: tuple[str, ...]
@@ -53,19 +63,19 @@ class PolicyConflict:
     def message(self) -> str:
         winner, *others = self.policies
         return (f"policies {', '.join(self.policies)} all target {self.target}; {winner} "
-                f"applies, delete or retarget {', '.join(others)}")
+                f"(the oldest) applies, delete or retarget {', '.join(others)}")
 
 
 def _by_target(policies: Sequence[PolicyRef]) -> dict[str, list[PolicyRef]]:
     targets: dict[str, list[PolicyRef]] = {}
-    for policy in sorted(policies, key=lambda p: p.name):
+    for policy in sorted(policies, key=lambda p: p.claimant):
         targets.setdefault(policy.spec.target_ref.name, []).append(policy)
     return dict(sorted(targets.items()))
 
 
 def policy_for_target(policies: Sequence[PolicyRef],
                       target: str) -> CircuitBreakerPolicySpec | None:
-    """The policy that governs ``target`` (first by name if several do), for
+    """The policy that governs ``target`` (the oldest if several do), for
     ``commerceservice.render.render(..., breaker=...)``."""
     chosen = _by_target(policies).get(target)
     return chosen[0].spec if chosen else None
@@ -98,14 +108,18 @@ def client_settings(policy: PolicyRef, namespace: str) -> dict[str, Any]:
     }
 
 
-def render_client_breakers(namespace: str, policies: Sequence[PolicyRef]) -> dict[str, Any]:
+def render_client_breakers(namespace: str, policies: Sequence[PolicyRef],
+                           targets: Collection[str] | None = None) -> dict[str, Any]:
     """The ConfigMap of every target's client-breaker settings in ``namespace``: key
-    ``<target>.json``. Every policy is a non-controller owner, so the ConfigMap goes with
-    the last of them and deleting one policy only drops its own file."""
+    ``<target>.json``, only for ``targets`` that exist (all when None), so callers never
+    load settings for a service that is not there. Every policy is a non-controller owner,
+    so the ConfigMap goes with the last of them and deleting one policy only drops its own
+    file."""
     data = {
         f"{target}.json": json.dumps(client_settings(chosen[0], namespace), sort_keys=True,
                                      indent=2) + "\n"
         for target, chosen in _by_target(policies).items()
+        if targets is None or target in targets
     }
     owners = [shared_owner_reference(KIND, p.name, p.uid)
               for p in sorted(policies, key=lambda p: p.name)]

@@ -11,7 +11,8 @@ from __future__ import annotations
 from pydantic import Field
 
 from operators.conditions import ResourceStatus
-from operators.resources import CustomResource, PrinterColumn, age_column, ready_column
+from operators.mesh_values import RETRY_CONDITIONS, MeshDuration, RetryOn
+from operators.resources import CustomResource, PrinterColumn, status_columns
 from operators.schema import CelRule, DnsLabel, Duration, KubeModel, nested
 from operators.units import parse_duration
 
@@ -35,7 +36,7 @@ class ConnectionPool(KubeModel):
     max_requests_per_connection: int = Field(
         default=0, ge=0, le=1_000_000,
         description="Requests before a connection is recycled; 0 means no limit.")
-    connect_timeout: Duration = Field(default="3s", description="TCP connect timeout.")
+    connect_timeout: MeshDuration = Field(default="3s", description="TCP connect timeout.")
 
 
 class OutlierDetection(KubeModel):
@@ -44,8 +45,8 @@ class OutlierDetection(KubeModel):
     consecutive_5xx_errors: int = Field(
         default=5, ge=1, le=1000, alias="consecutive5xxErrors",
         description="5xx answers in a row after which a Pod is ejected.")
-    interval: Duration = Field(default="10s", description="How often Pods are evaluated.")
-    base_ejection_time: Duration = Field(
+    interval: MeshDuration = Field(default="10s", description="How often Pods are evaluated.")
+    base_ejection_time: MeshDuration = Field(
         default="30s", description="How long an ejected Pod stays out (times its ejections).")
     max_ejection_percent: int = Field(default=50, ge=0, le=100,
                                       description="Most Pods, in percent, ejected at once.")
@@ -55,13 +56,13 @@ class Retries(KubeModel):
     """How the mesh retries a failed call."""
 
     attempts: int = Field(default=2, ge=0, le=10, description="Retries after the first try.")
-    per_try_timeout: Duration = Field(default="2s", description="Timeout of each try.")
-    retry_on: str = Field(
-        default="connect-failure,refused-stream,unavailable", max_length=256,
-        pattern=r"^[a-z0-9-]+(,[a-z0-9-]+)*$",
-        description="Envoy retry conditions, comma-separated. The default retries only calls "
-                    "that never reached the service, which is safe for non-idempotent "
-                    "requests such as payments.")
+    per_try_timeout: MeshDuration = Field(default="2s", description="Timeout of each try.")
+    retry_on: RetryOn = Field(
+        default="connect-failure,refused-stream,unavailable",
+        description="Envoy retry conditions, comma-separated: any of "
+                    f"{', '.join(RETRY_CONDITIONS)}, or an HTTP status code such as 503. The "
+                    "default retries only calls that never reached the service, which is safe "
+                    "for non-idempotent requests such as payments.")
 
 
 class ClientBreaker(KubeModel):
@@ -108,8 +109,8 @@ class CircuitBreakerPolicySpec(KubeModel):
     outlier_detection: OutlierDetection = nested(OutlierDetection,
                                                  "Ejection of failing target Pods.")
     retries: Retries = nested(Retries, "Mesh retries.")
-    timeout: Duration = Field(default="10s",
-                              description="Overall timeout of a call, retries included.")
+    timeout: MeshDuration = Field(default="10s",
+                                  description="Overall timeout of a call, retries included.")
     client: ClientBreaker = nested(ClientBreaker,
                                    "Settings for callers' in-process circuit breakers.")
 
@@ -135,7 +136,6 @@ RESOURCE = CustomResource(
     printer_columns=(
         PrinterColumn("Target", ".spec.targetRef.name", "string", "The protected service."),
         PrinterColumn("Timeout", ".spec.timeout", "string", "Overall call timeout."),
-        ready_column(),
-        age_column(),
+        *status_columns(),
     ),
 )

@@ -29,6 +29,7 @@ from operators.conditions import (
     progressing,
     ready,
     set_conditions,
+    summary,
 )
 from operators.drift import differs
 from operators.istio import traffic_settings
@@ -43,7 +44,7 @@ def policy_stamp(policies: Sequence[PolicyRef], target: str) -> str | None:
     """``<policy>@<content hash>`` of the policy governing ``target``, or None: a new value
     whenever the governing policy or its spec changes, so the target re-renders."""
     governing = sorted((p for p in policies if p.spec.target_ref.name == target),
-                       key=lambda p: p.name)
+                       key=lambda p: p.claimant)
     if not governing:
         return None
     wire = json.dumps(governing[0].spec.wire(), sort_keys=True, separators=(",", ":"))
@@ -99,9 +100,11 @@ def build_status(*, name: str, namespace: str, spec: CircuitBreakerPolicySpec,
                    f"consecutive 5xx for {spec.outlier_detection.base_ejection_time}); {client}")
         updates = [ready("InForce", message), progressing(False, "InForce", message),
                    degraded(False, "AsExpected", "nothing needs attention")]
+    conditions = set_conditions(previous_conditions, updates,
+                                observed_generation=generation, now=now)
     return {
         "observedGeneration": generation,
         "targetHost": service_host(target, namespace),
-        "conditions": set_conditions(previous_conditions, updates,
-                                     observed_generation=generation, now=now),
+        "conditions": conditions,
+        **summary(conditions),
     }

@@ -33,16 +33,25 @@ from operators.commerceservice.status import (
     build_status,
     invalid_spec_status,
 )
+from operators.conditions import (
+    degraded,
+    find_condition,
+    is_condition_true,
+    set_conditions,
+    summary,
+)
 from operators.drift import differs
 from operators.kube import PLURALS, KubeError, Manifest, apply_all
 from operators.meta import API_VERSION, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 from operators.metrics import reconcile_timer
+from operators.repair import RepairFailed, apply_or_replace, repair
 from operators.route_tables import route_table_publisher
 from operators.runtime import kube
 from operators.schema import InvalidSpec, parse_spec
 
 KIND = "CommerceService"
 RECHECK_SECONDS = 15
+REPAIR_FAILED = "DriftRepairFailed"
 REPORTS = DeploymentReports()
 
 
@@ -50,23 +59,25 @@ REPORTS = DeploymentReports()
 
 @kopf.index(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
 def commerce_services(namespace: str, name: str, uid: str, spec: kopf.Spec,
-                      annotations: kopf.Annotations,
+                      annotations: kopf.Annotations, meta: kopf.Meta,
                       **_: Any) -> dict[str, RoutedService | None]:
     """Parsed specs by namespace: the route table and drift repair read them without a GET."""
     release = release_of(annotations)
     try:
         return {namespace: RoutedService(
             name, uid, parse_spec(CommerceServiceSpec, dict(spec)),
-            active_color=release.active.value if release is not None else None)}
+            active_color=release.active.value if release is not None else None,
+            created=str(meta.get("creationTimestamp") or ""))}
     except InvalidSpec:
         return {namespace: None}
 
 
 @kopf.index(BREAKER.group, BREAKER.version, BREAKER.plural)
-def breaker_policies(namespace: str, name: str, uid: str, spec: kopf.Spec,
+def breaker_policies(namespace: str, name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
                      **_: Any) -> dict[str, PolicyRef | None]:
     try:
-        return {namespace: PolicyRef(name, uid, parse_spec(CircuitBreakerPolicySpec, dict(spec)))}
+        return {namespace: PolicyRef(name, uid, parse_spec(CircuitBreakerPolicySpec, dict(spec)),
+                                     created=str(meta.get("creationTimestamp") or ""))}
     except InvalidSpec:
         return {namespace: None}
 
@@ -74,6 +85,29 @@ def breaker_policies(namespace: str, name: str, uid: str, spec: kopf.Spec,
 def _services_in(index: kopf.Index[str, RoutedService | None],
                  namespace: str) -> list[RoutedService]:
     return [entry for entry in index.get(namespace, []) if entry is not None]
+
+
+# Services whose required Secrets or ConfigMaps are missing: not Ready, so the gateway is
+# not given their routes (it would send shoppers to Pods that cannot start).
+_unroutable: set[tuple[str, str]] = set()
+
+
+def _routable_in(index: kopf.Index[str, RoutedService | None],
+                 namespace: str) -> list[RoutedService]:
+    return [entry for entry in _services_in(index, namespace)
+            if (namespace, entry.name) not in _unroutable]
+
+
+def _set_routable(namespace: str, name: str, routable: bool) -> bool:
+    """Record whether ``name`` may be in the route table; True when that changed."""
+    key = (namespace, name)
+    if routable == (key not in _unroutable):
+        return False
+    if routable:
+        _unroutable.discard(key)
+    else:
+        _unroutable.add(key)
+    return True
 
 
 def _policies_in(index: kopf.Index[str, PolicyRef | None], namespace: str) -> list[PolicyRef]:
@@ -115,15 +149,23 @@ def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.S
         if release is not None:
             children = hand_over(children, release.rollout)
         try:
-            applied = apply_all(children)
+            applied = apply_all(children, apply=apply_or_replace)
             _prune(namespace, name, uid, children,
                    keep=HANDED_OVER_KINDS if release is not None else frozenset())
         except KubeError as error:
-            kopf.event(body, type="Warning", reason="ApplyFailed", message=error.message)
+            _report_repair_failed(dict(body), namespace, name,
+                                  f"applying the children failed: {error.message}",
+                                  reason="ApplyFailed")
             raise kopf.TemporaryError(f"applying children failed: {error}", delay=10) \
                 from error
+        try:
+            missing = _missing_references(namespace, parsed)
+        except KubeError as error:
+            raise kopf.TemporaryError(f"reading references failed: {error}", delay=10) \
+                from error
+        _set_routable(namespace, name, not missing)
         publisher = route_table_publisher()
-        publisher.attach(lambda ns: _services_in(commerce_services, ns))
+        publisher.attach(lambda ns: _routable_in(commerce_services, ns))
         publisher.mark_dirty(namespace)
 
         deployment = next(m for m in applied if m["kind"] == "Deployment")
@@ -137,7 +179,7 @@ def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.S
             deployment = REPORTS.newest(namespace, name, deployment)
             new_status = _compose_status(namespace, name, parsed, deployment,
                                          ServiceView(uid, generation, release, current),
-                                         commerce_services)
+                                         commerce_services, missing=missing)
             if _write_status(namespace, name, current, new_status):
                 kopf.event(body, type="Normal", reason="Reconciled",
                            message=f"applied {len(children)} children for generation "
@@ -231,13 +273,41 @@ def _on_child_event(event: kopf.RawEvent, body: kopf.Body, meta: kopf.Meta,
         return
     deleted = event.get("type") == "DELETED"
     if deleted or differs(desired, dict(body)):
-        kube().apply(desired)
         owner_ref = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {
             "name": owner, "namespace": namespace, "uid": entry.uid}}
+        try:
+            repair(desired)
+        except RepairFailed as failed:
+            _report_repair_failed(owner_ref, namespace, owner, str(failed))
+            return
         what = "recreated" if deleted else "restored"
         kopf.event(owner_ref, type="Normal", reason="DriftRepaired",
                    message=f"{kind} {child_name} was {'deleted' if deleted else 'edited'} "
                            f"by hand; {what} from the spec")
+
+
+def _report_repair_failed(owner_ref: dict[str, Any], namespace: str, owner: str,
+                          message: str, reason: str = REPAIR_FAILED) -> None:
+    """A repair the API server refused: a Warning Event and ``Degraded`` in status. The
+    reconcile re-runs every RECHECK_SECONDS while Degraded, applies the children again and
+    clears the condition once they are what the spec renders."""
+    message = f"{message}; retrying every {RECHECK_SECONDS}s"
+    kopf.event(owner_ref, type="Warning", reason=reason, message=message)
+    with REPORTS.lock(namespace, owner):
+        view = REPORTS.view(namespace, owner, owner_ref["metadata"]["uid"]) or \
+            _read_view(namespace, owner)
+        if view is None:
+            return
+        conditions = set_conditions(view.status.get("conditions"),
+                                    [degraded(True, reason, message)],
+                                    observed_generation=view.generation, now=_now())
+        patch = {"conditions": conditions, **summary(conditions)}
+        try:
+            kube().patch_status(API_VERSION, KIND, namespace, owner, patch)
+        except KubeError:
+            return  # the object is going away, or the API is down: the next event retries
+        REPORTS.seen(namespace, owner, ServiceView(view.uid, view.generation, view.release,
+                                                   view.status | patch))
 
 
 # The last footprint rendered for each service, for drift checks: every event of every child
@@ -325,11 +395,7 @@ def _write_status_from_deployment(deployment: dict[str, Any], namespace: str, ow
                                  commerce_services)
     if any(view.status.get(key) != value for key, value in new_status.items()):
         kube().patch_status(API_VERSION, KIND, namespace, owner, new_status)
-        if _became_ready(view.status, new_status):
-            involved = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {
-                "name": owner, "namespace": namespace, "uid": view.uid}}
-            kopf.event(involved, type="Normal", reason="Ready",
-                       message=f"all {new_status.get('readyReplicas', 0)} replicas are available")
+        _announce_ready(view.status, new_status, namespace, owner, view.uid)
     REPORTS.seen(namespace, owner, ServiceView(view.uid, view.generation, view.release,
                                                view.status | new_status))
     REPORTS.written(namespace, owner, deployment)
@@ -337,15 +403,19 @@ def _write_status_from_deployment(deployment: dict[str, Any], namespace: str, ow
 
 def _compose_status(namespace: str, name: str, spec: CommerceServiceSpec,
                     deployment: dict[str, Any] | None, view: ServiceView,
-                    commerce_services: kopf.Index[str, RoutedService | None]
-                    ) -> dict[str, Any]:
+                    commerce_services: kopf.Index[str, RoutedService | None],
+                    missing: list[MissingReference] | None = None) -> dict[str, Any]:
     """The whole status for ``name`` from its Deployment, its references, route conflicts
     and release, over the status ``view`` holds: the one judgement both writers make."""
     conflicts = [c for c in route_conflicts(_services_in(commerce_services, namespace))
                  if name in c.services]
+    if missing is None:
+        missing = _missing_references(namespace, spec)
+        if _set_routable(namespace, name, not missing):
+            route_table_publisher().mark_dirty(namespace)
     new_status = build_status(
         generation=view.generation, namespace=namespace, deployment=deployment,
-        missing=_missing_references(namespace, spec), conflicts=conflicts,
+        missing=missing, conflicts=conflicts,
         previous_conditions=view.status.get("conditions"), now=_now())
     new_status["conditions"] = with_release_condition(
         new_status["conditions"], view.release, service=name,
@@ -364,11 +434,24 @@ def _read_view(namespace: str, owner: str) -> ServiceView | None:
                        release_of(metadata.get("annotations")), current.get("status") or {})
 
 
-def _became_ready(old: dict[str, Any], new: dict[str, Any]) -> bool:
-    def ready(status: dict[str, Any]) -> bool:
-        return any(c.get("type") == "Ready" and c.get("status") == "True"
-                   for c in status.get("conditions") or [])
-    return ready(new) and not ready(old)
+def _announce_ready(old: Mapping[str, Any], new: Mapping[str, Any], namespace: str,
+                    name: str, uid: str) -> None:
+    """A Normal Event when the service becomes Ready, and again whenever its replica count
+    changes while Ready (an HPA scaling it): its words are the ones status holds, so the
+    Event never names a count status has since left behind."""
+    if not is_condition_true(new.get("conditions"), "Ready"):
+        return
+    was_ready = is_condition_true(old.get("conditions"), "Ready")
+    counts = (new.get("readyReplicas"), new.get("replicas"))
+    if was_ready and counts == (old.get("readyReplicas"), old.get("replicas")):
+        return
+    involved = {"apiVersion": API_VERSION, "kind": KIND, "metadata": {
+        "name": name, "namespace": namespace, "uid": uid}}
+    condition = find_condition(new.get("conditions"), "Ready") or {}
+    message = str(condition.get("message") or
+                  f"{counts[0] or 0} of {counts[1] or 0} replicas are available")
+    kopf.event(involved, type="Normal", reason="Scaled" if was_ready else "Ready",
+               message=message)
 
 
 @kopf.on.event(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
@@ -380,6 +463,7 @@ def republish_routes_on_delete(event: kopf.RawEvent, namespace: str | None, name
         route_table_publisher().mark_dirty(namespace)
         if name:
             REPORTS.forget(namespace, name)
+            _unroutable.discard((namespace, name))
             _footprints.pop((namespace, name), None)
 
 

@@ -35,6 +35,7 @@ from operators.commerceservice.spec import (
     Probe,
     ValueSource,
 )
+from operators.conflicts import Claimant
 from operators.istio import Destination, destination_rule, traffic_settings, virtual_service
 from operators.meta import (
     LABEL_COMPONENT,
@@ -391,11 +392,17 @@ class RoutedService:
     uid: str
     spec: CommerceServiceSpec
     active_color: str | None = None
+    created: str = ""  # metadata.creationTimestamp: the oldest claimant of a prefix has it
+
+    @property
+    def claimant(self) -> Claimant:
+        return Claimant(self.created, self.name)
 
 
 @dataclass(frozen=True)
 class RouteConflict:
-    """Two or more services claim the same path prefix; the first by name wins."""
+    """Two or more services claim the same path prefix; the oldest (then first by name)
+    wins, by the rule every kind shares (``operators.conflicts``)."""
 
     path_prefix: str
     services: tuple[str, ...]
@@ -404,12 +411,13 @@ class RouteConflict:
     def message(self) -> str:
         winner, *losers = self.services
         return (f"path prefix {self.path_prefix} is declared by {', '.join(self.services)}; "
-                f"the gateway sends it to {winner}, remove it from {', '.join(losers)}")
+                f"the gateway sends it to {winner} (the oldest), remove it from "
+                f"{', '.join(losers)}")
 
 
 def _claims(services: Sequence[RoutedService]) -> dict[str, list[RoutedService]]:
     claims: dict[str, list[RoutedService]] = {}
-    for routed in sorted(services, key=lambda s: s.name):
+    for routed in sorted(services, key=lambda s: s.claimant):
         if routed.spec.component is Component.GATEWAY:
             continue
         for route in routed.spec.routes:

@@ -6,13 +6,14 @@ operator's own validation; :data:`RESOURCE` names the kind for the generator and
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field
 
 from operators.conditions import ResourceStatus
-from operators.resources import CustomResource, PrinterColumn, age_column, ready_column
+from operators.resources import CustomResource, PrinterColumn, status_columns
 from operators.schema import (
     CelRule,
     ConfigKey,
@@ -62,9 +63,24 @@ def _fits(request: str | None, limit: str | None) -> bool:
 
 
 def _quantity_rule(resource: str) -> str:
+    # isQuantity first: a malformed quantity gets its own field's error alone, not a second
+    # one from a failed quantity() call.
+    request, limit = f"string(self.requests.{resource})", f"string(self.limits.{resource})"
     return (f"!has(self.requests.{resource}) || !has(self.limits.{resource}) || "
-            f"quantity(string(self.requests.{resource}))"
-            f".compareTo(quantity(string(self.limits.{resource}))) <= 0")
+            f"!isQuantity({request}) || !isQuantity({limit}) || "
+            f"quantity({request}).compareTo(quantity({limit})) <= 0")
+
+
+def _quantity_message(resource: str) -> str:
+    return (f"'resources.requests.{resource} must not exceed resources.limits.{resource}: ' + "
+            f"string(self.requests.{resource}) + ' > ' + string(self.limits.{resource})")
+
+
+def _quantity_describe(resource: str) -> Callable[[Resources], str]:
+    def describe(r: Resources) -> str:
+        return (f"resources.requests.{resource} must not exceed resources.limits.{resource}: "
+                f"{getattr(r.requests, resource)} > {getattr(r.limits, resource)}")
+    return describe
 
 
 class ResourceRequests(KubeModel):
@@ -87,11 +103,14 @@ class Resources(KubeModel):
     cel_rules = (
         CelRule(_quantity_rule("cpu"),
                 "resources.requests.cpu must not exceed resources.limits.cpu",
-                lambda r: _fits(r.requests.cpu, r.limits.cpu), field_path=".requests.cpu"),
+                lambda r: _fits(r.requests.cpu, r.limits.cpu), field_path=".requests.cpu",
+                message_expression=_quantity_message("cpu"),
+                describe=_quantity_describe("cpu")),
         CelRule(_quantity_rule("memory"),
                 "resources.requests.memory must not exceed resources.limits.memory",
                 lambda r: _fits(r.requests.memory, r.limits.memory),
-                field_path=".requests.memory"),
+                field_path=".requests.memory", message_expression=_quantity_message("memory"),
+                describe=_quantity_describe("memory")),
     )
 
     requests: ResourceRequests = nested(ResourceRequests, "Resources reserved for each Pod.")
@@ -371,6 +390,17 @@ def _unique(values: list[str]) -> bool:
     return len(values) == len(set(values))
 
 
+def _repeated(values: list[str]) -> str:
+    """The first value that occurs more than once: for messages."""
+    return next((v for v in values if values.count(v) > 1), "")
+
+
+def _repeated_cel(items: str, key: str) -> str:
+    """CEL for the same text as :func:`_repeated` over ``items``' ``key`` (only evaluated
+    once the uniqueness rule failed, so the list is never empty)."""
+    return f"{items}.filter(i, {items}.filter(o, o.{key} == i.{key}).size() > 1)[0].{key}"
+
+
 class CommerceServiceSpec(KubeModel):
     """The desired state of one commerce component and everything it runs on."""
 
@@ -378,11 +408,21 @@ class CommerceServiceSpec(KubeModel):
         CelRule(f"!has(self.routes) || {_UNIQUE_PREFIXES}",
                 "routes must have distinct pathPrefix values: merge the methods of duplicate "
                 "routes into one", lambda s: _unique([r.path_prefix for r in s.routes]),
-                field_path=".routes"),
+                field_path=".routes",
+                message_expression="'routes must have distinct pathPrefix values: merge the "
+                                   "methods of duplicate routes into one; declared more than "
+                                   "once: ' + " + _repeated_cel("self.routes", "pathPrefix"),
+                describe=lambda s: "routes must have distinct pathPrefix values: merge the "
+                                   "methods of duplicate routes into one; declared more than "
+                                   f"once: {_repeated([r.path_prefix for r in s.routes])}"),
         CelRule(f"!has(self.env) || {_UNIQUE_ENV}",
                 "env must not name the same variable twice",
                 lambda s: _unique([e.name for e in s.env]),
-                field_path=".env"),
+                field_path=".env",
+                message_expression="'env must not name the same variable twice; repeated: ' + "
+                                   + _repeated_cel("self.env", "name"),
+                describe=lambda s: "env must not name the same variable twice; repeated: "
+                                   f"{_repeated([e.name for e in s.env])}"),
         CelRule(f"!has(self.env) || self.env.all(e, !(e.name in [{_RESERVED_ENV_LIST}]))",
                 f"env must not set {', '.join(RESERVED_ENV)}: the operator sets these itself "
                 "(declare backing services under spec.connections)",
@@ -484,7 +524,6 @@ RESOURCE = CustomResource(
         PrinterColumn("Component", ".spec.component", "string", "Commerce component."),
         PrinterColumn("Image", ".spec.image", "string", "Container image."),
         PrinterColumn("Ready-Pods", ".status.readyReplicas", "integer", "Pods that are Ready."),
-        ready_column(),
-        age_column(),
+        *status_columns(),
     ),
 )

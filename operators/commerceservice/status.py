@@ -20,6 +20,7 @@ from operators.conditions import (
     progressing,
     ready,
     set_conditions,
+    summary,
 )
 from operators.workloads import RolloutState, deployment_progress
 
@@ -50,14 +51,20 @@ def build_status(*, generation: int, namespace: str, deployment: Mapping[str, An
                  now: datetime) -> dict[str, Any]:
     """The whole ``status`` for one reconcile.
 
-    ``Ready`` follows the Deployment (complete rollout, every Pod available); ``Degraded``
-    is True for what needs a person: a missing Secret or ConfigMap, a rollout past its
-    deadline, a path prefix another service also claims.
+    ``Ready`` follows the Deployment (complete rollout, every Pod available), except that a
+    service missing a required Secret or ConfigMap is never Ready: its Pods cannot start
+    with it missing (whatever a Pod's status claims), and the gateway is not given its
+    routes. ``Degraded`` is True for what needs a person: a missing Secret or ConfigMap, a
+    rollout past its deadline, a path prefix another service also claims.
     """
     progress = deployment_progress(deployment)
     updates: list[ConditionUpdate] = []
 
-    if progress.state is RolloutState.COMPLETE:
+    if missing:
+        message = _missing_message(missing, namespace)
+        updates.append(not_ready(_missing_reason(missing), message))
+        updates.append(progressing(False, _missing_reason(missing), message))
+    elif progress.state is RolloutState.COMPLETE:
         updates.append(ready("Available", progress.message))
         updates.append(progressing(False, "RolloutComplete", progress.message))
     elif progress.state is RolloutState.FAILED:
@@ -79,11 +86,10 @@ def build_status(*, generation: int, namespace: str, deployment: Mapping[str, An
     else:
         updates.append(degraded(False, "AsExpected", "nothing needs attention"))
 
-    status: dict[str, Any] = {
-        "observedGeneration": generation,
-        "conditions": set_conditions(previous_conditions, updates,
-                                     observed_generation=generation, now=now),
-    }
+    conditions = set_conditions(previous_conditions, updates,
+                                observed_generation=generation, now=now)
+    status: dict[str, Any] = {"observedGeneration": generation, "conditions": conditions,
+                              **summary(conditions)}
     if deployment is not None:
         status |= {"replicas": progress.desired, "readyReplicas": progress.ready,
                    "updatedReplicas": progress.updated}
@@ -102,8 +108,6 @@ def invalid_spec_status(*, generation: int, message: str,
         progressing(False, "InvalidSpec", "the operator will act once the spec is fixed"),
         degraded(True, "InvalidSpec", message),
     ]
-    return {
-        "observedGeneration": generation,
-        "conditions": set_conditions(previous_conditions, updates,
-                                     observed_generation=generation, now=now),
-    }
+    conditions = set_conditions(previous_conditions, updates,
+                                observed_generation=generation, now=now)
+    return {"observedGeneration": generation, "conditions": conditions, **summary(conditions)}

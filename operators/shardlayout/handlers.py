@@ -19,7 +19,14 @@ from typing import Any
 
 import kopf
 
-from operators.conditions import degraded, not_ready, progressing, ready, set_conditions
+from operators.conditions import (
+    degraded,
+    not_ready,
+    progressing,
+    ready,
+    set_conditions,
+    summary,
+)
 from operators.kube import KubeError
 from operators.meta import API_VERSION
 from operators.metrics import reconcile_timer
@@ -103,11 +110,16 @@ def _report(body: kopf.Body, namespace: str, name: str, status: kopf.Status, gen
         reason, message = problem
         updates = [not_ready(reason, message), progressing(False, reason, message),
                    degraded(True, reason, message)]
+    conditions = set_conditions(status.get("conditions"), updates,
+                                observed_generation=generation, now=now)
+    # Stable only while the map in force is the spec's: a layout that cannot be published
+    # is Blocked, whatever map is still in force.
+    phase = ReshardPhase.STABLE if problem is None else ReshardPhase.BLOCKED
     new_status: dict[str, Any] = {
         "observedGeneration": generation,
-        "phase": ReshardPhase.STABLE.value,
-        "conditions": set_conditions(status.get("conditions"), updates,
-                                     observed_generation=generation, now=now),
+        "phase": phase.value,
+        "conditions": conditions,
+        **summary(conditions),
     }
     if version is not None:
         new_status |= {"mapVersion": version, "configMap": shard_map_name(name)}

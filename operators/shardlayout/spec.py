@@ -15,7 +15,7 @@ from typing import Annotated
 from pydantic import Field
 
 from operators.conditions import ResourceStatus
-from operators.resources import CustomResource, PrinterColumn, age_column, ready_column
+from operators.resources import CustomResource, PrinterColumn, status_columns
 from operators.schema import CelRule, ConfigKey, DnsLabel, KubeModel, ObjectName
 
 MAX_SHARDS = 16
@@ -57,6 +57,26 @@ _ONE_SHARD_PER_CATEGORY = (
 )
 
 
+_SHARED = "self.shards.exists(b, b.name != a.name && c in b.categories)"
+
+
+def _repeated_names(spec: ShardLayoutSpec) -> str:
+    names = [shard.name for shard in spec.shards]
+    return next((name for name in names if names.count(name) > 1), "")
+
+
+def _shared_categories(spec: ShardLayoutSpec) -> str:
+    """``shard: categories`` for each shard listing a category another shard also lists,
+    worded as the CEL message expression words it."""
+    parts = []
+    for shard in spec.shards:
+        shared = [c for c in shard.categories
+                  if any(o.name != shard.name and c in o.categories for o in spec.shards)]
+        if shared:
+            parts.append(f"{shard.name}: {', '.join(shared)}")
+    return "; ".join(parts)
+
+
 def _one_shard_per_category(spec: ShardLayoutSpec) -> bool:
     seen: set[str] = set()
     for shard in spec.shards:
@@ -72,10 +92,23 @@ class ShardLayoutSpec(KubeModel):
     cel_rules = (
         CelRule(_UNIQUE_NAMES, "shard names must be unique",
                 lambda s: len({shard.name for shard in s.shards}) == len(s.shards),
-                field_path=".shards"),
+                field_path=".shards",
+                message_expression="'shard names must be unique; repeated: ' + "
+                                   "self.shards.filter(s, self.shards.filter(o, o.name == "
+                                   "s.name).size() > 1)[0].name",
+                describe=lambda s: "shard names must be unique; repeated: "
+                                   + _repeated_names(s)),
         CelRule(_ONE_SHARD_PER_CATEGORY,
                 "a category may belong to only one shard: remove it from all shards but one",
-                _one_shard_per_category, field_path=".shards"),
+                _one_shard_per_category, field_path=".shards",
+                message_expression="'a category may belong to only one shard: remove it from "
+                                   "all shards but one; in more than one shard: ' + "
+                                   f"self.shards.filter(a, a.categories.exists(c, {_SHARED}))"
+                                   f".map(a, a.name + ': ' + a.categories.filter(c, {_SHARED})"
+                                   ".join(', ')).join('; ')",
+                describe=lambda s: "a category may belong to only one shard: remove it from "
+                                   "all shards but one; in more than one shard: "
+                                   + _shared_categories(s)),
         CelRule("self.shards.exists(s, s.name == self.defaultShard)",
                 "defaultShard must name one of spec.shards",
                 lambda s: any(shard.name == s.default_shard for shard in s.shards),
@@ -122,6 +155,7 @@ class ReshardPhase(StrEnum):
     CUTTING_OVER = "CuttingOver"  # writes paused for the moving categories; new map published
     CLEANING_UP = "CleaningUp"  # deleting the moved rows from the old shard
     FAILED = "Failed"  # stopped; the previous map is still in force
+    BLOCKED = "Blocked"  # the spec cannot be published (see Degraded); the map in force stays
 
 
 class CategoryMove(KubeModel):
@@ -165,7 +199,6 @@ RESOURCE = CustomResource(
         PrinterColumn("Default", ".spec.defaultShard", "string", "Default shard."),
         PrinterColumn("Version", ".status.mapVersion", "string", "Shard map in force."),
         PrinterColumn("Phase", ".status.phase", "string", "Resharding progress."),
-        ready_column(),
-        age_column(),
+        *status_columns(),
     ),
 )

@@ -27,9 +27,8 @@ BODY: dict[str, Any] = {
 }
 
 
-def _storages() -> tuple[kopf.AnnotationsDiffBaseStorage, LeanDiffBaseStorage]:
-    settings = {"prefix": "kommerce.io", "key": "last-handled-configuration"}
-    return kopf.AnnotationsDiffBaseStorage(**settings), LeanDiffBaseStorage(**settings)
+def _storages() -> tuple[kopf.StatusDiffBaseStorage, LeanDiffBaseStorage]:
+    return kopf.StatusDiffBaseStorage(name="kopf"), LeanDiffBaseStorage(name="kopf")
 
 
 def test_the_lean_diff_base_equals_kopfs_own() -> None:

@@ -142,7 +142,7 @@ def test_missing_secret_is_degraded_with_a_message_naming_it_and_the_fix() -> No
     assert degraded_condition["message"].startswith(
         "Secret product-db not found in namespace shop: create it, or mark the reference "
         "optional")
-    assert _by_type(status)["Ready"]["reason"] == "Creating"
+    assert _by_type(status)["Ready"]["reason"] == "SecretNotFound"  # never Ready without it
     CommerceServiceStatus.model_validate(status)
 
 
