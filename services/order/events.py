@@ -20,9 +20,13 @@ Published (topic ``order.events``, keyed by order id):
 Consumed:
 
 * ``payment.events``: ``payment.succeeded`` / ``payment.failed`` — the outcome of a charge
-  that needed the shopper (3-D Secure) and was settled later through Stripe's webhook. The
-  saga also hears most outcomes as the direct reply to its command; hearing one twice is
-  harmless, because the saga ignores a reply for a step it has passed.
+  that needed the shopper (3-D Secure) and was settled later (the shopper completing the
+  challenge, or Stripe's webhook). Applied only when the event's payment id, intent id,
+  amount, currency and order are the saga's own charge; any other payment is refused,
+  kept in ``payment_event_rejections``, logged and counted
+  (``payment_events_rejected_total{reason}``). The saga also hears most outcomes as the
+  direct reply to its command; hearing one twice is harmless, because the saga ignores a
+  reply for a step it has passed.
 * ``shipping.events``: ``shipment.delivered`` — a confirmed order becomes DELIVERED (a
   tracking status after the saga, in the timeline too).
 """
@@ -41,12 +45,13 @@ from services.core.events.envelope import EventEnvelope
 from services.order.models import Order, OrderStatusChange
 from services.order.orchestrator import (
     ORDERS_TOTAL,
+    PAYMENT_FAILED,
     PAYMENT_SUCCEEDED,
     SAGA_COMMAND,
     Orchestrator,
     publish_status_change,
 )
-from services.order.saga import SagaState, Step, StepFailed, StepSucceeded
+from services.order.saga import SagaState
 
 DELIVERED = "DELIVERED"
 
@@ -75,20 +80,17 @@ def own_handlers(orchestrator: Callable[[], Orchestrator]) -> EventHandlers:
 
 
 def payment_handlers(orchestrator: Callable[[], Orchestrator]) -> EventHandlers:
+    """Payment news moves a saga only when it is about the saga's own charge; the
+    orchestrator records and alarms anything else (see ``Orchestrator.settle_payment``)."""
     handlers = _settled_by(orchestrator)
 
     @handlers.on(PAYMENT_SUCCEEDED)
     async def payment_succeeded(session: AsyncSession, event: EventEnvelope) -> None:
-        if (order_id := _order_id(event)) is not None:
-            await orchestrator().apply(session, order_id, StepSucceeded(
-                Step.CHARGE_PAYMENT, str(event.payload.get("payment_id"))))
+        await orchestrator().settle_payment(session, event, succeeded=True)
 
-    @handlers.on("payment.failed")
+    @handlers.on(PAYMENT_FAILED)
     async def payment_failed(session: AsyncSession, event: EventEnvelope) -> None:
-        if (order_id := _order_id(event)) is not None:
-            reason = event.payload.get("failure_message") or "declined"
-            await orchestrator().apply(session, order_id, StepFailed(
-                Step.CHARGE_PAYMENT, f"payment declined: {reason}"))
+        await orchestrator().settle_payment(session, event, succeeded=False)
 
     return handlers
 

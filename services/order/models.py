@@ -3,7 +3,8 @@
 ``orders`` holds what was bought and the status shoppers see; ``order_status_history`` is
 the timeline (one row per status change, with the reason); ``sagas`` holds each checkout's
 saga state (:mod:`services.order.saga`) as JSON with its next deadline, so a restarted
-service picks every unfinished saga up where it stood.
+service picks every unfinished saga up where it stood; ``payment_event_rejections`` keeps
+every payment event the saga refused because it was not the order's own charge.
 """
 
 from __future__ import annotations
@@ -84,6 +85,35 @@ class SagaRecord(Base):
     deadline: Mapped[datetime | None] = mapped_column(DateTime(timezone=True))
     settled: Mapped[bool] = mapped_column(Boolean)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
+                                                 server_default=func.now())
+
+
+class PaymentEventRejection(Base):
+    """A payment event (or a participant's answer) that claimed a payment other than the
+    saga's own charge, refused and kept for whoever answers the alarm.
+
+    A table of its own rather than the order's timeline: the timeline is the shopper's
+    (order detail shows it) and each of its rows is a status the order reached, while a
+    refused event changes nothing — and may come from an attacker, may name an order that
+    does not exist, or arrive by the hundred. No foreign key to ``orders`` for that reason.
+    Only the event's identity and the payment it claimed are kept, each cut to its
+    column's length, never the payload as sent.
+    """
+
+    __tablename__ = "payment_event_rejections"
+    __table_args__ = (Index("ix_payment_event_rejections_order_id", "order_id"),)
+
+    id: Mapped[int] = mapped_column(BigInteger, primary_key=True, autoincrement=True)
+    order_id: Mapped[str | None] = mapped_column(String(100))
+    event_id: Mapped[str | None] = mapped_column(String(100))
+    event_type: Mapped[str] = mapped_column(String(100))
+    source: Mapped[str | None] = mapped_column(String(100))
+    reason: Mapped[str] = mapped_column(String(32))
+    payment_id: Mapped[str | None] = mapped_column(String(100))
+    intent_id: Mapped[str | None] = mapped_column(String(255))
+    amount: Mapped[str | None] = mapped_column(String(32))
+    currency: Mapped[str | None] = mapped_column(String(8))
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True),
                                                  server_default=func.now())
 
 

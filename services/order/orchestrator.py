@@ -54,8 +54,12 @@ from services.core.metrics import counter
 from services.order import saga_rows
 from services.order.models import Order, SagaRecord
 from services.order.saga import (
+    Charge,
     Command,
     Decision,
+    Mismatch,
+    PaymentReport,
+    PaymentSettled,
     Saga,
     SagaEvent,
     SagaPolicy,
@@ -64,9 +68,10 @@ from services.order.saga import (
     StepSucceeded,
     Tick,
     advance,
+    charge_mismatch,
     start,
 )
-from services.order.saga_rows import SagaOrder
+from services.order.saga_rows import RefusedPayment, SagaOrder
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +79,17 @@ K = TypeVar("K")
 V = TypeVar("V")
 
 ORDERS_TOTAL = counter("orders_total", "Orders reaching each status", ["status"])
+#: The alarm: every payment event or answer refused because it was not the order's own
+#: charge (a forged or mistaken event, a second payment, another amount or currency).
+PAYMENT_EVENTS_REJECTED = counter(
+    "payment_events_rejected_total",
+    "Payment events and answers refused because they were not the order's own charge",
+    ["reason"])
 
 SAGA_COMMAND = "order.saga_command"
 ORDER_STATUS_CHANGED = "order.status_changed"
 PAYMENT_SUCCEEDED = "payment.succeeded"
+PAYMENT_FAILED = "payment.failed"
 
 #: ``session.info`` key: commands to run inline once the session's transaction commits.
 _INLINE = "order.inline_saga_commands"
@@ -97,6 +109,42 @@ def status_change(order: Order | SagaOrder, *, source: str, status: str, previou
         ORDER_STATUS_CHANGED, source=source, key=str(order.id), payload={
             "order_id": str(order.id), "owner": order.owner, "status": status,
             "previous": previous, "reason": reason, "lines": status_event_lines(order)})
+
+
+class ForeignPayment(RuntimeError):
+    """A participant's answer about money is not what the saga asked for (another
+    payment, order, amount or currency): it is refused — recorded and alarmed — and the
+    saga waits as if no answer had come."""
+
+    def __init__(self, refused: RefusedPayment) -> None:
+        super().__init__(f"{refused.event_type}: {refused.reason}")
+        self.refused = refused
+
+
+async def refuse_payment(conn: Connection, refused: RefusedPayment) -> None:
+    """Record and alarm a payment the saga will not apply: a row, a warning, a count."""
+    (order_id, event_id, event_type, source, reason, payment_id, intent_id, amount,
+     currency) = refused.columns()
+    log.warning("refused %s for order %s: %s (payment %s, intent %s, amount %s %s; event %s "
+                "from %s)", event_type, order_id, reason, payment_id, intent_id, amount,
+                currency, event_id, source)
+    PAYMENT_EVENTS_REJECTED.labels(reason=refused.reason).inc()
+    await saga_rows.record_refusal(conn, refused)
+
+
+def _refused_report(event: EventEnvelope, reason: str) -> RefusedPayment:
+    report = PaymentReport.from_payload(event.payload)
+    return RefusedPayment(reason=reason, event_type=event.type, order_id=report.order_id,
+                          event_id=event.id, source=event.source,
+                          payment_id=report.payment_id, intent_id=report.intent_id,
+                          amount=report.amount, currency=report.currency)
+
+
+def _as_uuid(value: object) -> uuid.UUID | None:
+    try:
+        return uuid.UUID(str(value))
+    except ValueError:
+        return None
 
 
 class Participants(Protocol):
@@ -139,9 +187,9 @@ class Orchestrator:
         #: Command event id -> whether its inline run committed, until the bus delivers it.
         self._inline_outcomes: _Recent[uuid.UUID, asyncio.Future[bool]] = _Recent(
             4 * inline_backlog)
-        #: Payment ids whose success a committed step applied (the payment service
-        #: announces the same success on the bus).
-        self._charged: _Recent[str, bool] = _Recent(4 * inline_backlog)
+        #: Payment id -> (order id, charge) for charges whose success a committed step
+        #: applied (the payment service announces the same success on the bus).
+        self._charged: _Recent[str, tuple[str, Charge | None]] = _Recent(4 * inline_backlog)
         self._closing = False
 
     # -- starting ----------------------------------------------------------------------------
@@ -164,6 +212,32 @@ class Orchestrator:
         """Feed ``event`` to an order's saga inside the caller's transaction."""
         decision = await self._advance(session, order_id, event)
         return None if decision is None else decision.saga
+
+    async def settle_payment(self, session: AsyncSession, event: EventEnvelope, *,
+                             succeeded: bool) -> Saga | None:
+        """The payment service's later news of a payment (``payment.succeeded`` or
+        ``payment.failed``), inside the caller's transaction: applied to the order's saga
+        only when it is the saga's own charge (:func:`~services.order.saga.charge_mismatch`);
+        anything else — no such order, another payment, intent, amount or currency — is
+        recorded and alarmed (:func:`refuse_payment`) and changes nothing."""
+        report = PaymentReport.from_payload(event.payload)
+        conn = await saga_rows.connection_of(session)
+        order_id = _as_uuid(report.order_id)
+        locked = None if order_id is None else await saga_rows.lock(conn, order_id)
+        if locked is None:
+            await refuse_payment(conn, _refused_report(event, Mismatch.UNKNOWN_ORDER))
+            return None
+        saga, order = locked
+        why = event.payload.get("failure_message") or event.payload.get("status")
+        decision = advance(saga, PaymentSettled(report, succeeded,
+                                                f"payment declined: {why or 'declined'}"),
+                           utcnow(), self.policy)
+        if decision.rejected is not None:
+            await refuse_payment(conn, _refused_report(event, decision.rejected))
+        elif decision.changed:
+            self._after_session_commit(
+                session, await self._store(conn, order, decision, previous=saga.state))
+        return decision.saga
 
     async def _advance(self, session: AsyncSession, order_id: uuid.UUID,
                        event: SagaEvent) -> Decision | None:
@@ -235,9 +309,19 @@ class Orchestrator:
         saga, order = locked
         if saga.current is None or saga.current.value != event.payload["action"] or saga.resend:
             return None, []
-        reply = await self.participants.perform(
-            order, Command(saga.order_id, saga.current, saga.attempt))
+        try:
+            reply = await self.participants.perform(
+                order, Command(saga.order_id, saga.current, saga.attempt, charge=saga.charge))
+        except ForeignPayment as refused:
+            # Kept with the saga untouched: its deadline asks again, and gives up in time.
+            await refuse_payment(conn, refused.refused)
+            return None, []
         decision = advance(saga, reply, utcnow(), self.policy)
+        if decision.rejected is not None:
+            await refuse_payment(conn, RefusedPayment(
+                reason=decision.rejected, event_type=f"{saga.current.value} answer",
+                order_id=str(order.id), payment_id=getattr(reply, "ref", None)))
+            return None, []
         if not decision.changed:
             return None, []
         return reply, await self._store(conn, order, decision, previous=saga.state)
@@ -250,7 +334,13 @@ class Orchestrator:
             outcome = self._inline_outcomes.pop(event.id)
             return outcome is not None and await asyncio.shield(outcome)
         if event.type == PAYMENT_SUCCEEDED:
-            return self._charged.pop(str(event.payload.get("payment_id"))) is not None
+            charged = self._charged.pop(str(event.payload.get("payment_id")))
+            if charged is None:
+                return False
+            order_id, charge = charged
+            # Only the very charge applied; anything else goes the checked way.
+            return charge is not None and charge_mismatch(
+                charge, order_id, PaymentReport.from_payload(event.payload)) is None
         return False
 
     # -- running commands inline ----------------------------------------------------------------
@@ -281,8 +371,10 @@ class Orchestrator:
                     outbox.wake_relays()
                     for command in commands:
                         self._run_inline(command)
-                if isinstance(reply, StepSucceeded) and reply.step is Step.CHARGE_PAYMENT:
-                    self._charged.put(reply.ref, True)
+                if (isinstance(reply, StepSucceeded) and reply.step is Step.CHARGE_PAYMENT
+                        and reply.ref is not None):
+                    self._charged.put(reply.ref, (str(envelope.payload["order_id"]),
+                                                  reply.charge))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # failed: the bus delivery retries

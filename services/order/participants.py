@@ -27,10 +27,13 @@ from typing import Any, Protocol
 import httpx
 
 from services.core.auth import TokenService
+from services.order.orchestrator import PAYMENT_EVENTS_REJECTED, ForeignPayment
 from services.order.saga import (
+    Charge,
     Command,
     Compensation,
     CompensationDone,
+    Mismatch,
     PaymentActionRequired,
     SagaEvent,
     Step,
@@ -38,7 +41,7 @@ from services.order.saga import (
     StepSucceeded,
     reservation_id,
 )
-from services.order.saga_rows import SagaOrder
+from services.order.saga_rows import RefusedPayment, SagaOrder
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +84,37 @@ def _code(response: httpx.Response) -> str | None:
 
 def _unavailable(what: str, response: httpx.Response) -> ParticipantUnavailable:
     return ParticipantUnavailable(f"{what}: HTTP {response.status_code} {_message(response)}")
+
+
+def _charge_mismatch(order: SagaOrder, payment: dict[str, Any]) -> Mismatch | None:
+    """What in the payment service's answer differs from the charge asked for: the
+    order's total, in its currency, for this order, with an intent."""
+    if payment.get("order_id") != str(order.id):
+        return Mismatch.ORDER
+    if not isinstance(payment.get("id"), str) or not isinstance(payment.get("intent_id"), str):
+        return Mismatch.INTENT
+    if payment.get("amount") != order.total or type(payment.get("amount")) is not int:
+        return Mismatch.AMOUNT
+    if payment.get("currency") != order.currency:
+        return Mismatch.CURRENCY
+    return None
+
+
+def _refused(order: SagaOrder, payment: dict[str, Any], what: str,
+             reason: Mismatch) -> RefusedPayment:
+    return RefusedPayment(reason=reason, event_type=what, order_id=str(order.id),
+                          payment_id=payment.get("id"), intent_id=payment.get("intent_id"),
+                          amount=payment.get("amount"), currency=payment.get("currency"))
+
+
+def _own_charge(order: SagaOrder, payment: dict[str, Any], what: str) -> Charge:
+    """The answer as the saga's charge, or :class:`ForeignPayment` when it is not the
+    charge asked for."""
+    if (mismatch := _charge_mismatch(order, payment)) is not None:
+        raise ForeignPayment(_refused(order, payment, f"{what} ({mismatch.value})",
+                                      Mismatch.ANSWER))
+    return Charge(payment_id=payment["id"], intent_id=payment["intent_id"],
+                  amount=order.total, currency=order.currency)
 
 
 class _AsService:
@@ -195,40 +229,78 @@ class HttpParticipants:
     # -- payment -----------------------------------------------------------------------------
 
     async def _charge(self, order: SagaOrder, command: Command) -> SagaEvent:
+        """Charge the order's total for its shopper; the answer becomes the saga's own
+        charge, which only it may settle or refund later. An answer about another order,
+        amount or currency than asked for is refused (:class:`ForeignPayment`)."""
         response = await self.payment.post(
             "/payments", headers=self._headers(command.idempotency_key),
             json={"order_id": str(order.id), "amount": order.total,
-                  "currency": order.currency, "payment_method": order.payment_method})
+                  "currency": order.currency, "payment_method": order.payment_method,
+                  "owner": order.owner})
         if response.status_code == 422:
             return StepFailed(Step.CHARGE_PAYMENT, _message(response))
         if response.status_code not in (200, 201):
             raise _unavailable("charge", response)
         payment = response.json()
-        match payment["status"]:
-            case "succeeded":
-                return StepSucceeded(Step.CHARGE_PAYMENT, payment["id"])
-            case "requires_action":
-                return PaymentActionRequired(payment["id"])
-            case "declined" | "canceled":
-                return StepFailed(Step.CHARGE_PAYMENT, "payment declined: "
-                                  f"{payment.get('failure_message') or payment['status']}")
-        raise ParticipantUnavailable(f"payment still {payment['status']}")
+        if payment["status"] in ("declined", "canceled"):
+            # Kept as the saga's charge when it is one (a decline may name no intent).
+            declined = (_own_charge(order, payment, "charge answer")
+                        if _charge_mismatch(order, payment) is None else None)
+            return StepFailed(Step.CHARGE_PAYMENT, "payment declined: "
+                              f"{payment.get('failure_message') or payment['status']}",
+                              charge=declined)
+        if payment["status"] not in ("succeeded", "requires_action"):
+            raise ParticipantUnavailable(f"payment still {payment['status']}")
+        charge = _own_charge(order, payment, "charge answer")
+        if payment["status"] == "succeeded":
+            return StepSucceeded(Step.CHARGE_PAYMENT, charge.payment_id, charge=charge)
+        return PaymentActionRequired(charge.payment_id, charge=charge)
 
     async def _refund(self, order: SagaOrder, command: Command) -> SagaEvent:
-        """Refund whatever was charged for the order, found by order id: the charge's own
-        reply may never have arrived."""
-        listed = await self.payment.get("/payments", headers=self._headers(),
-                                        params={"order_id": str(order.id)})
-        if listed.status_code != 200:
-            raise _unavailable("list payments", listed)
-        for payment in listed.json():
+        """Refund the saga's own charge and nothing else. When the charge's reply never
+        arrived (no charge on record), the order's payments are looked up instead; only one
+        that is the order's total in its currency is taken as the saga's (the payment
+        service accepts no other charge for an order), anything else is left alone."""
+        if command.charge is not None:
+            found = await self.payment.get(f"/payments/{command.charge.payment_id}",
+                                           headers=self._headers())
+            if found.status_code == 404:
+                return CompensationDone(Compensation.REFUND_PAYMENT)
+            if found.status_code != 200:
+                raise _unavailable("read payment", found)
+            payments = [found.json()]
+            if _own_charge(order, payments[0], "refund lookup") != command.charge:
+                raise ForeignPayment(_refused(order, payments[0], "refund lookup",
+                                              Mismatch.ANSWER))
+        else:
+            listed = await self.payment.get("/payments", headers=self._headers(),
+                                            params={"order_id": str(order.id)})
+            if listed.status_code != 200:
+                raise _unavailable("list payments", listed)
+            payments = []
+            for payment in listed.json():
+                if _charge_mismatch(order, payment) is None:
+                    payments.append(payment)
+                else:
+                    log.warning("order %s: payment %s is not the order's charge; not "
+                                "refunded", order.id, payment.get("id"))
+                    PAYMENT_EVENTS_REJECTED.labels(reason=Mismatch.ANSWER).inc()
+        for payment in payments:
             if payment["status"] not in ("succeeded", "partially_refunded"):
                 continue
+            left = int(payment["amount"]) - int(payment["refunded_amount"])
             response = await self.payment.post(
-                f"/payments/{payment['id']}/refunds", json={"reason": "order cancelled"},
+                f"/payments/{payment['id']}/refunds",
+                json={"amount": left, "reason": "order cancelled"},
                 headers=self._headers(f"{command.idempotency_key}-{payment['id']}"))
             if response.status_code not in (200, 201):
                 raise _unavailable("refund", response)
+            refund = response.json()
+            if refund.get("payment_id") != payment["id"] or refund.get("amount") != left:
+                raise ForeignPayment(RefusedPayment(
+                    reason=Mismatch.ANSWER, event_type="refund answer",
+                    order_id=str(order.id), payment_id=refund.get("payment_id"),
+                    amount=refund.get("amount"), currency=payment.get("currency")))
         return CompensationDone(Compensation.REFUND_PAYMENT)
 
     # -- shipping ----------------------------------------------------------------------------

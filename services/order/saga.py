@@ -133,6 +133,89 @@ class SagaPolicy:
         return min(delay, self.max_backoff)
 
 
+# -- the saga's own charge -------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Charge:
+    """The one payment that counts for an order: the charge the saga asked the payment
+    service for (the order's total in its currency) and the ids the answer gave it.
+
+    Anything the payment service later says about a payment is applied only when it names
+    this charge (:func:`charge_mismatch`): its payment id, its intent, its amount and
+    currency, its order. Before the saga recorded it, nothing is applied; the charge step's
+    own retry (same idempotency key) then gets the payment's answer instead.
+    """
+
+    payment_id: str
+    intent_id: str
+    amount: int
+    currency: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"payment_id": self.payment_id, "intent_id": self.intent_id,
+                "amount": self.amount, "currency": self.currency}
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Charge:
+        return cls(payment_id=str(data["payment_id"]), intent_id=str(data["intent_id"]),
+                   amount=int(data["amount"]), currency=str(data["currency"]))
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentReport:
+    """What a payment event on the bus claims about a payment, as it claims it: each field
+    may be missing or of the wrong type in a malformed or forged event."""
+
+    order_id: object
+    payment_id: object
+    intent_id: object
+    amount: object
+    currency: object
+
+    @classmethod
+    def from_payload(cls, payload: Mapping[str, Any]) -> PaymentReport:
+        return cls(order_id=payload.get("order_id"), payment_id=payload.get("payment_id"),
+                   intent_id=payload.get("intent_id"), amount=payload.get("amount"),
+                   currency=payload.get("currency"))
+
+
+class Mismatch(StrEnum):
+    """Why a reported payment is not the saga's charge (the alarm's ``reason`` label)."""
+
+    ORDER = "order_mismatch"
+    NO_CHARGE = "no_charge_on_record"
+    PAYMENT = "payment_mismatch"
+    INTENT = "intent_mismatch"
+    AMOUNT = "amount_mismatch"
+    CURRENCY = "currency_mismatch"
+    #: The event names no order of ours (no saga under that id).
+    UNKNOWN_ORDER = "unknown_order"
+    #: The payment service answered the saga's own charge or refund call with another
+    #: payment, order, amount or currency than asked for.
+    ANSWER = "answer_mismatch"
+
+
+def charge_mismatch(charge: Charge | None, order_id: str,
+                    report: PaymentReport) -> Mismatch | None:
+    """None when ``report`` is about the saga's own ``charge`` for ``order_id``; otherwise
+    the first thing that differs. Every field must match exactly, types included (an
+    amount of ``"16699"`` or ``16699.0`` is not the charge's 16699)."""
+    if report.order_id != order_id:
+        return Mismatch.ORDER
+    if charge is None:
+        return Mismatch.NO_CHARGE
+    if report.payment_id != charge.payment_id:
+        return Mismatch.PAYMENT
+    if report.intent_id != charge.intent_id:
+        return Mismatch.INTENT
+    if type(report.amount) is not int or report.amount != charge.amount:
+        return Mismatch.AMOUNT
+    if report.currency != charge.currency:
+        return Mismatch.CURRENCY
+    return None
+
+
 # -- events: what the orchestrator tells the saga --------------------------------------------
 
 
@@ -143,6 +226,8 @@ class StepSucceeded:
 
     step: Step
     ref: str | None = None
+    #: With the charge step: the charge made (recorded as the saga's own).
+    charge: Charge | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,13 +237,31 @@ class StepFailed:
 
     step: Step
     reason: str
+    #: With the charge step: the declined charge, recorded as the saga's own so that the
+    #: payment service's news of the same decline is recognised, not alarmed.
+    charge: Charge | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class PaymentActionRequired:
-    """The charge needs the shopper (3-D Secure); the saga waits longer, then gives up."""
+    """The charge needs the shopper (3-D Secure); the saga waits longer, then gives up.
+    ``charge`` is the charge waiting for them, recorded as the saga's own: the only one
+    whose later success (:class:`PaymentSettled`) moves the order on."""
 
     ref: str | None = None
+    charge: Charge | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PaymentSettled:
+    """The payment service's later news of a charge (``payment.succeeded`` or
+    ``payment.failed`` on the bus, e.g. after 3-D Secure): applied as the charge step's
+    success or failure only when ``report`` names the saga's own charge; anything else is
+    refused (:attr:`Decision.rejected`) and changes nothing."""
+
+    report: PaymentReport
+    succeeded: bool
+    reason: str = "payment declined"
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,8 +291,8 @@ class Tick:
     """Time passed: lets the saga notice a deadline without a clock of its own."""
 
 
-SagaEvent = (StepSucceeded | StepFailed | PaymentActionRequired | CompensationDone
-             | CompensationFailed | CancelRequested | Tick)
+SagaEvent = (StepSucceeded | StepFailed | PaymentActionRequired | PaymentSettled
+             | CompensationDone | CompensationFailed | CancelRequested | Tick)
 
 
 # -- the saga ----------------------------------------------------------------------------
@@ -202,6 +305,9 @@ class Command:
     order_id: str
     action: Action
     attempt: int = 1
+    #: The saga's recorded charge, handed to the participant when the command is carried
+    #: out (a refund undoes this charge and no other); not part of the sent command.
+    charge: Charge | None = field(default=None, compare=False)
 
     @property
     def idempotency_key(self) -> str:
@@ -231,6 +337,8 @@ class Saga:
     compensated: tuple[Compensation, ...] = ()
     refs: Mapping[str, str] = field(default_factory=dict)
     action_required: bool = False
+    #: The saga's own charge, once the payment service answered the charge step.
+    charge: Charge | None = None
     version: int = 0
 
     @property
@@ -259,6 +367,7 @@ class Saga:
             "compensated": [c.value for c in self.compensated],
             "refs": dict(self.refs),
             "action_required": self.action_required,
+            "charge": self.charge.to_dict() if self.charge else None,
             "version": self.version,
         }
 
@@ -278,6 +387,7 @@ class Saga:
             compensated=tuple(Compensation(c) for c in data.get("compensated", ())),
             refs=dict(data.get("refs", {})),
             action_required=bool(data.get("action_required", False)),
+            charge=Charge.from_dict(data["charge"]) if data.get("charge") else None,
             version=int(data.get("version", 0)),
         )
 
@@ -292,11 +402,15 @@ def _action(value: str) -> Action:
 @dataclass(frozen=True, slots=True)
 class Decision:
     """The saga after an event, and what to send. ``changed`` is False for an event that
-    was a duplicate or came too late to matter, so the orchestrator can skip the write."""
+    was a duplicate, came too late to matter or was refused, so the orchestrator can skip
+    the write."""
 
     saga: Saga
     commands: tuple[Command, ...] = ()
     changed: bool = True
+    #: Set when the event claimed a payment that is not the saga's charge: nothing was
+    #: applied, and the orchestrator records and alarms it.
+    rejected: Mismatch | None = None
 
 
 def start(order_id: str, now: datetime, policy: SagaPolicy | None = None) -> Decision:
@@ -317,6 +431,8 @@ def advance(saga: Saga, event: SagaEvent, now: datetime,
             decision = _on_step_failed(saga, event, now, policy)
         case PaymentActionRequired():
             decision = _on_action_required(saga, event, now, policy)
+        case PaymentSettled():
+            decision = _on_payment_settled(saga, event, now, policy)
         case CompensationDone():
             decision = _on_compensation_done(saga, event, now, policy)
         case CompensationFailed():
@@ -343,8 +459,23 @@ def _send_forward(saga: Saga, step: Step, now: datetime, policy: SagaPolicy,
     return Decision(saga, (Command(saga.order_id, step, attempt),))
 
 
+def _with_charge(saga: Saga, charge: Charge | None) -> Saga | None:
+    """``saga`` with the charge step's answer recorded as its own charge; None when it
+    already holds another (the first charge recorded is the one that counts)."""
+    if charge is None or saga.charge == charge:
+        return saga
+    if saga.charge is not None:
+        return None
+    return replace(saga, charge=charge)
+
+
 def _on_step_succeeded(saga: Saga, event: StepSucceeded, now: datetime,
                        policy: SagaPolicy) -> Decision:
+    before = saga
+    recorded = _with_charge(saga, event.charge)
+    if recorded is None:
+        return Decision(saga, changed=False, rejected=Mismatch.PAYMENT)
+    saga = recorded
     refs = dict(saga.refs)
     if event.ref is not None:
         refs.setdefault(event.step.value, event.ref)
@@ -355,22 +486,24 @@ def _on_step_succeeded(saga: Saga, event: StepSucceeded, now: datetime,
             return _send_forward(saga, AWAITED_STEP[state], now, policy, attempt=1)
         return Decision(replace(saga, current=None, attempt=0, deadline=None))
     if saga.state in (SagaState.CANCELLING, SagaState.CANCELLED):
-        return _late_success(saga, event.step, refs, now, policy)
+        return _late_success(saga, event.step, refs, now, policy, before=before)
     # A duplicate reply for a step already passed, or a reply for a step never asked for.
-    return Decision(saga, changed=False)
+    return Decision(before, changed=False)
 
 
 def _late_success(saga: Saga, step: Step, refs: dict[str, str], now: datetime,
-                  policy: SagaPolicy) -> Decision:
+                  policy: SagaPolicy, *, before: Saga) -> Decision:
     """A step took effect after the saga gave up on it. If its compensation is still to
     come, that will undo it; if the compensation already ran (it found nothing to undo),
-    the effect is new and must be undone again, even on a CANCELLED order."""
+    the effect is new and must be undone again, even on a CANCELLED order. ``before`` is
+    the saga as it was, to tell whether anything (a ref, the charge) was learnt."""
     compensation = COMPENSATION_FOR.get(step)
     if compensation is None or step not in saga.started:
-        return Decision(saga, changed=False)
+        return Decision(before, changed=False)
     if compensation == saga.current or compensation in saga.pending:
-        changed = refs != saga.refs
-        return Decision(replace(saga, refs=refs) if changed else saga, changed=changed)
+        saga = replace(saga, refs=refs)
+        changed = saga != before
+        return Decision(saga if changed else before, changed=changed)
     compensated = tuple(c for c in saga.compensated if c != compensation)
     saga = replace(saga, refs=refs, compensated=compensated)
     if saga.current is None:
@@ -382,18 +515,43 @@ def _on_step_failed(saga: Saga, event: StepFailed, now: datetime,
                     policy: SagaPolicy) -> Decision:
     if AWAITED_STEP.get(saga.state) != event.step:
         return Decision(saga, changed=False)
-    return _begin_cancelling(saga, event.reason, now, policy, failed_step=event.step)
+    recorded = _with_charge(saga, event.charge)
+    if recorded is None:
+        return Decision(saga, changed=False, rejected=Mismatch.PAYMENT)
+    return _begin_cancelling(recorded, event.reason, now, policy, failed_step=event.step)
 
 
 def _on_action_required(saga: Saga, event: PaymentActionRequired, now: datetime,
                         policy: SagaPolicy) -> Decision:
     if saga.state != SagaState.INVENTORY_RESERVED or saga.action_required:
         return Decision(saga, changed=False)
-    refs = dict(saga.refs)
+    recorded = _with_charge(saga, event.charge)
+    if recorded is None:
+        return Decision(saga, changed=False, rejected=Mismatch.PAYMENT)
+    refs = dict(recorded.refs)
     if event.ref is not None:
         refs.setdefault(Step.CHARGE_PAYMENT.value, event.ref)
-    return Decision(replace(saga, action_required=True, refs=refs,
+    return Decision(replace(recorded, action_required=True, refs=refs,
                             deadline=now + policy.customer_action_timeout))
+
+
+def _on_payment_settled(saga: Saga, event: PaymentSettled, now: datetime,
+                        policy: SagaPolicy) -> Decision:
+    """News of a payment from the bus: the saga's own charge settles the charge step (a
+    duplicate of a reply already applied changes nothing); any other payment is refused."""
+    mismatch = charge_mismatch(saga.charge, saga.order_id, event.report)
+    if (mismatch is Mismatch.NO_CHARGE and not event.succeeded
+            and saga.failed_step is Step.CHARGE_PAYMENT):
+        # The decline the charge step already heard, from a provider that named no intent
+        # for it: nothing to apply, and nothing wrong either.
+        return Decision(saga, changed=False)
+    if mismatch is not None:
+        return Decision(saga, changed=False, rejected=mismatch)
+    assert saga.charge is not None  # charge_mismatch says so
+    if event.succeeded:
+        return _on_step_succeeded(
+            saga, StepSucceeded(Step.CHARGE_PAYMENT, saga.charge.payment_id), now, policy)
+    return _on_step_failed(saga, StepFailed(Step.CHARGE_PAYMENT, event.reason), now, policy)
 
 
 #: States a shopper can still cancel from. Once the shipment exists the order is as good as

@@ -1,4 +1,5 @@
-"""The saga's rows: locking a saga with its order, starting one, saving a step.
+"""The saga's rows: locking a saga with its order, starting one, saving a step, keeping
+a payment event it refused.
 
 Every step of every checkout runs these, so they are hand-written statements sent with
 asyncpg itself, on the connection of the caller's transaction (a session's, see
@@ -33,6 +34,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from services.core.events import outbox
 from services.core.events.envelope import EventEnvelope
+from services.core.pci import mask_card_numbers
 from services.order.saga import Saga
 
 _LOCK = """
@@ -60,6 +62,12 @@ _SAVE = f"WITH {_SAVE_SAGA} {outbox.insert_from_arrays(first_parameter=6)}"
 _SAVE_AND_MOVE = (f"WITH {_SAVE_SAGA}, {_MOVE_ORDER}, {_TIMELINE} "
                   f"{outbox.insert_from_arrays(first_parameter=8)}")
 _START = f"WITH {_START_SAGA}, {_TIMELINE} {outbox.insert_from_arrays(first_parameter=8)}"
+
+_REJECT = """
+INSERT INTO payment_event_rejections (order_id, event_id, event_type, source, reason,
+                                      payment_id, intent_id, amount, currency)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
+"""
 
 _BEGIN = select(literal(1))
 
@@ -159,3 +167,38 @@ def _saga_parameters(order_id: uuid.UUID, saga: Saga, now: datetime) -> tuple[An
     settled = saga.is_settled
     return (order_id, orjson.dumps(saga.to_dict()).decode(),
             None if settled else saga.deadline, settled, now)
+
+
+@dataclass(frozen=True, slots=True)
+class RefusedPayment:
+    """A payment event or answer the saga refused, as :func:`record_refusal` keeps it:
+    every claimed value as text (masked of card numbers, cut to its column's length)."""
+
+    reason: str
+    event_type: str
+    order_id: object = None
+    event_id: object = None
+    source: object = None
+    payment_id: object = None
+    intent_id: object = None
+    amount: object = None
+    currency: object = None
+
+    def columns(self) -> tuple[str | None, ...]:
+        return (_text(self.order_id, 100), _text(self.event_id, 100),
+                _text(self.event_type, 100) or "?", _text(self.source, 100), self.reason,
+                _text(self.payment_id, 100), _text(self.intent_id, 255),
+                _text(self.amount, 32), _text(self.currency, 8))
+
+
+def _text(value: object, length: int) -> str | None:
+    """A claimed value as stored: forged events may put anything anywhere, a card number
+    included, so it is masked before it is cut."""
+    if value is None:
+        return None
+    return mask_card_numbers(str(value))[:length]
+
+
+async def record_refusal(conn: Connection, refused: RefusedPayment) -> None:
+    """Keep a refused payment event in the caller's transaction."""
+    await conn.execute(_REJECT, *refused.columns())

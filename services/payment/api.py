@@ -1,8 +1,11 @@
-"""Payment routes: charge, read, refund, audit trail and Stripe's webhook.
+"""Payment routes: charge, read, complete 3-D Secure, refund, audit trail and Stripe's
+webhook.
 
-Shoppers charge and read their own payments; refunds and audit trails need the ``admin``
-or ``service`` role (the order saga calls with a service token). The webhook is
-authenticated by Stripe's signature, not by a user.
+Payments belong to the checkout saga: only the ``service`` role charges (the order saga
+calls with a service token, naming the shopper). Shoppers read their own payments and
+complete the 3-D Secure challenge of their own; refunds need the ``admin`` or ``service``
+role, audit trails ``admin``. The webhook is authenticated by Stripe's signature, not by a
+user.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
-from services.core.auth import AdminUser, CurrentUser
+from services.core.auth import AdminUser, CurrentUser, Principal, require_role
 from services.payment.schemas import (
     AuditEntryOut,
     ChargeIn,
@@ -32,6 +35,8 @@ async def payments_of(request: Request) -> PaymentService:
 
 
 Payments = Annotated[PaymentService, Depends(payments_of)]
+#: The order saga (or another service): the only caller that may charge.
+ServiceCaller = Annotated[Principal, Depends(require_role("service"))]
 IdempotencyKey = Annotated[str, Header(
     alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$",
     description="Chosen by the client per logical operation; a repeat returns the first "
@@ -39,11 +44,12 @@ IdempotencyKey = Annotated[str, Header(
 
 
 @router.post("/payments", status_code=status.HTTP_201_CREATED, tags=["payments"],
-             summary="Charge a tokenized payment method once per Idempotency-Key",
+             summary="Charge an order once, per Idempotency-Key (the checkout's service "
+             "identity only)",
              responses={200: {"model": PaymentOut, "description": "A retry: the payment "
                               "made before"}})
 async def charge(body: ChargeIn, idempotency_key: IdempotencyKey, payments: Payments,
-                 user: CurrentUser, response: Response) -> PaymentOut:
+                 user: ServiceCaller, response: Response) -> PaymentOut:
     payment, client_secret, created = await payments.charge(user, body, idempotency_key)
     if not created:
         response.status_code = status.HTTP_200_OK
@@ -54,7 +60,8 @@ async def charge(body: ChargeIn, idempotency_key: IdempotencyKey, payments: Paym
 
 
 @router.get("/payments", tags=["payments"],
-            summary="Payments for one order, oldest first (admin or service)")
+            summary="Payments for one order, oldest first (all of them for admin or "
+            "service, a shopper's own for a shopper)")
 async def payments_for_order(
         payments: Payments, user: CurrentUser,
         order_id: Annotated[str, Query(min_length=1, max_length=100)]) -> list[PaymentOut]:
@@ -65,6 +72,14 @@ async def payments_for_order(
 async def get_payment(payment_id: uuid.UUID, payments: Payments,
                       user: CurrentUser) -> PaymentOut:
     return PaymentOut.model_validate(await payments.get(user, payment_id))
+
+
+@router.post("/payments/{payment_id}/authentication", tags=["payments"],
+             summary="The shopper completed 3-D Secure: record the outcome (their own "
+             "payment only)")
+async def complete_authentication(payment_id: uuid.UUID, payments: Payments,
+                                  user: CurrentUser) -> PaymentOut:
+    return PaymentOut.model_validate(await payments.complete_authentication(user, payment_id))
 
 
 @router.post("/payments/{payment_id}/refunds", status_code=status.HTTP_201_CREATED,

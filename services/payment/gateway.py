@@ -101,6 +101,10 @@ class PaymentGateway(Protocol):
 
     async def cancel(self, *, intent_id: str, idempotency_key: str) -> ChargeResult: ...
 
+    async def complete_action(self, *, intent_id: str, idempotency_key: str) -> ChargeResult:
+        """The intent after the shopper's 3-D Secure challenge."""
+        ...
+
     async def attach(self, *, customer: str, payment_method: str,
                      idempotency_key: str) -> SavedCard: ...
 
@@ -192,6 +196,13 @@ class StripeGateway:
     async def cancel(self, *, intent_id: str, idempotency_key: str) -> ChargeResult:
         intent = await self._call(self._client.v1.payment_intents.cancel_async(
             intent_id, options={"idempotency_key": idempotency_key}))
+        return _from_intent(intent)
+
+    async def complete_action(self, *, intent_id: str, idempotency_key: str) -> ChargeResult:
+        """Read the intent: the shopper did the challenge in the browser (Stripe.js with the
+        client secret), so Stripe already knows the outcome; nothing is changed here."""
+        intent = await self._call(self._client.v1.payment_intents.retrieve_async(
+            intent_id, params={"expand": ["payment_method", "latest_charge"]}))
         return _from_intent(intent)
 
     async def attach(self, *, customer: str, payment_method: str,
@@ -374,7 +385,7 @@ class SandboxGateway:
                 self._intents[answer.intent_id] = _SandboxIntent(answer)
             case "refund":
                 self._intents[request[1]].refunded += answer.amount
-            case "cancel":
+            case "cancel" | "authenticate":
                 self._intents[request[1]].result = answer
             case "attach":
                 card = self._card(request[2])
@@ -480,6 +491,22 @@ class SandboxGateway:
             return replace(intent.result, status=ChargeStatus.CANCELED, client_secret=None)
 
         result: ChargeResult = await self._once(idempotency_key, ("cancel", intent_id), answer)
+        return result
+
+    async def complete_action(self, *, intent_id: str, idempotency_key: str) -> ChargeResult:
+        """The shopper passes the 3-D Secure challenge: an intent waiting for it succeeds
+        (as Stripe's ``pm_card_threeDSecure2Required`` does once authenticated); any other
+        intent is returned as it stands."""
+        def answer() -> ChargeResult:
+            intent = self._intents.get(intent_id)
+            if intent is None:
+                raise Unprocessable("no such payment intent", code="resource_missing")
+            if intent.result.status is not ChargeStatus.REQUIRES_ACTION:
+                return intent.result
+            return replace(intent.result, status=ChargeStatus.SUCCEEDED, client_secret=None)
+
+        result: ChargeResult = await self._once(idempotency_key, ("authenticate", intent_id),
+                                                answer)
         return result
 
     async def attach(self, *, customer: str, payment_method: str,

@@ -38,6 +38,28 @@ async def payment_by_intent(session: AsyncSession, intent_id: str) -> Payment | 
     return (await session.execute(query)).scalar_one_or_none()
 
 
+#: Payments that are, or may still become, money taken for their order.
+_LIVE = ("pending", "requires_action", "processing", "succeeded", "partially_refunded",
+         "refunded")
+
+
+async def lock_order(session: AsyncSession, order_id: str) -> None:
+    """Serialise charges for one order until the transaction ends (a transaction-scoped
+    advisory lock on the order id), so two first charges under different keys cannot both
+    see the order unpaid."""
+    await session.execute(select(func.pg_advisory_xact_lock(
+        func.hashtextextended(order_id, 0))))
+
+
+async def live_payment_for_order(session: AsyncSession, order_id: str, *,
+                                 other_than_key: str) -> Payment | None:
+    """A payment for the order, under another key, that is not declined or canceled."""
+    query = (select(Payment).where(Payment.order_id == order_id,
+                                   Payment.idempotency_key != other_than_key,
+                                   Payment.status.in_(_LIVE)).limit(1))
+    return (await session.execute(query)).scalar_one_or_none()
+
+
 async def claim_payment(session: AsyncSession,
                         values: dict[str, Any]) -> tuple[Payment, bool]:
     """The payment under ``values["idempotency_key"]``, inserted as pending unless the key

@@ -15,10 +15,17 @@ class _In(BaseModel):
 
 
 class ChargeIn(_In):
+    """A charge for an order, asked by the order saga (the ``service`` role) and by it
+    alone: the order's total in its currency, once per order."""
+
     order_id: str = Field(min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:-]+$")
     amount: int = Field(ge=1, le=99_999_999)
     currency: str = Field(pattern=r"^[a-z]{3}$", description="ISO 4217, lower case.")
     payment_method: PaymentMethodId
+    owner: str | None = Field(
+        None, min_length=1, max_length=100, pattern=r"^[A-Za-z0-9_.:@-]+$",
+        description="The shopper charged for (their saved cards, their 3-D Secure); the "
+        "caller when absent.")
 
 
 class RefundIn(_In):
@@ -35,6 +42,7 @@ class PaymentOut(BaseModel):
     owner: str
     amount: int
     currency: str
+    intent_id: str | None = Field(description="The provider's PaymentIntent id.")
     status: str = Field(description="pending, succeeded, requires_action, processing, "
                         "declined, canceled, partially_refunded or refunded.")
     card_brand: str | None

@@ -1,5 +1,9 @@
 """Charging, refunding and applying Stripe's webhooks, with an audit entry for each.
 
+Payments belong to the checkout: only the order saga's service identity charges, once per
+order, for the shopper it names; the shopper reads their payment and completes its 3-D
+Secure challenge; only services and admins refund.
+
 A charge is written in two transactions around the provider call: first a *pending* row
 claims the idempotency key (so two concurrent requests with one key make one payment row),
 then the outcome. A crash between the two leaves a pending row; the next request with the
@@ -21,7 +25,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.auth import Principal
 from services.core.db import Database
-from services.core.errors import Forbidden, InvalidRequest, NotFound, Unprocessable
+from services.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
 from services.core.metrics import counter
 from services.payment import repository
 from services.payment.events import EVENT_FOR_STATUS, Publisher
@@ -66,27 +70,42 @@ class PaymentService:
     async def charge(self, principal: Principal, body: ChargeIn,
                      idempotency_key: str) -> tuple[Payment, str | None, bool]:
         """Charge once per key; returns the payment, a client secret when the shopper must
-        authenticate, and whether this call created the payment."""
-        # Keys are per caller, so one shopper's key can never reach another's payment.
+        authenticate, and whether this call created the payment.
+
+        Only the order saga charges (the route requires the ``service`` role), for the
+        shopper named in ``body.owner``; and an order is charged once: a charge under
+        another key for an order that already has a payment which is not declined or
+        canceled is refused, so a second payment can never be made for a paid order."""
+        if not principal.has_role("service"):
+            raise Forbidden("payments are made by the checkout, not by shoppers",
+                            code="missing_role")
+        owner = body.owner or principal.user_id
+        # Keys are per caller, so one caller's key can never reach another's payment.
         key = f"{principal.user_id}:{idempotency_key}"
         async with self.database.session() as session, session.begin():
+            await repository.lock_order(session, body.order_id)
+            other = await repository.live_payment_for_order(session, body.order_id,
+                                                            other_than_key=key)
+            if other is not None:
+                raise Conflict("this order already has a payment; it is charged once",
+                               code="order_already_charged")
             payment, created = await repository.claim_payment(session, {
                 "idempotency_key": key, "order_id": body.order_id,
-                "owner": principal.user_id, "amount": body.amount, "currency": body.currency})
-            if (payment.order_id, payment.amount, payment.currency) != (
-                    body.order_id, body.amount, body.currency):
+                "owner": owner, "amount": body.amount, "currency": body.currency})
+            if (payment.order_id, payment.amount, payment.currency, payment.owner) != (
+                    body.order_id, body.amount, body.currency, owner):
                 raise Unprocessable("this Idempotency-Key was used for another payment",
                                     code="idempotency_key_reused")
             if created:
                 await repository.audit(session, payment.id, "charge_requested",
                                        principal.user_id, {"order_id": body.order_id,
+                                                           "owner": owner,
                                                            "amount": body.amount,
                                                            "currency": body.currency})
             if payment.status not in ("pending", "requires_action"):
                 return payment, None, created
             # Read in the claim's transaction: one round trip less on every checkout.
-            customer = await self._customer_of_saved(session, principal.user_id,
-                                                     body.payment_method)
+            customer = await self._customer_of_saved(session, owner, body.payment_method)
         result = await self.gateway.charge(
             amount=body.amount, currency=body.currency, payment_method=body.payment_method,
             idempotency_key=f"charge-{payment.id}", customer=customer,
@@ -97,6 +116,32 @@ class PaymentService:
             if payment.status in ("pending", "requires_action"):
                 await self._record_charge(session, payment, result, principal.user_id)
         return payment, result.client_secret, created
+
+    async def complete_authentication(self, principal: Principal,
+                                      payment_id: uuid.UUID) -> Payment:
+        """The shopper has done the 3-D Secure challenge of their payment: ask the provider
+        for the intent's outcome and record it (a success is announced on the bus, where
+        the order saga, finding its own charge, moves the order on). With Stripe the
+        challenge happens in the browser (Stripe.js with the client secret) and this reads
+        the result; the sandbox, having no browser, completes it as a shopper passing it
+        would. Only the payment's shopper may; a repeat after success returns the payment."""
+        async with self.database.session() as session:
+            payment = await repository.payment_by_id(session, payment_id)
+        if payment is None or payment.owner != principal.user_id:
+            raise NotFound("no such payment", code="payment_not_found")
+        if payment.status == "succeeded":
+            return payment
+        if payment.status != "requires_action" or not payment.intent_id:
+            raise Conflict(f"a {payment.status} payment is not waiting for authentication",
+                           code="payment_not_awaiting_authentication")
+        result = await self.gateway.complete_action(
+            intent_id=payment.intent_id, idempotency_key=f"authenticate-{payment.id}")
+        async with self.database.session() as session, session.begin():
+            payment = await repository.payment_by_id(session, payment_id, for_update=True)
+            assert payment is not None
+            if payment.status in ("pending", "requires_action"):
+                await self._record_charge(session, payment, result, principal.user_id)
+        return payment
 
     @staticmethod
     async def _customer_of_saved(session: AsyncSession, owner: str,
@@ -196,7 +241,8 @@ class PaymentService:
             return
         await self.publisher.publish(session, event_type, payment.order_id, {
             "payment_id": str(payment.id), "order_id": payment.order_id,
-            "status": payment.status, "amount": payment.amount, "currency": payment.currency,
+            "intent_id": payment.intent_id, "owner": payment.owner, "status": payment.status,
+            "amount": payment.amount, "currency": payment.currency,
             "refunded_amount": payment.refunded_amount, "decline_code": payment.decline_code,
             "failure_message": payment.failure_message, "needs_review": payment.needs_review,
             "card_brand": payment.card_brand, "card_last4": payment.card_last4})
@@ -212,12 +258,13 @@ class PaymentService:
 
     async def for_order(self, principal: Principal, order_id: str) -> list[Payment]:
         """Every payment for an order — what a compensating refund looks for when the
-        charge's reply never arrived. Admins and services only."""
-        if not is_privileged(principal):
-            raise Forbidden("listing by order needs the 'admin' or 'service' role",
-                            code="missing_role")
+        charge's reply never arrived — for admins and services; a shopper sees their own
+        (how they find the payment waiting for their 3-D Secure)."""
         async with self.database.session() as session:
-            return await repository.payments_for_order(session, order_id)
+            payments = await repository.payments_for_order(session, order_id)
+        if is_privileged(principal):
+            return payments
+        return [p for p in payments if p.owner == principal.user_id]
 
     # -- refunds -----------------------------------------------------------------------------
 

@@ -61,6 +61,10 @@ class Service:
         token = TokenService(self.settings).issue_access(user or unique("shopper"), roles)
         return {"Authorization": f"Bearer {token.token}"}
 
+    def saga(self) -> dict[str, str]:
+        """The order saga's identity: the only caller that may charge."""
+        return self.auth("service:order", "service")
+
 
 async def start_service(database_url: str, redis_url: str,
                         gateway: PaymentGateway | None = None,

@@ -245,6 +245,27 @@ async def test_sandbox_requires_action_can_be_canceled() -> None:
         await sandbox.refund(intent_id=charge.intent_id, amount=None, idempotency_key="r")
 
 
+async def test_sandbox_3d_secure_completes_once_and_is_remembered(tmp_path: Path) -> None:
+    """The shopper passes the challenge: the waiting intent succeeds, can be refunded, and
+    a restarted sandbox (state file) still knows it succeeded."""
+    state = tmp_path / "sandbox.jsonl"
+    sandbox = SandboxGateway(state_path=state)
+    charge = await sandbox.charge(amount=1000, currency="eur",
+                                  payment_method="pm_card_threeDSecure2Required",
+                                  idempotency_key="c")
+    assert charge.status is ChargeStatus.REQUIRES_ACTION and charge.intent_id
+    done = await sandbox.complete_action(intent_id=charge.intent_id, idempotency_key="a")
+    assert (done.status, done.intent_id, done.amount, done.currency, done.client_secret) == (
+        ChargeStatus.SUCCEEDED, charge.intent_id, 1000, "eur", None)
+    after = SandboxGateway(state_path=state)
+    assert await after.complete_action(intent_id=charge.intent_id,
+                                       idempotency_key="b") == done
+    refund = await after.refund(intent_id=charge.intent_id, amount=None, idempotency_key="r")
+    assert refund.amount == 1000
+    with pytest.raises(Unprocessable):
+        await sandbox.complete_action(intent_id="pi_unknown", idempotency_key="z")
+
+
 @pytest.mark.parametrize("method", ["4242424242424242", "pm_", "card_visa", "pm_card visa"])
 async def test_sandbox_refuses_anything_but_a_payment_method_token(method: str) -> None:
     with pytest.raises(DomainError):

@@ -1,6 +1,7 @@
 """Schemathesis against the payment service's own OpenAPI document (sandbox gateway): no
 request, valid or not, gets a 5xx or an answer off its documented shape. Requests carry an
-admin token so refunds and audit trails are exercised past authentication; the webhook is
+admin and service token so charges, refunds and audit trails are exercised past
+authentication; the webhook is
 fuzzed unsigned and must refuse with 400. Cases are drawn per operation, as in the user
 service's fuzz test (schemathesis's lazy pytest integration does not work on pytest 9)."""
 
@@ -48,5 +49,5 @@ def payment_api(fuzzed_app: FastAPI) -> OpenApiSchema:
 @pytest.mark.parametrize(("path", "method"), OPERATIONS, ids=operation_ids(OPERATIONS))
 def test_no_request_makes_the_payment_service_answer_5xx_or_off_schema(
         path: str, method: str, payment_api: OpenApiSchema, fuzzed_app: FastAPI) -> None:
-    token = TokenService(fuzzed_app.state.settings).issue_access("root", ["admin"]).token
+    token = TokenService(fuzzed_app.state.settings).issue_access("root", ["admin", "service"]).token
     fuzz_operation(payment_api, path, method, {"Authorization": f"Bearer {token}"})

@@ -30,9 +30,10 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
 
 def charge_body(method: str = "pm_card_visa", amount: int = 2599,
-                order_id: str | None = None) -> dict[str, Any]:
+                order_id: str | None = None, owner: str | None = None) -> dict[str, Any]:
+    """A charge as the order saga asks for it, for ``owner`` (a new shopper by default)."""
     return {"order_id": order_id or unique("ord"), "amount": amount, "currency": "usd",
-            "payment_method": method}
+            "payment_method": method, "owner": owner or unique("shopper")}
 
 
 async def charge(service: Service, headers: dict[str, str], body: dict[str, Any],
@@ -47,7 +48,7 @@ async def count(service: Service, query: Any) -> int:
 
 
 async def test_visa_charge_succeeds_and_keeps_only_brand_and_last4(service: Service) -> None:
-    response = await charge(service, service.auth(), charge_body())
+    response = await charge(service, service.saga(), charge_body())
     assert response.status_code == 201, response.text
     payment = response.json()
     assert payment["status"] == "succeeded"
@@ -56,7 +57,7 @@ async def test_visa_charge_succeeds_and_keeps_only_brand_and_last4(service: Serv
 
 
 async def test_same_key_twice_returns_the_first_payment(service: Service) -> None:
-    headers, body = service.auth(), charge_body()
+    headers, body = service.saga(), charge_body()
     first = await charge(service, headers, body, key="same-key")
     again = await charge(service, headers, body, key="same-key")
     assert (first.status_code, again.status_code) == (201, 200)
@@ -64,7 +65,7 @@ async def test_same_key_twice_returns_the_first_payment(service: Service) -> Non
 
 
 async def test_same_key_concurrently_makes_one_payment(service: Service) -> None:
-    headers, body = service.auth(), charge_body()
+    headers, body = service.saga(), charge_body()
     responses = await asyncio.gather(*(charge(service, headers, body, key="race")
                                        for _ in range(8)))
     assert sorted(r.status_code for r in responses) == [200] * 7 + [201]
@@ -86,7 +87,7 @@ async def test_a_charge_after_a_restart_gets_a_new_intent_and_succeeds(
     for _ in range(2):  # the first run, then a restart on the same database
         async for service in start_service(payment_database_url, redis_server.url,
                                            SandboxGateway(), database_schema=schema):
-            response = await charge(service, service.auth(), charge_body())
+            response = await charge(service, service.saga(), charge_body())
             assert response.status_code == 201, response.text
             assert response.json()["status"] == "succeeded"
             async with service.database.session() as session:
@@ -96,9 +97,10 @@ async def test_a_charge_after_a_restart_gets_a_new_intent_and_succeeds(
 
 
 async def test_same_key_for_a_different_payment_is_refused(service: Service) -> None:
-    headers = service.auth()
-    await charge(service, headers, charge_body(amount=100), key="reused")
-    response = await charge(service, headers, charge_body(amount=200), key="reused")
+    headers, order_id = service.saga(), unique("ord")
+    await charge(service, headers, charge_body(amount=100, order_id=order_id), key="reused")
+    response = await charge(service, headers, charge_body(amount=200, order_id=order_id),
+                            key="reused")
     assert response.status_code == 422
     assert response.json()["code"] == "idempotency_key_reused"
 
@@ -110,7 +112,7 @@ async def test_same_key_for_a_different_payment_is_refused(service: Service) -> 
 async def test_declined_card_is_recorded_and_announced(service: Service, method: str,
                                                        code: str) -> None:
     body = charge_body(method)
-    response = await charge(service, service.auth(), body)
+    response = await charge(service, service.saga(), body)
     assert response.status_code == 201
     payment = response.json()
     assert payment["status"] == "declined" and payment["decline_code"] == code
@@ -121,14 +123,14 @@ async def test_declined_card_is_recorded_and_announced(service: Service, method:
 
 
 async def test_requires_action_hands_back_the_client_secret(service: Service) -> None:
-    response = await charge(service, service.auth(),
+    response = await charge(service, service.saga(),
                             charge_body("pm_card_authenticationRequired"))
     payment = response.json()
     assert payment["status"] == "requires_action" and payment["client_secret"]
 
 
 async def test_elevated_risk_sends_the_payment_to_review(service: Service) -> None:
-    response = await charge(service, service.auth(), charge_body("pm_card_riskLevelElevated"))
+    response = await charge(service, service.saga(), charge_body("pm_card_riskLevelElevated"))
     payment = response.json()
     assert payment["status"] == "succeeded" and payment["needs_review"]
     assert payment["risk_level"] == "elevated"
@@ -140,7 +142,7 @@ async def test_a_card_number_is_refused_and_stored_nowhere(service: Service,
                                                           method: str) -> None:
     """Raw, or dressed up as a payment method id: either way it never gets in."""
     pan = "4242424242424242"
-    response = await charge(service, service.auth(), charge_body(method))
+    response = await charge(service, service.saga(), charge_body(method))
     assert response.status_code == 422
     async with service.database.session() as session:
         for table in ("payments", "refunds", "payment_audit_log", "outbox"):
@@ -151,7 +153,7 @@ async def test_a_card_number_is_refused_and_stored_nowhere(service: Service,
 
 async def test_shoppers_see_only_their_own_payments(service: Service) -> None:
     owner = service.auth("ann")
-    payment = (await charge(service, owner, charge_body())).json()
+    payment = (await charge(service, service.saga(), charge_body(owner="ann"))).json()
     assert (await service.client.get(f"/payments/{payment['id']}",
                                      headers=owner)).status_code == 200
     other = await service.client.get(f"/payments/{payment['id']}", headers=service.auth("bob"))
@@ -166,7 +168,7 @@ async def refund(service: Service, payment_id: str, headers: dict[str, str],
 
 
 async def test_partial_then_full_refund_never_exceeds_the_charge(service: Service) -> None:
-    payment = (await charge(service, service.auth(), charge_body(amount=1000))).json()
+    payment = (await charge(service, service.saga(), charge_body(amount=1000))).json()
     saga = service.auth("order-service", "service")
     partial = await refund(service, payment["id"], saga, amount=300, key="r1")
     assert partial.status_code == 201 and partial.json()["amount"] == 300
@@ -180,7 +182,7 @@ async def test_partial_then_full_refund_never_exceeds_the_charge(service: Servic
 
 
 async def test_concurrent_refunds_never_exceed_the_charge(service: Service) -> None:
-    payment = (await charge(service, service.auth(), charge_body(amount=1000))).json()
+    payment = (await charge(service, service.saga(), charge_body(amount=1000))).json()
     admin = service.auth("root", "admin")
     results = await asyncio.gather(*(refund(service, payment["id"], admin, amount=400)
                                      for _ in range(4)))
@@ -189,12 +191,12 @@ async def test_concurrent_refunds_never_exceed_the_charge(service: Service) -> N
 
 async def test_a_shopper_cannot_refund(service: Service) -> None:
     owner = service.auth("carl")
-    payment = (await charge(service, owner, charge_body())).json()
+    payment = (await charge(service, service.saga(), charge_body(owner="carl"))).json()
     assert (await refund(service, payment["id"], owner)).status_code == 403
 
 
 async def test_a_declined_payment_cannot_be_refunded(service: Service) -> None:
-    payment = (await charge(service, service.auth(),
+    payment = (await charge(service, service.saga(),
                             charge_body("pm_card_chargeDeclined"))).json()
     response = await refund(service, payment["id"], service.auth("root", "admin"))
     assert response.status_code == 422
@@ -202,7 +204,7 @@ async def test_a_declined_payment_cannot_be_refunded(service: Service) -> None:
 
 async def test_the_audit_log_records_each_action_and_cannot_be_rewritten(
         service: Service) -> None:
-    payment = (await charge(service, service.auth(), charge_body())).json()
+    payment = (await charge(service, service.saga(), charge_body())).json()
     admin = service.auth("root", "admin")
     await refund(service, payment["id"], admin, amount=100)
     trail = (await service.client.get(f"/payments/{payment['id']}/audit",
@@ -242,7 +244,7 @@ async def payment_row(service: Service, payment_id: str) -> Payment:
 
 async def test_webhook_with_a_bad_signature_is_refused_and_changes_nothing(
         service: Service) -> None:
-    payment = (await charge(service, service.auth(),
+    payment = (await charge(service, service.saga(),
                             charge_body("pm_card_authenticationRequired"))).json()
     intent_id = (await payment_row(service, payment["id"])).intent_id
     payload = stripe_event("payment_intent.succeeded", {"id": intent_id})
@@ -258,7 +260,7 @@ async def test_webhook_with_a_bad_signature_is_refused_and_changes_nothing(
 
 
 async def test_signed_webhook_applies_once(service: Service) -> None:
-    payment = (await charge(service, service.auth(),
+    payment = (await charge(service, service.saga(),
                             charge_body("pm_card_authenticationRequired"))).json()
     intent_id = (await payment_row(service, payment["id"])).intent_id
     payload = stripe_event("payment_intent.succeeded", {"id": intent_id})
@@ -274,7 +276,7 @@ async def test_signed_webhook_applies_once(service: Service) -> None:
 
 
 async def test_webhook_never_moves_a_succeeded_payment_back(service: Service) -> None:
-    payment = (await charge(service, service.auth(), charge_body())).json()
+    payment = (await charge(service, service.saga(), charge_body())).json()
     intent_id = (await payment_row(service, payment["id"])).intent_id
     payload = stripe_event("payment_intent.payment_failed",
                            {"id": intent_id, "last_payment_error": {"code": "card_declined"}})
@@ -285,7 +287,7 @@ async def test_webhook_never_moves_a_succeeded_payment_back(service: Service) ->
 
 
 async def test_charge_refunded_webhook_updates_the_refunded_amount(service: Service) -> None:
-    payment = (await charge(service, service.auth(), charge_body(amount=1000))).json()
+    payment = (await charge(service, service.saga(), charge_body(amount=1000))).json()
     intent_id = (await payment_row(service, payment["id"])).intent_id
     payload = stripe_event("charge.refunded", {"id": "ch_1", "payment_intent": intent_id,
                                                "amount_refunded": 250})
@@ -304,15 +306,122 @@ async def test_signed_body_that_is_no_event_is_a_client_error(service: Service,
     assert response.status_code == 400
 
 
-async def test_payments_are_listed_by_order_for_services_only(service: Service) -> None:
-    body = charge_body()
-    await charge(service, service.auth(), body)
+async def test_payments_by_order_are_all_for_services_and_their_own_for_a_shopper(
+        service: Service) -> None:
+    body = charge_body(owner="ivan")
+    await charge(service, service.saga(), body)
     listed = await service.client.get("/payments", params={"order_id": body["order_id"]},
                                       headers=service.auth("order-service", "service"))
     assert [p["order_id"] for p in listed.json()] == [body["order_id"]]
-    shopper = await service.client.get("/payments", params={"order_id": body["order_id"]},
-                                       headers=service.auth())
-    assert shopper.status_code == 403
+    own = await service.client.get("/payments", params={"order_id": body["order_id"]},
+                                   headers=service.auth("ivan"))
+    assert [p["owner"] for p in own.json()] == ["ivan"]
+    stranger = await service.client.get("/payments", params={"order_id": body["order_id"]},
+                                        headers=service.auth())
+    assert stranger.status_code == 200 and stranger.json() == []
+
+
+# -- payments belong to the saga -------------------------------------------------------------
+
+
+async def test_a_shopper_cannot_charge_not_even_for_themselves(service: Service) -> None:
+    body = charge_body(owner="jill")
+    response = await charge(service, service.auth("jill"), body)
+    assert response.status_code == 403 and response.json()["code"] == "missing_role"
+    assert await count(service, select(func.count()).select_from(Payment)
+                       .where(Payment.order_id == body["order_id"])) == 0
+
+
+async def test_an_admin_cannot_charge_either(service: Service) -> None:
+    response = await charge(service, service.auth("root", "admin"), charge_body())
+    assert response.status_code == 403
+
+
+async def test_an_order_is_charged_once_whatever_the_key(service: Service) -> None:
+    body = charge_body()
+    first = await charge(service, service.saga(), body, key="first")
+    assert first.json()["status"] == "succeeded"
+    for other in ({**body, "amount": 1}, {**body, "currency": "jpy"}, body):
+        second = await charge(service, service.saga(), other)
+        assert second.status_code == 409, second.text
+        assert second.json()["code"] == "order_already_charged"
+    again = await charge(service, service.saga(), body, key="first")  # its own retry
+    assert (again.status_code, again.json()["id"]) == (200, first.json()["id"])
+    assert await count(service, select(func.count()).select_from(Payment)
+                       .where(Payment.order_id == body["order_id"])) == 1
+
+
+async def test_two_first_charges_under_two_keys_make_one_payment(service: Service) -> None:
+    body = charge_body()
+    answers = await asyncio.gather(*(charge(service, service.saga(), body, key=f"race-{n}")
+                                     for n in range(4)))
+    assert sorted(a.status_code for a in answers) == [201, 409, 409, 409]
+    assert await count(service, select(func.count()).select_from(Payment)
+                       .where(Payment.order_id == body["order_id"])) == 1
+
+
+async def test_a_declined_charge_leaves_the_order_chargeable(service: Service) -> None:
+    order_id = unique("ord")
+    declined = await charge(service, service.saga(),
+                            charge_body("pm_card_chargeDeclined", order_id=order_id))
+    assert declined.json()["status"] == "declined"
+    paid = await charge(service, service.saga(), charge_body(order_id=order_id))
+    assert paid.status_code == 201 and paid.json()["status"] == "succeeded"
+
+
+async def test_a_payment_waiting_for_3d_secure_blocks_a_second_charge(service: Service) -> None:
+    body = charge_body("pm_card_threeDSecure2Required")
+    waiting = await charge(service, service.saga(), body)
+    assert waiting.json()["status"] == "requires_action"
+    second = await charge(service, service.saga(), {**body, "amount": 1,
+                                                     "payment_method": "pm_card_visa"})
+    assert second.status_code == 409
+
+
+async def authenticate(service: Service, payment_id: str, headers: dict[str, str]) -> Any:
+    return await service.client.post(f"/payments/{payment_id}/authentication",
+                                     headers=headers)
+
+
+async def test_the_shopper_completes_3d_secure_and_the_success_is_announced(
+        service: Service) -> None:
+    body = charge_body("pm_card_threeDSecure2Required", owner="kim")
+    payment = (await charge(service, service.saga(), body)).json()
+    assert payment["status"] == "requires_action" and payment["intent_id"]
+    done = await authenticate(service, payment["id"], service.auth("kim"))
+    assert done.status_code == 200, done.text
+    assert (done.json()["status"], done.json()["intent_id"]) == ("succeeded",
+                                                                  payment["intent_id"])
+    async with service.database.session() as session:
+        [envelope] = (await session.execute(select(outbox.c.envelope).where(
+            outbox.c.event_type == "payment.succeeded",
+            outbox.c.event_key == body["order_id"]))).scalars().all()
+    event = envelope["payload"]
+    assert {k: event[k] for k in ("payment_id", "intent_id", "order_id", "amount",
+                                  "currency", "owner")} == {
+        "payment_id": payment["id"], "intent_id": payment["intent_id"],
+        "order_id": body["order_id"], "amount": body["amount"], "currency": "usd",
+        "owner": "kim"}
+    again = await authenticate(service, payment["id"], service.auth("kim"))
+    assert (again.status_code, again.json()["status"]) == (200, "succeeded")
+
+
+async def test_only_the_payments_shopper_completes_its_3d_secure(service: Service) -> None:
+    payment = (await charge(service, service.saga(),
+                            charge_body("pm_card_threeDSecure2Required", owner="lou"))).json()
+    for stranger in (service.auth("mia"), service.auth("root", "admin"), service.saga()):
+        response = await authenticate(service, payment["id"], stranger)
+        assert response.status_code == 404, response.text
+    fetched = await service.client.get(f"/payments/{payment['id']}", headers=service.saga())
+    assert fetched.json()["status"] == "requires_action"
+
+
+async def test_a_declined_payment_has_no_3d_secure_to_complete(service: Service) -> None:
+    payment = (await charge(service, service.saga(),
+                            charge_body("pm_card_chargeDeclined", owner="ned"))).json()
+    response = await authenticate(service, payment["id"], service.auth("ned"))
+    assert response.status_code == 409
+    assert response.json()["code"] == "payment_not_awaiting_authentication"
 
 
 # -- saved payment methods -------------------------------------------------------------------
@@ -330,7 +439,8 @@ async def test_a_saved_card_is_listed_by_brand_and_last4_and_can_be_charged(
     assert [m["id"] for m in listed] == [method["id"]]
     assert (await service.client.get("/payment-methods",
                                      headers=service.auth("frank"))).json() == []
-    paid = (await charge(service, owner, charge_body(method["id"]))).json()
+    paid = (await charge(service, service.saga(),
+                         charge_body(method["id"], owner="erin"))).json()
     assert (paid["status"], paid["card_last4"]) == ("succeeded", "4444")
 
 

@@ -38,8 +38,9 @@ async def stripe_service(payment_database_url: str, redis_server: RedisServer,
 async def test_a_charge_through_the_api_sends_one_keyed_stripe_request(
         stripe_service: Service, recorder: RecordingHTTPClient) -> None:
     body = {"order_id": "ord-stripe-1", "amount": 1999, "currency": "usd",
-            "payment_method": "pm_card_visa"}
-    headers = {**stripe_service.auth("dora"), "Idempotency-Key": "checkout-1"}
+            "payment_method": "pm_card_visa", "owner": "dora"}
+    headers = {**stripe_service.auth("service:order", "service"),
+               "Idempotency-Key": "checkout-1"}
     first = await stripe_service.client.post("/payments", json=body, headers=headers)
     assert first.status_code == 201, first.text
     assert first.json()["id"]
