@@ -170,3 +170,22 @@ def running_shop(data_dir: Path) -> Iterator[Shop]:
         shop.api.close()
     finally:
         kommerce("down", data_dir=data_dir, check=False)
+
+
+def token_service(shop: Shop, service: str) -> Any:
+    """The token service of ``service`` in this shop, holding its private key from the data
+    folder: the user service's mints user tokens, any other's only its own identity."""
+    from services.core.auth import TokenService
+    from services.core.settings import ServiceSettings
+
+    secrets = shop.data_dir / "secrets"
+    settings = ServiceSettings(service_name=service,
+                               jwt_private_key=(secrets / f"jwt-{service}.pem").read_text(),
+                               jwt_jwks=str(secrets / "jwks.json"))  # type: ignore[arg-type]
+    return TokenService(settings)
+
+
+def service_headers(shop: Shop, service: str, audience: str) -> dict[str, str]:
+    """What ``service`` sends ``audience``: its identity token, signed with its own key."""
+    token = token_service(shop, service).issue_service(audience).token
+    return {"Authorization": f"Bearer {token}"}

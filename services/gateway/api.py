@@ -63,9 +63,10 @@ async def forward(request: Request) -> Response:
     headers = upstream_request_headers(scope["headers"], caller, scheme=scope["scheme"],
                                        prefix=settings.strip_path_prefix)
     body = request_body(request, settings.max_request_body_bytes)
+    timeout = gateway.timeout_for(route, scope["path"])
     try:
         upstream, release = await send_upstream(client, request.method, target, headers, body,
-                                                timeout_seconds=gateway.timeout_for(route))
+                                                timeout_seconds=timeout)
     except ClientDisconnect:
         return Response(status_code=CLIENT_CLOSED_REQUEST)
     response_headers = client_response_headers(

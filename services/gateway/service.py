@@ -163,13 +163,14 @@ class Gateway:
         await refuse_revoked(self.revocations, claims)
         return Caller(user_id=claims.sub, roles=tuple(claims.roles), address=address)
 
-    def timeout_for(self, route: Route) -> float | None:
-        """How long the route's service may take to answer: the route table's word, else
-        the auth routes' (password hashing) timeout for the auth prefix, else None (the
+    def timeout_for(self, route: Route, path: str) -> float | None:
+        """How long the service may take to answer: the route table's word, else the
+        auth paths' (password hashing) timeout for those paths, else None (the
         breaker's)."""
         if route.timeout_seconds is not None:
             return route.timeout_seconds
-        if route.path_prefix == self.settings.auth_route_prefix:
+        if any(path == prefix or path.startswith(prefix.rstrip("/") + "/")
+               for prefix in self.settings.auth_paths):
             return self.settings.auth_timeout_seconds
         return None
 

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated
 
-from pydantic import Field
+import orjson
+from pydantic import Field, field_validator
+from pydantic_settings import NoDecode
 
 from services.core.settings import ServiceSettings
 
@@ -58,16 +61,27 @@ class GatewaySettings(ServiceSettings):
         "let the request through (fail open): a Redis outage must not take the shop down.")
     upstream_max_connections: int = Field(
         200, ge=1, description="Open connections kept per upstream service (per replica).")
-    auth_route_prefix: str = Field(
-        "/api/auth", pattern=r"^(/[-A-Za-z0-9._~]+)+$",
-        description="The route of login, registration and password checks, whose answers "
-        "wait for password hashing and get auth_route_timeout_seconds.")
+    auth_paths: Annotated[list[str], NoDecode] = Field(
+        default_factory=lambda: ["/api/auth", "/api/users/me/password"],
+        description="Public paths (and what lies below them) of login, registration and "
+        "password changes, whose answers wait for password hashing and so get "
+        "auth_route_timeout_seconds (comma-separated or a JSON list).")
     auth_route_timeout_seconds: float | None = Field(
         None, gt=0,
         description="How long the auth route's service may take to answer. Default: from "
         "the hash cost, two hashes' longest wait (a login may verify and rehash) plus 5 s "
         "for the hashing itself and the database: 21 s with the default "
         "password_hash_max_wait_seconds of 8.")
+
+    @field_validator("auth_paths", mode="before")
+    @classmethod
+    def _split_paths(cls, value: object) -> object:
+        if isinstance(value, str):
+            text = value.strip()
+            if text.startswith("["):
+                return orjson.loads(text)
+            return [part.strip() for part in text.split(",") if part.strip()]
+        return value
 
     @property
     def auth_timeout_seconds(self) -> float:

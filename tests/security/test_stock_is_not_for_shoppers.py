@@ -15,10 +15,9 @@ from typing import Any
 import httpx
 import pytest
 
-from services.core.auth import TokenService
-from services.core.settings import ServiceSettings
 from services.order.saga import reservation_id
 from tests.shop import Shop, Shopper
+from tests.shop import service_headers as shop_service_headers
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -45,12 +44,11 @@ def stock_of(shop: Shop, variant: dict[str, Any]) -> dict[str, int]:
     return shop.variant(variant["product_id"], variant["id"])["stock"]  # type: ignore[no-any-return]
 
 
-def service_headers(shop: Shop, name: str = "order") -> dict[str, str]:
-    """What the order service sends the product service: an access token for
-    ``service:<name>`` with the ``service`` role, signed with the shop's key."""
-    settings = ServiceSettings(jwt_secret=shop.secret("jwt-secret"))
-    token = TokenService(settings).issue_access(f"service:{name}", ["service"]).token
-    return {"Authorization": f"Bearer {token}"}
+def service_headers(shop: Shop) -> dict[str, str]:
+    """What the order service sends the product service: its identity token (subject
+    ``service:order``, the ``service`` role, audience ``product``), signed with the order
+    service's own key from the shop's data folder."""
+    return shop_service_headers(shop, "order", "product")
 
 
 def product_service(shop: Shop) -> httpx.Client:

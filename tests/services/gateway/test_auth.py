@@ -147,13 +147,15 @@ async def test_the_auth_route_waits_longer_than_the_breaker_timeout(
     # password hashing on a loaded machine is.
     gateway = await start_gateway(
         [route("/api/auth", echo_a.url, service="svc-slow"),
-         route("/api/slow", echo_a.url, service="svc-slow")],
+         route("/api/users", echo_a.url, service="svc-slow")],
         auth_route_timeout_seconds=5)
 
     login = await gateway.client.post("/api/auth/login?sleep=1.5")
-    other = await gateway.client.post("/api/slow/thing?sleep=1.5")
+    password = await gateway.client.post("/api/users/me/password?sleep=1.5")
+    other = await gateway.client.post("/api/users/me/addresses?sleep=1.5")
 
     assert login.status_code == 200, login.text
+    assert password.status_code == 200, password.text
     assert other.status_code == 504
 
 
