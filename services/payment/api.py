@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from services.core.auth import AdminUser, CurrentUser, Principal, require_role
+from services.payment.models import Payment
 from services.payment.schemas import (
     AuditEntryOut,
     ChargeIn,
@@ -28,6 +29,15 @@ from services.payment.schemas import (
 from services.payment.service import PaymentService
 
 router = APIRouter()
+
+
+def shown(payment: Payment, reader: Principal) -> PaymentOut:
+    """A payment as ``reader`` may see it: its client secret only to its shopper, and only
+    while it waits for their 3-D Secure (Stripe.js needs it for the challenge)."""
+    out = PaymentOut.model_validate(payment)
+    mine = payment.status == "requires_action" and payment.owner == reader.user_id
+    out.client_secret = payment.client_secret if mine else None
+    return out
 
 
 async def payments_of(request: Request) -> PaymentService:
@@ -54,8 +64,7 @@ async def charge(body: ChargeIn, idempotency_key: IdempotencyKey, payments: Paym
     if not created:
         response.status_code = status.HTTP_200_OK
     out = PaymentOut.model_validate(payment)
-    if payment.status == "requires_action":
-        out.client_secret = client_secret
+    out.client_secret = client_secret if payment.status == "requires_action" else None
     return out
 
 
@@ -65,13 +74,13 @@ async def charge(body: ChargeIn, idempotency_key: IdempotencyKey, payments: Paym
 async def payments_for_order(
         payments: Payments, user: CurrentUser,
         order_id: Annotated[str, Query(min_length=1, max_length=100)]) -> list[PaymentOut]:
-    return [PaymentOut.model_validate(p) for p in await payments.for_order(user, order_id)]
+    return [shown(p, user) for p in await payments.for_order(user, order_id)]
 
 
 @router.get("/payments/{payment_id}", tags=["payments"], summary="A payment (owner or admin)")
 async def get_payment(payment_id: uuid.UUID, payments: Payments,
                       user: CurrentUser) -> PaymentOut:
-    return PaymentOut.model_validate(await payments.get(user, payment_id))
+    return shown(await payments.get(user, payment_id), user)
 
 
 @router.post("/payments/{payment_id}/authentication", tags=["payments"],
@@ -79,7 +88,7 @@ async def get_payment(payment_id: uuid.UUID, payments: Payments,
              "payment only)")
 async def complete_authentication(payment_id: uuid.UUID, payments: Payments,
                                   user: CurrentUser) -> PaymentOut:
-    return PaymentOut.model_validate(await payments.complete_authentication(user, payment_id))
+    return shown(await payments.complete_authentication(user, payment_id), user)
 
 
 @router.post("/payments/{payment_id}/refunds", status_code=status.HTTP_201_CREATED,

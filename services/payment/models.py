@@ -62,6 +62,9 @@ class Payment(Base):
     currency: Mapped[str] = mapped_column(String(3))
     status: Mapped[str] = mapped_column(String(32))
     intent_id: Mapped[str | None] = mapped_column(String(255), unique=True)
+    #: The intent's client secret while the payment waits for 3-D Secure (its shopper
+    #: needs it for Stripe.js); cleared once it no longer does.
+    client_secret: Mapped[str | None] = mapped_column(String(255))
     card_brand: Mapped[str | None] = mapped_column(String(32))
     card_last4: Mapped[str | None] = mapped_column(String(4))
     decline_code: Mapped[str | None] = mapped_column(String(64))

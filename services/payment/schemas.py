@@ -55,7 +55,8 @@ class PaymentOut(BaseModel):
     created_at: datetime
     updated_at: datetime
     client_secret: str | None = Field(
-        None, description="Only with requires_action: hand it to Stripe.js to authenticate.")
+        None, description="Only with requires_action, to the charge's caller and to the "
+        "payment's shopper: hand it to Stripe.js to authenticate.")
 
 
 class RefundOut(BaseModel):

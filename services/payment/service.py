@@ -212,6 +212,8 @@ class PaymentService:
         before = payment.status
         payment.status = result.status.value
         payment.intent_id = result.intent_id or payment.intent_id
+        payment.client_secret = (result.client_secret
+                                 if result.status is ChargeStatus.REQUIRES_ACTION else None)
         payment.card_brand = result.card_brand
         payment.card_last4 = result.card_last4
         payment.decline_code = result.decline_code
@@ -370,6 +372,8 @@ class PaymentService:
                 payment.status = "canceled"
             case "payment_intent.requires_action" if before == "pending":
                 payment.status = "requires_action"
+                secret = obj.get("client_secret")
+                payment.client_secret = secret if isinstance(secret, str) else None
             case "charge.refunded":
                 refunded = int(obj.get("amount_refunded") or 0)
                 if refunded > payment.refunded_amount:
@@ -377,6 +381,8 @@ class PaymentService:
                     payment.status = ("refunded" if payment.refunded_amount == payment.amount
                                       else "partially_refunded")
         if payment.status != before:
+            if payment.status != "requires_action":
+                payment.client_secret = None
             await repository.touch(session, payment)
             PAYMENTS_TOTAL.labels(status=payment.status).inc()
             await self._announce(session, payment)

@@ -264,6 +264,7 @@ def test_completing_3d_secure_confirms_the_order(shop: Shop, shopper: Shopper,
     assert listed.status_code == 200, listed.text
     [payment] = listed.json()
     assert (payment["status"], payment["amount"]) == ("requires_action", order["total"])
+    assert payment["client_secret"]  # what Stripe.js needs, shown to this shopper only
     done = shop.api.post(f"/payments/{payment['id']}/authentication", headers=shopper.auth)
     assert done.status_code == 200, done.text
     assert done.json()["status"] == "succeeded"

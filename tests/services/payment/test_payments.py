@@ -406,6 +406,31 @@ async def test_the_shopper_completes_3d_secure_and_the_success_is_announced(
     assert (again.status_code, again.json()["status"]) == (200, "succeeded")
 
 
+async def test_only_the_payments_shopper_is_shown_its_client_secret(service: Service) -> None:
+    """The shopper needs it for Stripe.js; nobody else sees it, and it goes with success."""
+    body = charge_body("pm_card_threeDSecure2Required", owner="oz")
+    made = (await charge(service, service.saga(), body)).json()
+    assert made["client_secret"]
+    params = {"order_id": body["order_id"]}
+    [own] = (await service.client.get("/payments", params=params,
+                                      headers=service.auth("oz"))).json()
+    read = (await service.client.get(f"/payments/{made['id']}",
+                                     headers=service.auth("oz"))).json()
+    assert own["client_secret"] == read["client_secret"] == made["client_secret"]
+    for other in (service.saga(), service.auth("root", "admin")):
+        [listed] = (await service.client.get("/payments", params=params,
+                                             headers=other)).json()
+        fetched = (await service.client.get(f"/payments/{made['id']}", headers=other)).json()
+        assert listed["client_secret"] is None and fetched["client_secret"] is None
+    await authenticate(service, made["id"], service.auth("oz"))
+    after = (await service.client.get(f"/payments/{made['id']}",
+                                      headers=service.auth("oz"))).json()
+    assert (after["status"], after["client_secret"]) == ("succeeded", None)
+    async with service.database.session() as session:
+        stored = await session.get(Payment, uuid.UUID(made["id"]))
+        assert stored is not None and stored.client_secret is None
+
+
 async def test_only_the_payments_shopper_completes_its_3d_secure(service: Service) -> None:
     payment = (await charge(service, service.saga(),
                             charge_body("pm_card_threeDSecure2Required", owner="lou"))).json()
