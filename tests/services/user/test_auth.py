@@ -293,3 +293,82 @@ async def test_changing_the_password_ends_other_sessions_and_starts_a_new_one(
     assert (await service.client.post("/auth/login", json={
         "email": user["email"], "password": PASSWORD})).status_code == 401
     await service.login(user["email"], new_password)
+
+
+# -- revocation, keys, idempotent registration -----------------------------------------------
+
+
+async def test_logout_refuses_the_sessions_access_tokens_at_once(service: Service) -> None:
+    user, _ = await service.signed_in()
+    tokens = await service.login(user["email"])
+    other_device = await service.login(user["email"])
+
+    logout = await service.client.post("/auth/logout", headers=bearer(tokens["access_token"]),
+                                       json={"refresh_token": tokens["refresh_token"]})
+    me = await service.client.get("/users/me", headers=bearer(tokens["access_token"]))
+    elsewhere = await service.client.get("/users/me",
+                                         headers=bearer(other_device["access_token"]))
+
+    assert logout.status_code == 204
+    assert me.status_code == 401
+    assert me.json()["code"] == "token_revoked"
+    assert elsewhere.status_code == 200  # another session of the same user goes on
+
+
+async def test_access_tokens_name_their_session(service: Service) -> None:
+    user, _ = await service.signed_in()
+    tokens = await service.login(user["email"])
+    verifier = TokenService(service.settings)
+
+    access = verifier.verify(tokens["access_token"], "access")
+    refresh = verifier.verify(tokens["refresh_token"], "refresh")
+
+    assert access.sid == refresh.fam is not None
+    assert access.aud == service.settings.jwt_api_audience
+
+
+async def test_the_jwks_publishes_the_key_tokens_are_verified_with(service: Service) -> None:
+    user, _ = await service.signed_in()
+    tokens = await service.login(user["email"])
+
+    published = await service.client.get("/.well-known/jwks.json")
+    key = jwt.PyJWKSet.from_dict(published.json())[
+        jwt.get_unverified_header(tokens["access_token"])["kid"]]
+    claims = jwt.decode(tokens["access_token"], key.key, algorithms=[key.algorithm_name],
+                        audience=service.settings.jwt_api_audience)
+
+    assert published.status_code == 200
+    assert all("d" not in entry for entry in published.json()["keys"])  # public halves only
+    assert claims["sub"] == user["id"]
+
+
+async def test_a_registration_retried_with_its_key_gets_the_first_account(
+        service: Service) -> None:
+    email = f"{unique('retry')}@example.com"
+    key = {"Idempotency-Key": unique("register-key")}
+    body = {"email": email, "password": PASSWORD}
+
+    first = await service.client.post("/auth/register", json=body, headers=key)
+    retry = await service.client.post("/auth/register", json=body, headers=key)
+    without_key = await service.client.post("/auth/register", json=body)
+
+    assert first.status_code == retry.status_code == 201
+    assert retry.json()["id"] == first.json()["id"]
+    assert retry.headers["idempotent-replayed"] == "true"
+    assert "idempotent-replayed" not in first.headers
+    assert without_key.status_code == 409
+    assert without_key.json()["code"] == "email_taken"
+
+
+async def test_a_failed_registration_lets_its_key_be_retried(service: Service) -> None:
+    email = f"{unique('taken')}@example.com"
+    await service.register(email)
+    key = {"Idempotency-Key": unique("register-key")}
+
+    taken = await service.client.post("/auth/register", headers=key,
+                                      json={"email": email, "password": PASSWORD})
+    again = await service.client.post("/auth/register", headers=key,
+                                      json={"email": email, "password": PASSWORD})
+
+    assert taken.status_code == again.status_code == 409
+    assert again.json()["code"] == "email_taken"
