@@ -17,8 +17,8 @@ from services.core.app import Runtime
 from services.core.auth import (
     AdminUser,
     CurrentUser,
-    OptionalUser,
     Principal,
+    optional_user,
     revocation_list_of,
     token_service_of,
 )
@@ -154,8 +154,18 @@ async def refresh(body: RefreshRequest, accounts: AccountsDep) -> TokenPair:
     return await accounts.refresh(body.refresh_token)
 
 
+async def presented_user(request: Request) -> Principal | None:
+    """The caller if the request carries a good access token, else None: logging out must
+    work with an expired or already revoked token in the header too."""
+    try:
+        return await optional_user(request)
+    except Unauthorized:
+        return None
+
+
 @auth_router.post("/logout", status_code=status.HTTP_204_NO_CONTENT)
-async def logout(body: RefreshRequest, principal: OptionalUser,
+async def logout(body: RefreshRequest,
+                 principal: Annotated[Principal | None, Depends(presented_user)],
                  accounts: AccountsDep) -> Response:
     """End the session of this refresh token. Its access tokens are refused from now on,
     as is the access token the request is sent with, if any."""

@@ -372,3 +372,16 @@ async def test_a_failed_registration_lets_its_key_be_retried(service: Service) -
 
     assert taken.status_code == again.status_code == 409
     assert again.json()["code"] == "email_taken"
+
+
+async def test_logout_works_with_an_expired_or_revoked_token_in_the_header(
+        service: Service) -> None:
+    user, _ = await service.signed_in()
+    tokens = await service.login(user["email"])
+    first = await service.client.post("/auth/logout", headers=bearer(tokens["access_token"]),
+                                      json={"refresh_token": tokens["refresh_token"]})
+
+    again = await service.client.post("/auth/logout", headers=bearer(tokens["access_token"]),
+                                      json={"refresh_token": tokens["refresh_token"]})
+
+    assert first.status_code == again.status_code == 204
