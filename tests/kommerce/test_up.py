@@ -366,7 +366,7 @@ def test_a_taken_gateway_port_is_refused_before_anything_starts(data_dir: Path) 
 
 def test_a_service_that_cannot_start_fails_the_command_with_its_log_and_stops_the_rest(
         data_dir: Path) -> None:
-    # Every service refuses a JWT key shorter than 32 characters at start-up.
+    # Every service refuses the retired shared KOMMERCE_JWT_SECRET at start-up.
     result = kommerce("up", "--detach", "--port", str(free_port()), data_dir=data_dir,
                       check=False, env={"KOMMERCE_JWT_SECRET": "too-short"})
     assert result.returncode == 1, result.stdout
