@@ -372,13 +372,13 @@ async def type_card_numbers_where_none_belongs(client: httpx.AsyncClient,
         f"{platform['order'].url}/checkout", json={**checkout_body(variant_id),
                                                    "shipping_address": typed},
         headers={**shopper, "Idempotency-Key": uuid.uuid4().hex})
-    assert (refused.status_code, refused.json()["code"]) == (422, "card_number_in_text")
+    assert (refused.status_code, refused.json().get("code")) == (422, "card_number_in_text")
     shipment = await client.post(f"{platform['shipping'].url}/shipments", json={
         "id": str(uuid.uuid4()), "order_id": "pci-typed", "owner": "pci", "currency": "usd",
         "address": {**ADDRESS, "name": "5555-5555-5555-4444"}, "parcels": [
             {"weight_grams": 500, "length_mm": 100, "width_mm": 100, "height_mm": 100}]},
         headers=platform.token("admin-1", "admin"))
-    assert (shipment.status_code, shipment.json()["code"]) == (422, "card_number_in_text")
+    assert (shipment.status_code, shipment.json().get("code")) == (422, "card_number_in_text")
     for service, target in (("order", "/orders/4242424242424242"),
                             ("payment", "/payments/4242 4242 4242 4242"),
                             ("payment", "/payments?order_id=5555+5555+5555+4444"),
