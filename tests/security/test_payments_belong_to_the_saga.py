@@ -17,10 +17,12 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from redis.asyncio import Redis
 
+from kommerce.testbed.postgres import SUPERUSER
 from services.core.events.bus import OutgoingMessage
 from services.core.events.envelope import EventEnvelope
 from services.core.events.redis_streams import RedisStreamsBus
@@ -207,6 +209,22 @@ def rejected_total(shop: Shop) -> float:
         r"^payment_events_rejected_total\{[^}]*\} ([0-9.e+]+)$", metrics, re.MULTILINE))
 
 
+def refusals_of(shop: Shop, order_id: str) -> list[tuple[str, str]]:
+    """What the order service kept of the payment events it refused for an order."""
+    async def read() -> list[tuple[str, str]]:
+        conn = await asyncpg.connect(f"postgresql://{SUPERUSER}@127.0.0.1:"
+                                     f"{shop.ports()['postgres']}/kommerce_order")
+        try:
+            rows = await conn.fetch(
+                'SELECT event_type, reason FROM "order".payment_event_rejections '
+                "WHERE order_id = $1 ORDER BY id", order_id)
+        finally:
+            await conn.close()
+        return [(row["event_type"], row["reason"]) for row in rows]
+
+    return asyncio.run(read())
+
+
 def publish(shop: Shop, event_type: str, payload: dict[str, Any]) -> None:
     """An event on the shop's own bus, as the payment service would publish it."""
     envelope = EventEnvelope.new(event_type, source="payment", key=payload["order_id"],
@@ -239,6 +257,10 @@ def test_a_forged_payment_succeeded_on_the_bus_is_not_applied(shop: Shop,
     publish(shop, "payment.succeeded", forged(order))
     stays(shop, shopper, order["id"], WAITING)
     assert rejected_total(shop) >= before + 1
+    warned = [line for line in (shop.data_dir / "logs" / "order.log").read_text().splitlines()
+              if "refused payment.succeeded" in line and order["id"] in line]
+    assert warned and all("WARNING" in line.upper() for line in warned), warned
+    assert refusals_of(shop, order["id"]) == [("payment.succeeded", "payment_mismatch")]
 
 
 def test_a_forged_payment_failed_on_the_bus_does_not_cancel_the_order(
@@ -249,6 +271,7 @@ def test_a_forged_payment_failed_on_the_bus_does_not_cancel_the_order(
                                            failure_message="forged decline"))
     stays(shop, shopper, order["id"], WAITING)
     assert rejected_total(shop) >= before + 1
+    assert refusals_of(shop, order["id"]) == [("payment.failed", "payment_mismatch")]
 
 
 # -- the legitimate path ---------------------------------------------------------------------

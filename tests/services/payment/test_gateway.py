@@ -84,6 +84,21 @@ async def test_every_mutating_stripe_call_is_valid_and_carries_its_idempotency_k
     assert "amount=500" in posts[2][2] and "amount" not in posts[3][2]
 
 
+@pytest.mark.stripe
+async def test_completing_3d_secure_with_stripe_reads_the_intent_and_changes_nothing(
+        stripe_mock: StripeMock, recorder: RecordingHTTPClient) -> None:
+    """The challenge happened in the browser; the gateway only asks Stripe how it ended."""
+    gateway = stripe_gateway(stripe_mock.api_base, recorder)
+    charge = await gateway.charge(amount=2599, currency="usd", payment_method="pm_card_visa",
+                                  idempotency_key="k-charge")
+    assert charge.intent_id
+    read = await gateway.complete_action(intent_id=charge.intent_id, idempotency_key="k-3ds")
+    assert read.intent_id and read.status in set(ChargeStatus)
+    method, url, _, _ = recorder.sent[-1]
+    assert (method, url.split("?")[0].endswith(f"/v1/payment_intents/{charge.intent_id}")) == (
+        "get", True)
+
+
 async def test_card_numbers_never_reach_stripe(recorder: RecordingHTTPClient) -> None:
     gateway = stripe_gateway("http://127.0.0.1:9", recorder)
     with pytest.raises(InvalidRequest) as raised:
