@@ -37,8 +37,8 @@ _HINT = ("use a comma-separated list of Envoy retry conditions (" + ", ".join(RE
 RETRY_ON_RULE = {
     "rule": f"{_UNKNOWN}.size() == 0",
     "message": f"retryOn has a condition Envoy does not know: {_HINT}",
-    "messageExpression": f"'retryOn ' + self + ' has conditions Envoy does not know (' + "
-                         f"{_UNKNOWN}.join(', ') + '): {_HINT}'",
+    "messageExpression": f"'retryOn ' + self + ' has a condition Envoy does not know (' + "
+                         f"{_UNKNOWN}[0] + '): {_HINT}'",
     "reason": "FieldValueInvalid",
 }
 
@@ -52,8 +52,8 @@ def unknown_retry_conditions(text: str) -> list[str]:
 def _check_retry_on(text: str) -> str:
     unknown = unknown_retry_conditions(text)
     if unknown:
-        raise ValueError(f"retryOn {text} has conditions Envoy does not know "
-                         f"({', '.join(unknown)}): {_HINT}")
+        raise ValueError(f"retryOn {text} has a condition Envoy does not know "
+                         f"({unknown[0]}): {_HINT}")
     return text
 
 
@@ -71,7 +71,7 @@ _MIN_SECONDS = Decimal("0.001")
 MESH_DURATION_RULE = {
     # Guarded by the pattern so a malformed value gets the pattern's error alone, not a
     # second one from a failed duration() call.
-    "rule": f"!self.matches('{DURATION_PATTERN}') || duration(self) >= duration('1ms')",
+    "rule": f"!self.matches(r'{DURATION_PATTERN}') || duration(self) >= duration('1ms')",
     "message": "Istio durations must be at least 1ms",
     "messageExpression": "'duration ' + self + ' is shorter than 1ms, the least Istio accepts'",
     "reason": "FieldValueInvalid",

@@ -146,8 +146,8 @@ class BlueGreenRolloutSpec(KubeModel):
                 "self.previewReplicas <= self.replicas",
                 "previewReplicas must not exceed replicas",
                 lambda s: s.preview_replicas <= s.replicas, field_path=".previewReplicas",
-                message_expression="'previewReplicas must not exceed replicas: ' + "
-                                   "string(self.previewReplicas) + ' > ' + string(self.replicas)",
+                message_expression="'previewReplicas must not exceed replicas: %d > %d'"
+                                   ".format([self.previewReplicas, self.replicas])",
                 describe=lambda s: "previewReplicas must not exceed replicas: "
                                    f"{s.preview_replicas} > {s.replicas}"),
     )
@@ -156,8 +156,13 @@ class BlueGreenRolloutSpec(KubeModel):
     active_color: Color = Field(default=Color.BLUE,
                                 description="The colour that serves traffic; change it to "
                                             "promote the other colour.")
-    blue: ColorSpec | None = Field(default=None, description="The blue Deployment.")
-    green: ColorSpec | None = Field(default=None, description="The green Deployment.")
+    blue: ColorSpec | None = Field(
+        default=None, description="The blue Deployment. Only the active colour needs an "
+                                  "image: a rollout may start with one colour and declare "
+                                  "the other when a release is staged on it.")
+    green: ColorSpec | None = Field(
+        default=None, description="The green Deployment; optional while blue is active "
+                                  "(see blue).")
     replicas: int = Field(default=3, ge=1, le=1000,
                           description="Pods of the active colour, and of a colour being "
                                       "promoted.")

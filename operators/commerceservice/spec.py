@@ -72,8 +72,9 @@ def _quantity_rule(resource: str) -> str:
 
 
 def _quantity_message(resource: str) -> str:
-    return (f"'resources.requests.{resource} must not exceed resources.limits.{resource}: ' + "
-            f"string(self.requests.{resource}) + ' > ' + string(self.limits.{resource})")
+    return (f"'resources.requests.{resource} must not exceed resources.limits.{resource}: "
+            f"%s > %s'.format([string(self.requests.{resource}), "
+            f"string(self.limits.{resource})])")
 
 
 def _quantity_describe(resource: str) -> Callable[[Resources], str]:
@@ -397,8 +398,10 @@ def _repeated(values: list[str]) -> str:
 
 def _repeated_cel(items: str, key: str) -> str:
     """CEL for the same text as :func:`_repeated` over ``items``' ``key`` (only evaluated
-    once the uniqueness rule failed, so the list is never empty)."""
-    return f"{items}.filter(i, {items}.filter(o, o.{key} == i.{key}).size() > 1)[0].{key}"
+    once the uniqueness rule failed, so the list is never empty). Keys are projected
+    first and counted with ``exists_one``, which builds no lists: the apiserver's cost
+    estimate of a filter over whole objects exceeds its budget."""
+    return f"{items}.map(i, i.{key}).filter(k, !{items}.exists_one(o, o.{key} == k))[0]"
 
 
 class CommerceServiceSpec(KubeModel):

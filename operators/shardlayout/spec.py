@@ -65,16 +65,14 @@ def _repeated_names(spec: ShardLayoutSpec) -> str:
     return next((name for name in names if names.count(name) > 1), "")
 
 
-def _shared_categories(spec: ShardLayoutSpec) -> str:
-    """``shard: categories`` for each shard listing a category another shard also lists,
-    worded as the CEL message expression words it."""
-    parts = []
+def _shared_category(spec: ShardLayoutSpec) -> str:
+    """The first category (in shard order) another shard also lists, as the CEL message
+    expression picks it."""
     for shard in spec.shards:
-        shared = [c for c in shard.categories
-                  if any(o.name != shard.name and c in o.categories for o in spec.shards)]
-        if shared:
-            parts.append(f"{shard.name}: {', '.join(shared)}")
-    return "; ".join(parts)
+        for category in shard.categories:
+            if any(o.name != shard.name and category in o.categories for o in spec.shards):
+                return category
+    return ""
 
 
 def _one_shard_per_category(spec: ShardLayoutSpec) -> bool:
@@ -94,21 +92,25 @@ class ShardLayoutSpec(KubeModel):
                 lambda s: len({shard.name for shard in s.shards}) == len(s.shards),
                 field_path=".shards",
                 message_expression="'shard names must be unique; repeated: ' + "
-                                   "self.shards.filter(s, self.shards.filter(o, o.name == "
-                                   "s.name).size() > 1)[0].name",
+                                   "self.shards.map(s, s.name).filter(n, "
+                                   "!self.shards.exists_one(o, o.name == n))[0]",
                 describe=lambda s: "shard names must be unique; repeated: "
                                    + _repeated_names(s)),
         CelRule(_ONE_SHARD_PER_CATEGORY,
                 "a category may belong to only one shard: remove it from all shards but one",
                 _one_shard_per_category, field_path=".shards",
                 message_expression="'a category may belong to only one shard: remove it from "
-                                   "all shards but one; in more than one shard: ' + "
-                                   f"self.shards.filter(a, a.categories.exists(c, {_SHARED}))"
-                                   f".map(a, a.name + ': ' + a.categories.filter(c, {_SHARED})"
-                                   ".join(', ')).join('; ')",
+                                   "all shards but one; ' + "
+                                   # map to one string per shard, then filter the
+                                   # strings: the apiserver's cost estimate of a filter
+                                   # over shard objects exceeds its budget.
+                                   f"self.shards.map(a, a.categories.exists(c, {_SHARED}) ? "
+                                   f"a.categories.filter(c, {_SHARED})[0] : '')"
+                                   ".filter(shared, shared != '')[0] + "
+                                   "' is in more than one shard'",
                 describe=lambda s: "a category may belong to only one shard: remove it from "
-                                   "all shards but one; in more than one shard: "
-                                   + _shared_categories(s)),
+                                   f"all shards but one; {_shared_category(s)} is in more "
+                                   "than one shard"),
         CelRule("self.shards.exists(s, s.name == self.defaultShard)",
                 "defaultShard must name one of spec.shards",
                 lambda s: any(shard.name == s.default_shard for shard in s.shards),
