@@ -202,7 +202,10 @@ def status(
                           "supervisor": {"pid": state.supervisor_pid, "running": supervised},
                           "processes": rows}, indent=2))
     else:
-        table = Table("process", "pid", "port", "state", "restarts", "last exit")
+        table = Table("process", "pid", "port")
+        # Phrases stay on one line ("killed by SIGKILL"); the log's path folds instead.
+        for column in ("state", "restarts", "last exit"):
+            table.add_column(column, no_wrap=True)
         table.add_column("log", overflow="fold")
         for row in rows:
             mark = ("[green]ready[/green]" if row["ready"] else
@@ -211,15 +214,21 @@ def status(
                     "[yellow]stopped, restarting[/yellow]" if supervised and row["supervised"]
                     else "[red]stopped[/red]")
             table.add_row(row["name"], str(row["pid"]), str(row["port"] or "-"), mark,
-                          str(row["restarts"]), row["last_exit"] or "-", row["log"])
+                          str(row["restarts"]), row["last_exit"] or "-",
+                          _within(Path(row["log"]), Path(state.data_dir)))
         console.print(table)
-        console.print(f"gateway {state.gateway_url}"
+        console.print(f"logs relative to {state.data_dir}; gateway {state.gateway_url}"
                       + (f"; kubeconfig {state.kubeconfig}" if state.kubeconfig else ""))
         console.print(f"supervised by pid {state.supervisor_pid}" if supervised else
                       "[red]no supervisor runs: a process that dies stays down "
                       "(`kommerce down`, then `kommerce up`)[/red]")
     if not all_ready:
         raise typer.Exit(1)
+
+
+def _within(path: Path, folder: Path) -> str:
+    """The path relative to the data folder when it is inside (the table's log column)."""
+    return str(path.relative_to(folder)) if path.is_relative_to(folder) else str(path)
 
 
 def restart(

@@ -1,0 +1,234 @@
+"""``kommerce up --detach`` keeps its processes running: a process killed with SIGKILL (a
+service, the gateway, PostgreSQL, Redis) is started again, ``kommerce status`` shows the
+restart, the shop serves again and orders caught mid-saga finish, all without ``down`` and
+``up``; ``kommerce restart`` restarts one process; one that keeps dying is given up on.
+
+One platform for the module (it takes a minute to start on a busy machine), in a data
+folder of its own: these tests kill its processes, which would disturb the session-wide
+shop other tests use at the same time.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from kommerce.platform.supervisor import PLATFORM_LOG
+from kommerce.testbed.ports import wait_until
+from kommerce.testbed.postgres import SUPERUSER, postgres_bin_dir
+from tests.shop import Shop, Shopper, running_shop
+
+pytestmark = [pytest.mark.postgres, pytest.mark.redis]
+
+#: Long enough for a restart (a service imports for seconds on a loaded machine) plus the
+#: supervisor's backoff; never a measure of speed.
+RESTART_TIMEOUT = 180.0
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    with running_shop(tmp_path_factory.mktemp("supervised") / "kommerce") as shop:
+        yield shop
+
+
+def process(shop: Shop, name: str) -> dict[str, Any]:
+    report = shop.status()
+    return next(p for p in report["processes"] if p["name"] == name)
+
+
+def kill_hard(shop: Shop, name: str) -> dict[str, Any]:
+    """SIGKILL the process (its group leader, as ``kill -9 <pid>`` from status does);
+    what status said about it just before."""
+    before = process(shop, name)
+    assert before["ready"], before
+    os.kill(before["pid"], signal.SIGKILL)
+    return before
+
+
+def wait_restarted(shop: Shop, name: str, before: dict[str, Any]) -> dict[str, Any]:
+    """Status once ``name`` runs again as a new pid and answers its probe."""
+    def restarted() -> bool:
+        now = process(shop, name)
+        return now["pid"] != before["pid"] and now["ready"]
+
+    wait_until(restarted, timeout=RESTART_TIMEOUT, what=f"{name} restarted", interval=0.5)
+    return process(shop, name)
+
+
+def new_shopper(shop: Shop) -> Shopper:
+    """A registered shopper; tried again while the gateway times out on a busy machine
+    (password hashing queues), which is not what these tests are about."""
+    shoppers: list[Shopper] = []
+    wait_until(lambda: bool(shoppers.append(shop.register()) or shoppers), timeout=120,
+               what="a shopper registered", interval=1)
+    return shoppers[-1]
+
+
+def shop_serves(shop: Shop) -> None:
+    """A new shopper registers, orders and sees the order confirmed: every service and the
+    data servers behind them answer again. A process restarted a moment ago may still be
+    reconnecting, so the session is tried again for a while (``wait_until`` keeps the last
+    failure for its message)."""
+    finished: list[dict[str, Any]] = []
+
+    def one_session() -> bool:
+        shopper = new_shopper(shop)
+        variant = shop.in_stock_variant()
+        order = shop.place_order(shopper, variant["id"])
+        finished.append(shop.wait_for_order(shopper, order["id"],
+                                            ("CONFIRMED", "CANCELLED"), timeout=60))
+        return True
+
+    wait_until(one_session, timeout=RESTART_TIMEOUT, what="the shop serving again",
+               interval=2)
+    assert finished[-1]["status"] == "CONFIRMED", finished[-1]
+
+
+@pytest.mark.parametrize("name", ["order", "gateway", "postgres", "redis"])
+def test_a_killed_process_is_restarted_and_the_shop_serves_again(shop: Shop,
+                                                                  name: str) -> None:
+    supervisor = shop.status()["supervisor"]
+    before = kill_hard(shop, name)
+
+    after = wait_restarted(shop, name, before)
+    assert after["restarts"] == before["restarts"] + 1, after
+    assert after["last_exit"] == "killed by SIGKILL", after
+    assert after["port"] == before["port"], "the others hold its address"
+    shop_serves(shop)
+
+    # Logged where people look: the platform's log and the process's own.
+    platform_log = (shop.data_dir / "logs" / PLATFORM_LOG).read_text()
+    assert f"{name} (pid {before['pid']}) killed by SIGKILL; restarting it" in platform_log
+    assert f"{name} started again as pid {after['pid']}" in platform_log
+    assert f"[kommerce supervisor] {name} (pid {before['pid']}) killed by SIGKILL" in \
+        Path(after["log"]).read_text(errors="replace")
+    # The same supervisor, no `down`/`up` in between; `status` shows it in its table too.
+    assert shop.status()["supervisor"] == supervisor and supervisor["running"], supervisor
+    table = shop.kommerce("status").stdout
+    assert "restarts" in table and "killed by SIGKILL" in table, table
+
+
+def product_database(shop: Shop, sql: str) -> str:
+    """One query against the product service's database on the platform's PostgreSQL, in
+    the schema that holds its reservations (a service works in a schema of its own)."""
+    port = process(shop, "postgres")["port"]
+
+    def psql(query: str, schema: str = "public") -> str:
+        return subprocess.run(
+            [str(postgres_bin_dir() / "psql"), "-h", "127.0.0.1", "-p", str(port), "-U",
+             SUPERUSER, "-d", "kommerce_product", "-v", "ON_ERROR_STOP=1", "-tAc", query],
+            env={**os.environ, "PGOPTIONS": f"-c search_path={schema}"},
+            check=True, capture_output=True, text=True, timeout=60).stdout.strip()
+
+    schema = psql("SELECT table_schema FROM information_schema.tables "
+                  "WHERE table_name = 'reservations'")
+    assert schema and "\n" not in schema, schema
+    return psql(sql, schema)
+
+
+def test_orders_caught_mid_saga_by_a_killed_order_service_finish_and_hold_no_stock(
+        shop: Shop) -> None:
+    shopper = new_shopper(shop)
+    variant = shop.in_stock_variant("shoes")
+    available = variant["stock"]["available"]
+    count = min(5, available)
+    before = process(shop, "order")
+    orders = [shop.place_order(shopper, variant["id"]) for _ in range(count)]
+    os.kill(before["pid"], signal.SIGKILL)  # right after the last checkout: mid-saga
+    killed_at = datetime.now(UTC)
+
+    wait_restarted(shop, "order", before)
+    finished = [shop.wait_for_order(shopper, order["id"], ("CONFIRMED", "CANCELLED"),
+                                    timeout=RESTART_TIMEOUT) for order in orders]
+    # At least one saga was still running when its process died, and completed after.
+    ends = [_utc(order["timeline"][-1]["created_at"]) for order in finished]
+    assert max(ends) > killed_at, (killed_at, ends)
+    assert [order["status"] for order in finished] == ["CONFIRMED"] * count, finished
+
+    # Stock: each confirmed order committed its unit, no hold is left behind.
+    def holds() -> str:
+        return product_database(shop, "SELECT id, owner, created_at, expires_at "
+                                      "FROM reservations WHERE status = 'active'")
+
+    try:
+        wait_until(lambda: holds() == "", timeout=60, what="no active reservation",
+                   interval=1)
+    except TimeoutError as error:
+        raise AssertionError(f"still held: {holds()}; orders: {finished}") from error
+    reserved = product_database(shop, f"SELECT reserved FROM variants "
+                                      f"WHERE id = '{variant['id']}'")
+    assert reserved == "0", reserved
+    after = shop.variant(variant["product_id"], variant["id"])["stock"]["available"]
+    assert after == available - count, (available, after)
+
+
+def _utc(stamp: str) -> datetime:
+    moment = datetime.fromisoformat(stamp)
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def test_kommerce_restart_restarts_one_process_and_waits_until_it_is_ready(
+        shop: Shop) -> None:
+    before = {p["name"]: p for p in shop.status()["processes"]}
+
+    result = shop.kommerce("restart", "review")
+    after = {p["name"]: p for p in shop.status()["processes"]}
+    review = after["review"]
+    assert f"review restarted (pid {before['review']['pid']} → {review['pid']})" in \
+        result.stdout, result.stdout
+    assert review["ready"] and review["restarts"] == before["review"]["restarts"] + 1
+    assert review["last_exit"].endswith("(restart requested)"), review
+    assert {name: p["pid"] for name, p in after.items() if name != "review"} == \
+        {name: p["pid"] for name, p in before.items() if name != "review"}
+
+    unknown = shop.kommerce("restart", "no-such-service", check=False)
+    assert unknown.returncode == 2
+    assert "no process named no-such-service is supervised" in unknown.stdout, unknown.stdout
+
+
+def test_a_process_that_keeps_dying_is_given_up_on_and_restart_brings_it_back(
+        shop: Shop) -> None:
+    before = kill_hard(shop, "shipping")
+    # Take its port while it is down: every restart then fails to listen and exits.
+    squatter = socket.socket()
+    squatter.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            squatter.bind(("127.0.0.1", before["port"]))
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
+    squatter.listen()
+    try:
+        wait_until(lambda: process(shop, "shipping")["failed"], timeout=400,
+                   what="shipping given up on", interval=1)
+        failed = process(shop, "shipping")
+        assert failed["restarts"] == before["restarts"] + 5, failed
+        # It could not listen (uvicorn exits non-zero on a start-up failure).
+        assert failed["last_exit"].startswith("exited with code "), failed
+        assert failed["last_exit"] != "exited with code 0", failed
+        assert "address already in use" in Path(failed["log"]).read_text(errors="replace")
+        assert "failed (crash loop)" in shop.kommerce("status", check=False).stdout
+        log = (shop.data_dir / "logs" / PLATFORM_LOG).read_text().splitlines()
+        assert any(line.split()[1] == "shipping" and "given up (crash loop)" in line
+                   for line in log), log[-8:]
+    finally:
+        squatter.close()
+
+    result = shop.kommerce("restart", "shipping")
+    assert "shipping restarted" in result.stdout, result.stdout
+    back = process(shop, "shipping")
+    assert back["ready"] and not back["failed"], back
+    shop_serves(shop)
