@@ -40,7 +40,13 @@ def run_operator(
     for module in HANDLER_MODULES:
         importlib.import_module(module)
     serve_metrics(metrics_port)
+    settings = kopf.OperatorSettings()
+    # Confined to named namespaces (manifests/operator/namespaced), Kopf would still list and
+    # watch every namespace and CRD to match patterns; the names are exact and the CRDs are
+    # installed first, so it does not, and its RBAC need not allow it.
+    settings.scanning.disabled = bool(namespace)
     asyncio.run(kopf.operator(
+        settings=settings,
         clusterwide=not namespace,
         namespaces=namespace or (),
         standalone=standalone,

@@ -43,6 +43,9 @@ class OperatorProcess:
     liveness_port: int = field(default_factory=free_port)
     metrics_port: int = field(default_factory=free_port)
     extra_args: tuple[str, ...] = ()
+    #: Whose token it runs with; manifests/operator is applied only for the default one (a
+    #: test of another RBAC variant installs that variant itself).
+    service_account: str = OPERATOR_SERVICE_ACCOUNT
     #: ``KOMMERCE_OPERATOR_CHECK_URL_ALLOWLIST`` entries (URL prefixes or host:port).
     check_url_allowlist: tuple[str, ...] = ()
     _process: ServerProcess | None = None
@@ -53,10 +56,12 @@ class OperatorProcess:
 
     def start(self) -> OperatorProcess:
         install_crds(self.plane)
-        self.plane.kubectl("apply", "--server-side", "-k", str(REPO_ROOT / "manifests/operator"))
+        if self.service_account == OPERATOR_SERVICE_ACCOUNT:
+            self.plane.kubectl("apply", "--server-side", "-k",
+                               str(REPO_ROOT / "manifests/operator"))
         self.plane.wait_for_default_service_account(OPERATOR_NAMESPACE)
         kubeconfig = self.plane.service_account_kubeconfig(
-            OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, duration_seconds=24 * 3600)
+            OPERATOR_NAMESPACE, self.service_account, duration_seconds=24 * 3600)
         self._process = ServerProcess(
             "kommerce-operator",
             [sys.executable, "-m", "kommerce.cli", "operator",
@@ -69,7 +74,7 @@ class OperatorProcess:
         ).start()
         wait_until(self._alive, timeout=60, what="kommerce operator", interval=0.2,
                    alive=self._process.exit_problem)
-        say(f"kommerce operator running as {OPERATOR_NAMESPACE}/{OPERATOR_SERVICE_ACCOUNT}")
+        say(f"kommerce operator running as {OPERATOR_NAMESPACE}/{self.service_account}")
         return self
 
     def _alive(self) -> bool:
@@ -92,6 +97,16 @@ class OperatorProcess:
         finally:
             self.check_url_allowlist = previous
             self.restart()
+
+    @contextmanager
+    def paused(self) -> Iterator[None]:
+        """Stopped until the block ends, so another operator can be tried on the cluster
+        without two of them reconciling the same objects."""
+        self.stop()
+        try:
+            yield
+        finally:
+            self.start()
 
     def restart(self) -> OperatorProcess:
         self.stop()

@@ -16,7 +16,9 @@ APPLY_VERBS = {"get", "list", "watch", "create", "patch", "delete"}
 
 
 def _operator_documents() -> list[dict[str, Any]]:
-    return [d for path in sorted(OPERATOR_DIR.glob("*.yaml")) if path.name != "kustomization.yaml"
+    """The cluster-wide install: manifests/operator and its base."""
+    paths = sorted([*OPERATOR_DIR.glob("*.yaml"), *(OPERATOR_DIR / "base").glob("*.yaml")])
+    return [d for path in paths if path.name != "kustomization.yaml"
             for d in load_yaml_documents(path)]
 
 
@@ -35,10 +37,15 @@ def _group(api_version: str) -> str:
 
 
 def test_kustomizations_list_every_manifest_in_their_folder() -> None:
-    for folder in (OPERATOR_DIR, SAMPLES_DIR):
+    folders = (OPERATOR_DIR, OPERATOR_DIR / "base", OPERATOR_DIR / "namespaced", SAMPLES_DIR)
+    for folder in folders:
         (kustomization,) = load_yaml_documents(folder / "kustomization.yaml")
         files = {path.name for path in folder.glob("*.yaml")} - {"kustomization.yaml"}
-        assert set(kustomization["resources"]) == files, folder.name
+        listed = {name for name in kustomization["resources"] if name.endswith(".yaml")}
+        assert listed == files, folder.name
+    (top,) = load_yaml_documents(OPERATOR_DIR / "kustomization.yaml")
+    (namespaced,) = load_yaml_documents(OPERATOR_DIR / "namespaced" / "kustomization.yaml")
+    assert "base" in top["resources"] and "../base" in namespaced["resources"]
 
 
 def test_cluster_role_has_no_wildcards() -> None:
@@ -191,3 +198,18 @@ def test_every_sample_passes_the_crd_and_kubernetes_schemas(
         sample_documents: list[dict[str, Any]], api_schemas: Any) -> None:
     for document in sample_documents:
         assert api_schemas.errors(document) == [], document["metadata"]["name"]
+
+
+CLUSTER_SCOPED_GROUPS = {"kopf.dev", "apiextensions.k8s.io"}
+
+
+def test_the_namespaced_variant_grants_the_same_namespaced_rights_and_nothing_cluster_wide(
+) -> None:
+    (role,) = load_yaml_documents(OPERATOR_DIR / "namespaced" / "role.yaml")
+    assert role["kind"] == "ClusterRole"  # a template: it grants only where a RoleBinding is
+    assert role["rules"] == [rule for rule in _rules()
+                             if not set(rule["apiGroups"]) & CLUSTER_SCOPED_GROUPS]
+    (binding,) = load_yaml_documents(OPERATOR_DIR / "namespaced" / "role-binding.yaml")
+    assert binding["kind"] == "RoleBinding"
+    assert binding["roleRef"] == {"apiGroup": "rbac.authorization.k8s.io",
+                                  "kind": "ClusterRole", "name": role["metadata"]["name"]}
