@@ -297,6 +297,28 @@ def test_completing_3d_secure_confirms_the_order(shop: Shop, shopper: Shopper,
         (order["total"], "succeeded")]
 
 
+def test_3d_secure_completed_after_the_order_was_cancelled_is_refunded(
+        shop: Shop, shopper: Shopper, admin: dict[str, str]) -> None:
+    """The saga's own charge, succeeding too late, is recognised as its own and refunded."""
+    order = waiting_order(shop, shopper)
+    [payment] = payments_of(shop, admin, order["id"])
+    cancelled = shop.api.post(f"/orders/{order['id']}/cancel", headers=shopper.auth, json={})
+    assert cancelled.status_code == 200, cancelled.text
+    assert reaches(shop, shopper, order["id"], ("CANCELLED",))["status"] == "CANCELLED"
+    done = shop.api.post(f"/payments/{payment['id']}/authentication", headers=shopper.auth)
+    assert done.status_code == 200, done.text
+
+    def refunded() -> bool:
+        return [(p["status"], p["refunded_amount"]) for p in payments_of(
+            shop, admin, order["id"])] == [("refunded", order["total"])]
+
+    until = time.monotonic() + 60
+    while not refunded():
+        assert time.monotonic() < until, payments_of(shop, admin, order["id"])
+        time.sleep(2.5)  # /api/payments allows 50 requests a minute
+    assert status_of(shop, shopper, order["id"]) == "CANCELLED"
+
+
 def test_another_shopper_cannot_complete_someone_elses_3d_secure(
         shop: Shop, shopper: Shopper, other_shopper: Shopper, admin: dict[str, str]) -> None:
     victim, attacker = shopper, other_shopper
