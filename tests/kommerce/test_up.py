@@ -9,9 +9,11 @@ is the point of the warm-start and no-reseed checks.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
+import signal
 import socket
 import subprocess
 import sys
@@ -374,3 +376,65 @@ def test_a_service_that_cannot_start_fails_the_command_with_its_log_and_stops_th
     assert "stopped while starting" in result.stdout and "log tail" in result.stdout, \
         result.stdout
     assert status(data_dir)["processes"] == []  # nothing left running, no state file
+
+
+#: What seeding the catalog needs (user and product) and the gateway; the rest stays out,
+#: so these starts are quicker.
+CATALOG_ONLY = [arg for name in ("search", "order", "payment", "shipping", "review")
+                for arg in ("--skip", name)]
+
+
+def test_a_seeding_step_that_gets_no_answer_names_the_step_and_the_service_log_tail(
+        data_dir: Path) -> None:
+    # The product service becomes ready, then stops answering (SIGSTOP: its port still
+    # takes connections, nothing replies), as a service starved on a loaded machine does.
+    env = {k: v for k, v in os.environ.items() if k not in EXTERNAL_BACKENDS}
+    command = subprocess.Popen(
+        [sys.executable, "-m", "kommerce.cli", "up", "--detach", "--port", str(free_port()),
+         *CATALOG_ONLY, "--data-dir", str(data_dir)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        env={**env, "PYTHONUNBUFFERED": "1"})
+    assert command.stdout is not None
+    seen = []
+    for line in command.stdout:  # the launcher has seen it ready: seeding is next
+        seen.append(line)
+        if "✓ product ready on" in line:
+            break
+    state = json.loads((data_dir / "state.json").read_text())
+    product = next(p for p in state["processes"] if p["name"] == "product")
+    os.kill(product["pid"], signal.SIGSTOP)
+    try:
+        rest, _ = command.communicate(timeout=900)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(product["pid"], signal.SIGCONT)
+    out = "".join(seen) + rest
+    assert command.returncode == 1, out
+    failure = re.search(r"✗ seeding the demo catalog: creating the demo (categories|products) "
+                        r"failed \(product service\): (?:GET|POST) /\w+: (\w+)", out)
+    assert failure, out
+    assert "Timeout" in failure.group(2), out  # the error's type, where its text is empty
+    tail = out.split("product log tail:\n", 1)
+    assert len(tail) == 2 and tail[1].strip(), out
+    assert status(data_dir)["processes"] == []  # everything stopped, the stopped one too
+    assert ProcessRecord(**{k: v for k, v in product.items()
+                            if k in ProcessRecord.__dataclass_fields__}).running() is False
+
+
+def test_a_start_that_seeds_is_cold_even_in_an_existing_data_folder(data_dir: Path) -> None:
+    port = str(free_port())
+    first = kommerce("up", "--detach", "--port", port, "--no-seed", *CATALOG_ONLY,
+                     data_dir=data_dir, timeout=300).stdout
+    assert "catalog not seeded (--no-seed)" in first and "(cold start: new data folder)" in \
+        first, first
+    kommerce("down", data_dir=data_dir)
+
+    second = kommerce("up", "--detach", "--port", port, *CATALOG_ONLY, data_dir=data_dir,
+                      timeout=300).stdout
+    assert "catalog seeded: 300 products created" in second, second
+    assert "(cold start: seeded the catalog)" in second, second
+    kommerce("down", data_dir=data_dir)
+
+    third = kommerce("up", "--detach", "--port", port, *CATALOG_ONLY, data_dir=data_dir,
+                     timeout=300).stdout
+    assert "catalog already seeded" in third and "(warm start)" in third, third
