@@ -193,6 +193,6 @@ def test_a_policy_waits_for_its_target_and_conflicting_policies_are_reported(
     wait_until(lambda: _condition(_get(control_plane, "cbp", "second", namespace),
                                   "Degraded").get("reason") == "PolicyConflict",
                timeout=30, what="the second policy reported as a conflict", interval=0.2)
-    assert "early applies, delete or retarget second" in _condition(
+    assert "early (the oldest) applies, delete or retarget second" in _condition(
         _get(control_plane, "cbp", "second", namespace), "Degraded")["message"]
     assert all(route["timeout"] == "10s" for route in _routes(control_plane, namespace, "later"))
