@@ -269,6 +269,7 @@ def restart(
                               f"its log: {record.log}[/red]")
                 raise typer.Exit(1)
             time.sleep(0.3)
+    assert now is not None
     console.print(f"[green]✓[/green] {service} restarted (pid {old_pid} → {now.pid}), "
                   f"ready in {time.monotonic() - began:.1f} s")
 
