@@ -51,6 +51,15 @@ def test_a_malformed_quantity_without_limits_gets_no_cel_evaluation_error(kube: 
         assert leaked not in result.stderr, result.stderr
 
 
+def test_a_request_above_the_default_limit_names_both_values(kube: Any) -> None:
+    # No limits written: the CRD's default limit (500m) applies, and the message says so.
+    result = _dry_run(kube, "CommerceService", {"component": "review", "image": "shop:1",
+                                                 "resources": {"requests": {"cpu": "1"}}})
+    assert result.returncode != 0
+    assert "resources.requests.cpu must not exceed resources.limits.cpu: 1 > 500m" in \
+        result.stderr
+
+
 def test_a_malformed_duration_gets_the_pattern_error_alone(kube: Any) -> None:
     result = _dry_run(kube, "CircuitBreakerPolicy", {"targetRef": {"name": "pay"},
                                                       "timeout": "ten seconds"})
