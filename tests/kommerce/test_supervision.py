@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from kommerce.platform.supervisor import PLATFORM_LOG
+from kommerce.platform.supervisor import PLATFORM_LOG, RestartPolicy, describe_exit
 from kommerce.testbed.ports import wait_until
 from kommerce.testbed.postgres import SUPERUSER, postgres_bin_dir
 from tests.shop import Shop, Shopper, running_shop
@@ -32,6 +32,23 @@ pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 #: Long enough for a restart (a service imports for seconds on a loaded machine) plus the
 #: supervisor's backoff; never a measure of speed.
 RESTART_TIMEOUT = 180.0
+
+
+def test_the_restart_delay_doubles_to_its_cap_and_a_crash_loop_is_given_up() -> None:
+    policy = RestartPolicy()
+    assert [policy.delay(n) for n in range(1, 8)] == [1, 2, 4, 8, 16, 30, 30]
+    deaths = 0
+    for _ in range(policy.crash_loop_limit):
+        deaths = policy.deaths_in_a_row(deaths, ran_for=2)
+        assert not policy.gives_up(deaths)
+    assert policy.gives_up(policy.deaths_in_a_row(deaths, ran_for=2))
+    # A process that ran for a while before dying was healthy: its count starts over.
+    assert policy.deaths_in_a_row(deaths, ran_for=policy.stable_after) == 1
+
+
+def test_an_exit_is_told_by_its_signal_or_code() -> None:
+    assert describe_exit(-signal.SIGKILL) == "killed by SIGKILL"
+    assert describe_exit(3) == "exited with code 3"
 
 
 @pytest.fixture(scope="module")
