@@ -123,7 +123,7 @@ def test_a_refused_repair_is_reported_and_retried_until_it_succeeds(
 def test_events_come_from_the_kommerce_operator_and_kopf_keeps_out_of_metadata(
         control_plane: ControlPlane, namespace: str) -> None:
     _ready_service(control_plane, namespace)
-    _edit_port_by_hand(control_plane, namespace)
+    control_plane.kubectl("delete", "svc", "user-service", "-n", namespace)
     wait_until(lambda: ("Normal", "DriftRepaired") in event_reasons(
         control_plane, namespace, "user-service"), timeout=30, what="a DriftRepaired Event")
     ours = [e for e in events(control_plane, namespace, "user-service")

@@ -108,10 +108,12 @@ def test_a_policy_whose_target_is_deleted_is_no_longer_in_force(
                    timeout=60, what=f"{name} in force", interval=0.2)
     assert _breaker_files(control_plane, namespace) == {"pay.json", "ship.json"}
     control_plane.kubectl("delete", "csvc", "pay", "-n", namespace)
-    wait_until(lambda: status(control_plane, "cbp", "pay-breaker", namespace).get("reason")
-               == "TargetNotFound", timeout=30, what="the policy out of force", interval=0.2)
+    wait_until(lambda: condition(status(control_plane, "cbp", "pay-breaker", namespace),
+                                 "Ready").get("reason") == "TargetNotFound", timeout=30,
+               what="the policy out of force", interval=0.2)
     policy = status(control_plane, "cbp", "pay-breaker", namespace)
     assert condition(policy, "Ready")["status"] == "False"
+    assert policy["reason"] == "TargetNotFound"
     assert _breaker_files(control_plane, namespace) == {"ship.json"}
     assert ("Warning", "TargetNotFound") in event_reasons(control_plane, namespace,
                                                           "pay-breaker")
@@ -124,9 +126,12 @@ def test_a_policy_for_a_missing_target_writes_no_file_and_says_so(
     apply(control_plane, commerce_service("pay"), namespace)
     apply(control_plane, _policy("pay-breaker", "pay"), namespace)
     apply(control_plane, _policy("ghost-breaker", "ghost"), namespace)
-    wait_until(lambda: status(control_plane, "cbp", "ghost-breaker", namespace).get("reason")
-               == "TargetNotFound", timeout=30, what="the ghost policy reported",
-               interval=0.2)
+    wait_until(lambda: condition(status(control_plane, "cbp", "ghost-breaker", namespace),
+                                 "Degraded").get("reason") == "TargetNotFound", timeout=30,
+               what="the ghost policy reported", interval=0.2)
+    wait_until(lambda: condition(status(control_plane, "cbp", "pay-breaker", namespace),
+                                 "Ready").get("status") == "True", timeout=60,
+               what="the other policy in force", interval=0.2)
     wait_until(lambda: _breaker_files(control_plane, namespace) == {"pay.json"}, timeout=30,
                what="only the existing target's file", interval=0.2)
     assert ("Warning", "TargetNotFound") in event_reasons(control_plane, namespace,
@@ -141,8 +146,9 @@ def test_a_shard_layout_that_cannot_publish_is_not_stable(control_plane: Control
         "spec": {"defaultShard": "shard-1", "shards": [
             {"name": "shard-1", "database": {"name": "catalog-shard-1", "key": "url"},
              "categories": ["shoes"]}]}}, namespace)
-    wait_until(lambda: status(control_plane, "shl", "catalog", namespace).get("reason")
-               == "SecretNotFound", timeout=30, what="the layout Degraded", interval=0.2)
+    wait_until(lambda: condition(status(control_plane, "shl", "catalog", namespace),
+                                 "Degraded").get("reason") == "SecretNotFound", timeout=30,
+               what="the layout Degraded", interval=0.2)
     layout = status(control_plane, "shl", "catalog", namespace)
     assert layout["phase"] == "Blocked"
     assert condition(layout, "Degraded")["status"] == "True"
