@@ -15,7 +15,7 @@ from .conftest import ROOT, SAMPLES_DIR, load_yaml_documents
 DEV_DIR = ROOT / "manifests" / "dev"
 
 #: Settings in backing-services.yaml that are not addresses of a server in the cluster.
-_NOT_ADDRESSES = {"kommerce-jwt", "stripe-credentials"}
+_NOT_ADDRESSES = {"kommerce-jwt", "user-signing-key", "order-signing-key", "stripe-credentials"}
 
 
 def _sample_addresses() -> dict[str, tuple[str, int]]:
