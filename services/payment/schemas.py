@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from services.core.pci import PaymentMethodId
+from services.core.pci import MASK_CARD_NUMBERS, PaymentMethodId
 
 
 class _In(BaseModel):
@@ -31,7 +32,8 @@ class ChargeIn(_In):
 class RefundIn(_In):
     amount: int | None = Field(None, ge=1, le=99_999_999,
                                description="Part to refund; the whole remainder when absent.")
-    reason: str | None = Field(None, max_length=500)
+    #: Free text an admin types: a pasted card number is masked, never stored.
+    reason: Annotated[str, Field(max_length=500), MASK_CARD_NUMBERS] | None = None
 
 
 class PaymentOut(BaseModel):
