@@ -152,7 +152,10 @@ class ShippingService:
                 await self._announce(session, SHIPMENT_STATUS_CHANGED, shipment,
                                      description=body.description)
                 if shipment.status == "delivered":
-                    await self._announce(session, SHIPMENT_DELIVERED, shipment)
+                    # The delivery notification carries the carrier's note too: it is what
+                    # the order's timeline and the shopper's notice show.
+                    await self._announce(session, SHIPMENT_DELIVERED, shipment,
+                                         description=body.description)
         return shipment
 
     async def detail(self, principal: Principal,

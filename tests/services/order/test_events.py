@@ -104,9 +104,6 @@ async def test_delivery_turns_a_confirmed_order_delivered(service: Service,
                                           for line in order["lines"]]
 
 
-@pytest.mark.xfail(strict=True, reason="the shipping service's shipment.delivered event "
-                   "carries no description (only shipment.status_changed does), so the "
-                   "carrier's note never reaches the order's timeline")
 async def test_the_carriers_delivery_note_is_in_the_timeline(service: Service,
                                                             real: RealParticipants) -> None:
     _, detail = await delivered_order(service, real, "left at the front door")
