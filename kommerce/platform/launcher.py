@@ -50,7 +50,7 @@ from kommerce.platform.services import (
     absent_services,
     installed_services,
 )
-from kommerce.platform.state import PlatformState, ProcessRecord
+from kommerce.platform.state import PlatformState, ProcessRecord, listens_on
 from kommerce.testbed.cache import REPO_ROOT
 from kommerce.testbed.ports import LOOPBACK, free_port, port_open
 from kommerce.testbed.process import ServerProcess
@@ -313,6 +313,9 @@ class Platform:
                         continue
                     if response.status_code != 200:
                         last_answer[name] = f"{response.status_code} {response.text[:300]}"
+                        continue
+                    if not listens_on(record.pid, record.port):
+                        last_answer[name] = "200 from another program holding its port"
                         continue
                     del pending[name]
                     self.console.print(f"  [green]✓[/green] {name} ready on "

@@ -34,6 +34,40 @@ def process_start_time(pid: int) -> int | None:
     return int(fields[19])
 
 
+def _listening_sockets(port: int) -> set[str]:
+    """The inodes of the TCP sockets listening on ``port`` (``/proc/net/tcp``, ``tcp6``)."""
+    inodes: set[str] = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(fields[9])
+    return inodes
+
+
+def listens_on(pid: int, port: int) -> bool:
+    """Whether the process ``pid`` itself holds the socket listening on ``port``. Ports are
+    picked free and then bound by the child a moment later; on a busy machine another
+    program may take the port in between, and its answers must not pass for ours."""
+    inodes = _listening_sockets(port)
+    try:
+        descriptors = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return bool(inodes)  # cannot look inside: an open port is all we can tell
+    for descriptor in descriptors:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{descriptor}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
+
+
 @dataclass
 class ProcessRecord:
     """One process ``up`` started; ``pid`` leads its own process group."""
@@ -79,12 +113,15 @@ class ProcessRecord:
         return state != "Z"
 
     def ready(self) -> bool:
-        """Whether it answers its readiness probe (a data server: its port is open; a
-        process without a port, such as a controller: that it runs)."""
+        """Whether it answers its readiness probe on the port it holds itself (a data
+        server: its port is open; a process without a port, such as a controller: that it
+        runs)."""
         if not self.running():
             return False
         if self.port == 0:
             return True
+        if not listens_on(self.pid, self.port):
+            return False
         if self.ready_url is None:
             from kommerce.testbed.ports import port_open
 
