@@ -276,7 +276,11 @@ def kommerce_command(*args: str, env: dict[str, str], timeout: float
 def bgr_columns(kubectl: Kubectl) -> dict[str, str]:
     """``kubectl get bgr product-service -o wide`` as column -> value."""
     header, row = kubectl("get", "bgr", "product-service", "-o", "wide").splitlines()
-    return dict(zip(header.split(), row.split(), strict=True))
+    # Columns are cut where the header's names start: the MESSAGE column holds spaces.
+    starts = [match.start() for match in re.finditer(r"\S+", header)]
+    ends = [*starts[1:], None]
+    return {header[start:end].strip(): row[start:end].strip()
+            for start, end in zip(starts, ends, strict=True)}
 
 
 def color_behind_gateway_route(kubectl: Kubectl, prefix: str) -> str:
