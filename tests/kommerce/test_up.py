@@ -325,7 +325,8 @@ def test_up_with_the_cluster_lets_a_release_manager_promote_green_and_abort_back
     assert bgr_columns(kubectl) | {"AGE": ""} == {
         "NAME": "product-service", "SERVICE": "product-service", "ACTIVE": "blue",
         "DESIRED": "blue", "PHASE": "Healthy", "BLUE": "kommerce:0.1.0",
-        "GREEN": "kommerce:0.1.0", "READY": "True", "AGE": ""}
+        "GREEN": "kommerce:0.1.0", "READY": "True", "DEGRADED": "False", "REASON": "Healthy",
+        "AGE": "", "MESSAGE": "traffic on blue (kommerce:0.1.0)"}
     gateway_routes_to(kubectl, "blue")
 
     kubectl("patch", "bgr", "product-service", "--type", "merge",
