@@ -23,6 +23,19 @@ def _env(field: str, *extra: str) -> AliasChoices:
     return AliasChoices(f"KOMMERCE_{field.upper()}", *extra, field)
 
 
+
+def comma_or_json_list(value: object) -> object:
+    """A list setting given in the environment as ``a,b`` or as a JSON array; anything else
+    is left for pydantic to judge."""
+    if isinstance(value, str):
+        text = value.strip()
+        if text.startswith("["):
+            import orjson  # only for this input form
+
+            return orjson.loads(text)
+        return [part.strip() for part in text.split(",") if part.strip()]
+    return value
+
 class ServiceSettings(BaseSettings):
     """Everything the core needs to run one service."""
 
@@ -289,14 +302,7 @@ class ServiceSettings(BaseSettings):
     @field_validator("cors_origins", mode="before")
     @classmethod
     def _split_origins(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                import orjson  # only for this input form
-
-                return orjson.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return comma_or_json_list(value)
 
     @model_validator(mode="after")
     def _refuse_development_keys_in_production(self) -> ServiceSettings:

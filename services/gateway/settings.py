@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Annotated
 
-import orjson
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
-from services.core.settings import ServiceSettings
+from services.core.settings import ServiceSettings, comma_or_json_list
 
 
 class GatewaySettings(ServiceSettings):
@@ -76,12 +75,7 @@ class GatewaySettings(ServiceSettings):
     @field_validator("auth_paths", mode="before")
     @classmethod
     def _split_paths(cls, value: object) -> object:
-        if isinstance(value, str):
-            text = value.strip()
-            if text.startswith("["):
-                return orjson.loads(text)
-            return [part.strip() for part in text.split(",") if part.strip()]
-        return value
+        return comma_or_json_list(value)
 
     @property
     def auth_timeout_seconds(self) -> float:

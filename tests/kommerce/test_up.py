@@ -33,6 +33,7 @@ from kommerce.platform.seed import (
 )
 from kommerce.platform.state import ProcessRecord
 from kommerce.testbed.ports import free_port, wait_until
+from tests.shop import EXTERNAL_BACKENDS, kommerce
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -46,23 +47,6 @@ CHECKOUT = {"payment_method": "pm_card_visa",
                                  "city": "London", "postal_code": "SW1Y 4JH", "country": "GB"}}
 #: What a confirmed order went through, in the order's own timeline.
 CONFIRMED_TIMELINE = ["PENDING", "INVENTORY_RESERVED", "PAID", "SHIPMENT_CREATED", "CONFIRMED"]
-
-#: Backends the caller's shell may point elsewhere; the test wants the embedded ones.
-EXTERNAL_BACKENDS = ("KOMMERCE_DATABASE_URL", "DATABASE_URL", "KOMMERCE_REDIS_URL",
-                     "REDIS_URL", "KOMMERCE_JWT_SECRET", "KOMMERCE_EVENT_BUS")
-
-
-def kommerce(*args: str, data_dir: Path, check: bool = True, timeout: float = 120,
-             env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    env = {**{k: v for k, v in os.environ.items() if k not in EXTERNAL_BACKENDS},
-           **(env or {})}
-    result = subprocess.run([sys.executable, "-m", "kommerce.cli", *args,
-                             "--data-dir", str(data_dir)],
-                            capture_output=True, text=True, timeout=timeout, env=env)
-    if check and result.returncode != 0:
-        raise AssertionError(f"kommerce {' '.join(args)} exited {result.returncode}\n"
-                             f"{result.stdout}\n{result.stderr}")
-    return result
 
 
 def up(data_dir: Path, port: int) -> tuple[float, str]:
