@@ -339,7 +339,7 @@ def main() -> None:
                "KOMMERCE_CACHE_PREFIX": f"{schema}:", "KOMMERCE_EVENT_TOPIC_PREFIX": f"{schema}."}
         settings = ProductSettings(**{k.removeprefix("KOMMERCE_").lower(): v
                                       for k, v in env.items()})
-        token = TokenService(settings).issue_access("bench-checkout", ["customer"]).token
+        token = TokenService(settings).issue_access("service:order", ["service"]).token
         port = free_port()
         with uvicorn_process("services.product.app:create_app", port, env, factory=True):
             data = uvloop.run(seed(database_url, schema, args.products, stocked=1000))
