@@ -134,9 +134,24 @@ def waiting_order(shop: Shop, shopper: Shopper) -> dict[str, Any]:
                               payment_method=THREE_D_SECURE)
     order = reaches(shop, shopper, placed["id"], (WAITING, "CANCELLED"))
     assert order["status"] == WAITING, order
-    # The charge has been asked for (its timeline row is INVENTORY_RESERVED; the charge runs
-    # in the same step), so what follows races nothing of the saga's own.
+    # The order shows WAITING once the charge has been asked for, which can be a moment
+    # before the payment service has stored Stripe's answer; waiting for the shopper's
+    # payment to show requires_action means what follows races nothing of the saga's own.
+    until = time.monotonic() + 60
+    while not _charge_waits(shop.api.get("/payments", params={"order_id": order["id"]},
+                                         headers=shopper.auth)):
+        assert time.monotonic() < until, f"order {order['id']}'s charge never waited"
+        time.sleep(2.5)  # /api/payments allows 50 requests a minute
     return order
+
+
+def _charge_waits(listed: httpx.Response) -> bool:
+    """The listing shows the order's one payment waiting for the shopper (a 429 from the
+    gateway's limit is asked again)."""
+    if listed.status_code == 429:
+        return False
+    assert listed.status_code == 200, listed.text
+    return [p["status"] for p in listed.json()] == ["requires_action"]
 
 
 def pay(shop: Shop, headers: dict[str, str], order_id: str, *, amount: int = 1,
