@@ -26,9 +26,14 @@ carries traffic, ``stable`` the colour abort returns to):
 * ``Aborted``: ``spec.abort`` is set. Within the rollback window traffic returns to
   ``stable`` at once (``RolledBack``); otherwise any promotion stops where it is.
 
-A flip (or a rollback, or taking traffic over) changes ``status.activeColor``; the handler
-writes the status first and then points the Service selector and the VirtualService
-weights at it together, so a crash in between is repaired by the next reconcile.
+A flip (or a rollback, or taking traffic over) changes ``status.activeColor``. Status must
+never claim more than the cluster shows, so a flip is written in three steps: the
+``intent`` (phase ``Progressing``, reason :data:`MOVING`, ``activeColor`` still the colour
+that carries traffic), then the DestinationRule, VirtualService and Service pointed at the
+new colour, then the status that says it moved, dated from when the traffic objects
+changed. An operator killed between any two writes leaves status behind the cluster, never
+ahead of it; the next reconcile decides the same flip again (checks that already passed for
+this attempt are not run twice) and finishes it.
 """
 
 from __future__ import annotations
@@ -78,6 +83,9 @@ class Observed:
 
 
 CHECK_FAILED = "PrePromotionCheckFailed"
+MOVING = "MovingTraffic"
+"""Reason of the intent written before a flip's traffic objects: the flip is decided (its
+checks passed) and traffic is being moved; ``activeColor`` is still the old colour."""
 
 
 @dataclass(frozen=True)
@@ -117,6 +125,10 @@ class Decision:
     events: tuple[RolloutEvent, ...] = ()
     checks: CheckRequest | None = None  # run them, then call decide() again with the report
     promote_to: Color | None = None  # auto-promotion: set spec.activeColor to this colour
+    # A flip: the status to write before the traffic objects move (the old colour still
+    # active, reason MOVING). The handler then applies the plan and decides again with the
+    # moment traffic moved as ``now``, so ``status`` and its history carry that time.
+    intent: BlueGreenRolloutStatus | None = None
 
 
 def _image(status: BlueGreenRolloutStatus, color: Color) -> str | None:
@@ -148,6 +160,7 @@ class _Step:
     message: str = ""
     events: list[RolloutEvent] = field(default_factory=list)
     promote_to: Color | None = None
+    intent: BlueGreenRolloutStatus | None = None
 
     def ready(self, color: Color | None, *, full_size: bool) -> bool:
         """Fully Available at the image this colour should run (and, for a flip target, at
@@ -339,7 +352,11 @@ def _promote(step: _Step, target: Color, checks: CheckReport | None) -> CheckReq
             step.set(Phase.PROGRESSING, "WaitingForAvailable",
                      f"waiting for {target.value} ({image}) to be Available: {why}; {stays}")
         return None
-    if _needs_checks(step) and not (takeover or rollback):
+    # Killed between the intent and the end of the flip: the checks of this very attempt
+    # already passed, and traffic may have moved; finish the flip instead of asking again.
+    decided = (step.previous.reason == MOVING and step.previous.promotion is not None
+               and step.previous.promotion.attempt == attempt)
+    if _needs_checks(step) and not (takeover or rollback or decided):
         if checks is None:
             step.set(Phase.CHECKING, "RunningPrePromotionChecks",
                      f"checking {target.value} ({image}) through the preview Service")
@@ -365,8 +382,16 @@ def _promote(step: _Step, target: Color, checks: CheckReport | None) -> CheckReq
 
 
 def _flip(step: _Step, target: Color, kind: str) -> None:
-    """Traffic moves: status first (the handler then repoints Service and routes)."""
+    """Traffic moves to ``target``. The intent (this flip decided, nothing moved yet) is
+    kept for the handler to write before the traffic objects."""
     previous, spec = step.active, step.spec
+    kept = (step.phase, step.reason, step.message)
+    moving = (f"moving traffic from {step.describe(previous)} to {step.describe(target)} "
+              f"({kind}); activeColor changes once the Service and routes point at "
+              f"{target.value}")
+    step.set(Phase.PROGRESSING, MOVING, moving)
+    step.intent = _status(step)
+    step.set(*kept)
     if previous is None:
         step.event("TrafficTakenOver",
                    f"{step.describe(target)} is Available and now carries the traffic of "
@@ -463,4 +488,4 @@ def _finish(step: _Step, *, plan: bool) -> Decision:
         events.append(RolloutEvent("Warning" if warning else "Normal", step.reason,
                                    step.message))
     return Decision(status, _plan(step) if plan else None, tuple(events),
-                    promote_to=step.promote_to)
+                    promote_to=step.promote_to, intent=step.intent)

@@ -1,11 +1,18 @@
-"""Kopf handlers for BlueGreenRollout: read, decide, write status, apply, tell.
+"""Kopf handlers for BlueGreenRollout: read, decide, apply, write status, tell.
 
 Level-triggered like every handler here: each run reads the rollout (fresh, because its
 status is the state machine's memory), the target CommerceService and both colours'
-Deployments, asks :func:`operators.bluegreen.decide.decide` what to do, writes the status,
-then applies what :func:`operators.bluegreen.render.render` says. The traffic objects go
-first: they only ever point at a colour already found Available, and the old colour must
-not be scaled down before traffic has left it.
+Deployments, asks :func:`operators.bluegreen.decide.decide` what to do, applies what
+:func:`operators.bluegreen.render.render` says, then writes the status: status reports
+what the cluster already shows, never what is about to happen. A flip adds one write in
+front, the decision's intent (reason ``MovingTraffic``, the old colour still active), so a
+restarted operator knows the flip was decided; the status that names the new colour
+follows the traffic objects and is dated from when they changed. The traffic objects go
+first among the children: they only ever point at a colour already found Available, and
+the old colour must not be scaled down before traffic has left it.
+
+``KOMMERCE_OPERATOR_TEST_EXIT_AFTER_FLIP_WRITE=N`` (tests only) makes the process exit right
+after the Nth API write of a flip, so a test can kill the operator at every step of one.
 
 What wakes a rollout up: a change to its spec; any change to its Deployments, its preview
 Service or the traffic objects (their own events, so a colour becoming Available moves
@@ -19,7 +26,10 @@ See ``operators/bluegreen/render.py`` for who owns which child.
 
 from __future__ import annotations
 
+import logging
+import os
 import threading
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -35,7 +45,7 @@ from operators.bluegreen.conflict import (
     rollout_conflict,
     target_of,
 )
-from operators.bluegreen.decide import Decision, Observed, decide
+from operators.bluegreen.decide import CheckReport, Decision, Observed, decide
 from operators.bluegreen.handover import Release, release_annotations, release_of
 from operators.bluegreen.render import (
     KIND,
@@ -57,7 +67,7 @@ from operators.commerceservice.spec import RESOURCE as SERVICE
 from operators.commerceservice.spec import CommerceServiceSpec
 from operators.conditions import degraded, not_ready, progressing, set_conditions
 from operators.kube import PLURALS, KubeError
-from operators.meta import API_VERSION, LABEL_MANAGED_BY, MANAGED_BY
+from operators.meta import API_VERSION, FIELD_MANAGER, LABEL_MANAGED_BY, MANAGED_BY
 from operators.metrics import reconcile_timer
 from operators.runtime import BOOKKEEPING, kube
 from operators.schema import InvalidSpec, parse_spec
@@ -70,6 +80,32 @@ RESYNC_SECONDS = 60.0
 
 _locks: dict[tuple[str, str], threading.Lock] = {}
 _locks_guard = threading.Lock()
+
+
+EXIT_AFTER_FLIP_WRITE_ENV = "KOMMERCE_OPERATOR_TEST_EXIT_AFTER_FLIP_WRITE"
+EXIT_AFTER_FLIP_WRITE_CODE = 86
+_log = logging.getLogger(__name__)
+
+
+class FlipWrites:
+    """The API writes of one reconcile, counted while it flips traffic. With
+    :data:`EXIT_AFTER_FLIP_WRITE_ENV` set to N the process exits right after the Nth, as a
+    kill at that point would leave it: the test of the write order needs every step."""
+
+    def __init__(self, flipping: bool) -> None:
+        self.flipping = flipping
+        self.count = 0
+        self.limit = int(os.environ.get(EXIT_AFTER_FLIP_WRITE_ENV) or 0) if flipping else 0
+
+    def done(self, what: str) -> None:
+        if not self.flipping:
+            return
+        self.count += 1
+        if self.count == self.limit:
+            _log.critical(f"exiting after flip write {self.count} ({what}): "
+                          f"{EXIT_AFTER_FLIP_WRITE_ENV} is set")
+            logging.shutdown()
+            os._exit(EXIT_AFTER_FLIP_WRITE_CODE)
 
 
 def _lock(namespace: str, name: str) -> threading.Lock:
@@ -154,6 +190,7 @@ def _reconcile(namespace: str, name: str, policies: list[PolicyRef]) -> None:
     status = _parse_status(current_status)
     now = _now()
     decision = decide(spec, status, observed, now)
+    report: CheckReport | None = None
     if decision.checks is not None and target is not None:
         assert spec.pre_promotion_checks is not None
         endpoint = PreviewEndpoint(target.name, namespace, target.spec.service_port)
@@ -163,36 +200,76 @@ def _reconcile(namespace: str, name: str, policies: list[PolicyRef]) -> None:
     if decision.promote_to is not None:
         kube().patch(API_VERSION, KIND, namespace, name,
                      {"spec": {"activeColor": decision.promote_to.value}})
-    # Status first: it is what the traffic objects are rendered from after a restart.
-    _write_status(namespace, name, current_status, decision.status)
+    # The cluster first, then the status that reports it (see the module docstring).
+    flipping = decision.intent is not None and decision.plan is not None \
+        and target is not None
+    writes = FlipWrites(flipping)
+    if flipping:
+        assert decision.intent is not None
+        current_status = _write_status(namespace, name, current_status, decision.intent)
+        writes.done("status: the flip's intent")
     if decision.plan is not None and target is not None:
-        _apply(namespace, name, meta["uid"], target, target_body, decision, policies,
-               deployments)
+        traffic = _apply(namespace, name, meta["uid"], target, target_body, decision,
+                         policies, deployments, writes)
+        if flipping:
+            # Decided again at the moment traffic moved (the same flip: nothing else
+            # changed), so history and lastFlipTime say when it did, even when an earlier
+            # operator moved it and was killed before it could say so.
+            decision = decide(spec, status, observed, _moved_at(traffic, now),
+                              checks=report)
+    _write_status(namespace, name, current_status, decision.status)
+    writes.done("status: the flip done")
     for event in decision.events:
         kopf.event(body, type=event.type, reason=event.reason, message=event.message)
 
 
 def _apply(namespace: str, name: str, uid: str, target: TargetService,
            target_body: dict[str, Any] | None, decision: Decision, policies: list[PolicyRef],
-           live_deployments: dict[Color, dict[str, Any] | None]) -> None:
+           live_deployments: dict[Color, dict[str, Any] | None],
+           writes: FlipWrites) -> list[dict[str, Any]]:
+    """Apply the plan, traffic objects first; returns them as the server now holds them."""
     assert decision.plan is not None
     rendered = render(name, namespace, uid, target, decision.plan,
                       breaker=policy_for_target(policies, target.name))
-    for manifest in rendered.traffic + rendered.deployments:
+    traffic = []
+    for manifest in rendered.traffic:
+        traffic.append(kube().apply(manifest))
+        writes.done(f"{manifest['kind']} {manifest['metadata']['name']}")
+    for manifest in rendered.deployments:
         kube().apply(manifest)
+        writes.done(f"{manifest['kind']} {manifest['metadata']['name']}")
     if rendered.preview_service is not None:
         kube().apply(rendered.preview_service)
+        writes.done(f"Service {rendered.preview_service['metadata']['name']}")
     for color, live in live_deployments.items():
         owners = (live or {}).get("metadata", {}).get("ownerReferences") or []
         if decision.plan.images.get(color) is None and any(o.get("uid") == uid
                                                            for o in owners):
             kube().delete("apps/v1", "Deployment", namespace,
                           color_deployment_name(target.name, color))
+            writes.done(f"delete Deployment {color_deployment_name(target.name, color)}")
     if decision.plan.traffic is not None and target_body is not None:
         release = Release(name, decision.plan.traffic)
         if release_of(target_body["metadata"].get("annotations")) != release:
             kube().patch(API_VERSION, SERVICE.kind, namespace, target.name,
                          {"metadata": {"annotations": release_annotations(release)}})
+            writes.done(f"CommerceService {target.name} annotations")
+    return traffic
+
+
+def _moved_at(traffic: Iterable[dict[str, Any]], fallback: datetime) -> datetime:
+    """When the traffic objects last changed under the operator's field manager (the
+    server's record, to the second): the moment a flip took effect, also when the apply
+    just made was a no-op because an operator killed mid-flip had already moved them."""
+    times = []
+    for manifest in traffic:
+        if manifest.get("kind") not in ("Service", "VirtualService"):
+            continue
+        for entry in manifest.get("metadata", {}).get("managedFields") or []:
+            if entry.get("manager") == FIELD_MANAGER and entry.get("operation") == "Apply" \
+                    and entry.get("time") and not entry.get("subresource"):
+                times.append(datetime.fromisoformat(str(entry["time"])))
+    return max(times, default=fallback)
 
 
 def _target(body: dict[str, Any] | None) -> TargetService | None:
@@ -213,9 +290,10 @@ def _parse_status(raw: dict[str, Any]) -> BlueGreenRolloutStatus:
 
 
 def _write_status(namespace: str, name: str, current: dict[str, Any],
-                  status: BlueGreenRolloutStatus) -> None:
+                  status: BlueGreenRolloutStatus) -> dict[str, Any]:
     """Merge-patch only what changed; fields the new status drops are deleted (but never
-    ``status.kopf``, Kopf's own bookkeeping)."""
+    ``status.kopf``, Kopf's own bookkeeping). Returns the status as now written, for the
+    next write of the same reconcile to compare with."""
     new = status.wire()
     new.pop(BOOKKEEPING, None)
     patch: dict[str, Any] = {key: value for key, value in new.items()
@@ -223,6 +301,9 @@ def _write_status(namespace: str, name: str, current: dict[str, Any],
     patch |= {key: None for key in current if key not in new and key != BOOKKEEPING}
     if patch:
         kube().patch_status(API_VERSION, KIND, namespace, name, patch)
+    written = {key: value for key, value in current.items() if key in new
+               or key == BOOKKEEPING}
+    return written | new
 
 
 def _report_refused(body: dict[str, Any], current: dict[str, Any], generation: int,

@@ -1,6 +1,6 @@
 """``kommerce rollout … --wait`` answers "traffic moved" only when the Service and every mesh
-route say so, not when the rollout's status does (the operator writes status first): read
-against objects on the test bed's apiserver, with no operator running."""
+route say so, not on the rollout's status alone (whatever order an operator writes them in):
+read against objects on the test bed's apiserver, with no operator running."""
 
 from __future__ import annotations
 

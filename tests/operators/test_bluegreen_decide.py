@@ -397,3 +397,70 @@ def test_a_restarted_operator_resumes_the_flip_from_status_alone() -> None:
                      NOW + timedelta(seconds=20))
     assert resumed.status.active_color is GREEN
     assert resumed.status.scale_down_at == NOW + timedelta(seconds=50)
+
+
+# -- the order of a flip's writes ----------------------------------------------------------
+
+
+def test_a_flip_carries_an_intent_that_claims_nothing_has_moved_yet() -> None:
+    spec = _spec(activeColor="green", green={"image": "shop:2"}, prePromotionChecks=CHECKS)
+    healthy = _healthy()
+    decision = decide(spec, healthy, _observed(_available("shop:1"), _available("shop:2")),
+                      NOW + timedelta(seconds=9),
+                      checks=CheckReport(True, "pre-promotion checks passed"))
+    intent = decision.intent
+    assert intent is not None and decision.status.active_color is GREEN
+    assert intent.active_color is BLUE and intent.phase is RolloutPhase.PROGRESSING
+    assert intent.reason == "MovingTraffic" and "green (shop:2)" in (intent.message or "")
+    assert not intent.history and intent.last_flip_time == healthy.last_flip_time == NOW
+    assert intent.promotion is not None and intent.promotion.target_color is GREEN
+    ready = next(c for c in intent.conditions or [] if c.type == "Ready")
+    assert ready.status == "False"
+
+
+def test_no_intent_when_traffic_stays() -> None:
+    spec = _spec(activeColor="green", green={"image": "shop:2"})
+    waiting = decide(spec, _healthy(), _observed(_available("shop:1"), _rolling("shop:2")), NOW)
+    assert waiting.intent is None
+    assert decide(_spec(), _healthy(), _observed(_available("shop:1")), NOW).intent is None
+
+
+def test_killed_after_the_intent_the_flip_finishes_without_running_the_checks_again() -> None:
+    """The checks of this attempt passed before the intent was written; the traffic objects
+    may already point at green. Asking again would hold traffic half-moved for a new
+    error-rate window, or send it back on a flaky answer."""
+    spec = _spec(activeColor="green", green={"image": "shop:2"}, prePromotionChecks=CHECKS)
+    observed = _observed(_available("shop:1"), _available("shop:2"))
+    first = decide(spec, _healthy(), observed, NOW,
+                   checks=CheckReport(True, "pre-promotion checks passed"))
+    assert first.intent is not None
+    reread = BlueGreenRolloutStatus.model_validate(first.intent.wire())
+    moved = NOW + timedelta(seconds=3)
+    resumed = decide(spec, reread, observed, moved)
+    assert resumed.checks is None and resumed.status.active_color is GREEN
+    assert resumed.status.history is not None and resumed.status.history[0].time == moved
+    assert resumed.status.last_flip_time == moved
+    assert resumed.status.scale_down_at == moved + timedelta(seconds=30)
+    assert "Promoted" in _reasons(resumed)
+
+
+def test_an_intent_of_another_attempt_does_not_skip_the_checks() -> None:
+    spec = _spec(activeColor="green", green={"image": "shop:2"}, prePromotionChecks=CHECKS)
+    observed = _observed(_available("shop:1"), _available("shop:2"))
+    first = decide(spec, _healthy(), observed, NOW,
+                   checks=CheckReport(True, "pre-promotion checks passed"))
+    assert first.intent is not None
+    reread = BlueGreenRolloutStatus.model_validate(first.intent.wire())
+    restaged = _spec(activeColor="green", green={"image": "shop:3"}, prePromotionChecks=CHECKS)
+    again = decide(restaged, reread, _observed(_available("shop:1"), _available("shop:3"),
+                                               generation=2), NOW)
+    assert again.checks is not None and again.status.active_color is BLUE
+
+
+def test_abort_within_the_window_has_an_intent_too() -> None:
+    decision = decide(_spec(activeColor="green", green={"image": "shop:2"}, abort=True),
+                      _flipped(), _observed(_available("shop:1"), _available("shop:2")),
+                      NOW + timedelta(seconds=5))
+    assert decision.status.active_color is BLUE
+    assert decision.intent is not None and decision.intent.active_color is GREEN
+    assert decision.intent.reason == "MovingTraffic"

@@ -79,9 +79,9 @@ ON_GREEN = ("green", [0, 100])
 
 def _traffic_moves(plane: ControlPlane, namespace: str,
                    expected: tuple[str, list[int]]) -> None:
-    """The operator writes status before it applies the traffic objects (after a restart
-    the status is what they are rendered from): they follow a status change within
-    moments, not in the same instant."""
+    """Traffic as ``expected``. The operator writes the traffic objects before the status
+    that reports them (tests/operators/test_bluegreen_flip_order.py), so once the status
+    says so this holds at once; waiting keeps the callers independent of that order."""
     wait_until(lambda: _traffic(plane, "shop", namespace) == expected, timeout=15,
                what=f"traffic to be {expected}", interval=0.1)
 
