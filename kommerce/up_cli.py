@@ -27,7 +27,7 @@ from rich.table import Table
 
 from kommerce.platform.launcher import ADMIN_EMAIL, Platform, Started, StartError
 from kommerce.platform.seed import describe_error
-from kommerce.platform.state import PlatformState, process_start_time
+from kommerce.platform.state import PlatformState, process_start_time, started_by_hand
 from kommerce.platform.supervisor import PLATFORM_LOG, Supervisor, request_restart
 from kommerce.testbed.cache import REPO_ROOT
 
@@ -219,6 +219,10 @@ def status(
         console.print(table)
         console.print(f"logs relative to {state.data_dir}; gateway {state.gateway_url}"
                       + (f"; kubeconfig {state.kubeconfig}" if state.kubeconfig else ""))
+        for _, record in started_by_hand(Path(state.data_dir)):
+            if record.running():
+                console.print(f"also {record.name}, pid {record.pid}: `kommerce down` stops "
+                              "it too")
         console.print(f"supervised by pid {state.supervisor_pid}" if supervised else
                       "[red]no supervisor runs: a process that dies stays down "
                       "(`kommerce down`, then `kommerce up`)[/red]")
@@ -275,11 +279,14 @@ def restart(
 
 
 def down(data_dir: Path = DATA_DIR_OPTION) -> None:
-    """Stop everything `kommerce up` started from this data folder (the data stays)."""
+    """Stop everything `kommerce up` started from this data folder (the data stays), and
+    the operators started by hand against its cluster."""
     data_dir = data_dir.resolve()
+    by_hand = _stop_started_by_hand(data_dir)
     state = PlatformState.load(data_dir)
     if state is None:
-        console.print(f"nothing runs from {data_dir}")
+        if not by_hand:
+            console.print(f"nothing runs from {data_dir}")
         return
     with console.status("stopping"):
         if state.supervisor_running():
@@ -297,6 +304,22 @@ def down(data_dir: Path = DATA_DIR_OPTION) -> None:
         console.print(f"[red]would not stop: {', '.join(stubborn)}[/red]")
         raise typer.Exit(1)
     latest.remove()
+
+
+def _stop_started_by_hand(data_dir: Path) -> list[str]:
+    """Stop what registered itself as started by hand against this folder's cluster (an
+    operator run per the README), first: it would keep calling an apiserver that goes away.
+    Exits 1 if one would not stop; returns what was stopped."""
+    stopped = []
+    for path, record in started_by_hand(data_dir):
+        if record.running():
+            if not record.stop():
+                console.print(f"[red]would not stop: {record.name}, pid {record.pid}[/red]")
+                raise typer.Exit(1)
+            console.print(f"  [green]✓[/green] {record.name} stopped (pid {record.pid})")
+            stopped.append(record.name)
+        path.unlink(missing_ok=True)
+    return stopped
 
 
 def _stop_supervisor(state: PlatformState, timeout: float = 120.0) -> None:

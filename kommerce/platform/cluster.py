@@ -14,30 +14,42 @@ machine (the product service ``kommerce up`` started), so a release manager's pr
 real checks against a real server and flips. The operator only requests a check URL that
 names a Service of the rollout's namespace, so it is started with exactly those loopback
 URLs on its allowlist (``KOMMERCE_OPERATOR_CHECK_URL_ALLOWLIST``) and nothing more.
+
+The operator is a process of this machine like the services: supervised (restarted when it
+dies, ``kommerce restart kommerce-operator``), its log in the platform's ``logs/`` beside
+theirs, its liveness endpoint its readiness. ``manifests/operator`` is applied without its
+Deployment: kwok would show that Deployment's Pod ``Running 1/1`` whether or not the
+operator runs, and the operator that runs is not that Pod.
 """
 
 from __future__ import annotations
 
 import copy
 import shutil
+import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import httpx
 import yaml
 from rich.console import Console
 
-from kommerce.platform.state import ProcessRecord
+from kommerce.platform.state import PLATFORM_CHILD_ENV, ProcessRecord
 from kommerce.testbed.cache import REPO_ROOT
-from kommerce.testbed.ports import LOOPBACK
+from kommerce.testbed.ports import LOOPBACK, free_port, wait_until
+from kommerce.testbed.process import ServerProcess
 
 if TYPE_CHECKING:
     from kommerce.platform.launcher import Platform
     from kommerce.testbed.kube import ControlPlane
-    from kommerce.testbed.process import ServerProcess
 
 SAMPLE_SHOP = REPO_ROOT / "manifests" / "samples"
+OPERATOR_MANIFESTS = REPO_ROOT / "manifests" / "operator"
+#: The operator's process, log (``logs/kommerce-operator.log``) and, in manifests/operator,
+#: the Deployment left out here.
+OPERATOR_NAME = "kommerce-operator"
 #: The sample shop's namespace (manifests/samples/kustomization.yaml); the kubeconfig
 #: ``up`` prints defaults to it, so ``kubectl get bgr`` needs no ``-n``.
 SHOP_NAMESPACE = "kommerce-shop"
@@ -49,7 +61,6 @@ def start_cluster(platform: Platform, console: Console) -> Path:
     """Start it all and return the kubeconfig to print; registers every process with
     ``platform`` so ``kommerce down`` (or a failure) stops them too."""
     from kommerce.testbed.kube import ControlPlane
-    from kommerce.testbed.operator import OperatorProcess
 
     workdir = platform.data_dir / "cluster"
     shutil.rmtree(workdir, ignore_errors=True)
@@ -71,14 +82,8 @@ def start_cluster(platform: Platform, console: Console) -> Path:
     sample = rendered_sample_shop(plane)
     shop = checks_on_local_services(sample, local)
     began = time.monotonic()
-    operator = OperatorProcess(plane, check_url_allowlist=local_check_urls(sample, shop))
-    platform.on_stop(operator.stop)
     with console.status("installing the CRDs and starting the operator"):
-        try:
-            operator.start()
-        finally:
-            process = getattr(operator, "_process", None)
-            _record(platform, [process] if process else [], {})
+        start_operator(platform, plane, local_check_urls(sample, shop))
     console.print(f"  [green]✓[/green] CRDs installed, operator running "
                   f"({time.monotonic() - began:.1f} s)")
 
@@ -88,6 +93,62 @@ def start_cluster(platform: Platform, console: Console) -> Path:
     console.print(f"  [green]✓[/green] sample shop applied ({SAMPLE_SHOP.relative_to(REPO_ROOT)}; "
                   "rollout checks ask the local services)")
     return user_kubeconfig(plane)
+
+
+def operator_manifests(plane: ControlPlane) -> list[dict[str, Any]]:
+    """``manifests/operator`` as kustomize renders it, without the operator's Deployment
+    (see the module docstring): its namespace, ServiceAccount, RBAC, peering and metrics
+    Service."""
+    out = plane.kubectl("kustomize", str(OPERATOR_MANIFESTS)).stdout
+    return [doc for doc in yaml.safe_load_all(out)
+            if doc and not (doc.get("kind") == "Deployment"
+                            and doc["metadata"]["name"] == OPERATOR_NAME)]
+
+
+def start_operator(platform: Platform, plane: ControlPlane,
+                   check_url_allowlist: tuple[str, ...]) -> ServerProcess:
+    """Install the CRDs and RBAC, and run ``kommerce operator`` as its ServiceAccount,
+    supervised, its log in the platform's logs; returns once its liveness endpoint
+    answers."""
+    from kommerce.testbed.operator import (
+        OPERATOR_NAMESPACE,
+        OPERATOR_SERVICE_ACCOUNT,
+        install_crds,
+    )
+    from operators.bluegreen.check_urls import ALLOWLIST_ENV
+
+    install_crds(plane)
+    plane.kubectl("apply", "--server-side", "-f", "-",
+                  input_text=yaml.safe_dump_all(operator_manifests(plane)))
+    plane.wait_for_default_service_account(OPERATOR_NAMESPACE)
+    kubeconfig = plane.service_account_kubeconfig(
+        OPERATOR_NAMESPACE, OPERATOR_SERVICE_ACCOUNT, duration_seconds=24 * 3600)
+    liveness, metrics = free_port(), free_port()
+    process = ServerProcess(
+        OPERATOR_NAME,
+        [sys.executable, "-m", "kommerce.cli", "operator", f"--liveness-port={liveness}",
+         f"--metrics-port={metrics}"],
+        log_path=platform.logs / f"{OPERATOR_NAME}.log",
+        # Set even when empty, so an allowlist in the caller's environment never leaks in.
+        env={"KUBECONFIG": str(kubeconfig), ALLOWLIST_ENV: ",".join(check_url_allowlist),
+             PLATFORM_CHILD_ENV: "1"},
+        cwd=REPO_ROOT,
+    ).start()
+    assert process.pid is not None
+    platform.processes[OPERATOR_NAME] = process
+    platform.track(ProcessRecord.of(OPERATOR_NAME, process.pid, liveness, process.log_path,
+                                    ready_url=f"http://{LOOPBACK}:{liveness}/healthz",
+                                    supervised=True))
+    wait_until(lambda: _answers(f"http://{LOOPBACK}:{liveness}/healthz"), timeout=60,
+               what="kommerce operator", interval=0.2, alive=process.exit_problem)
+    return process
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=1).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def rendered_sample_shop(plane: ControlPlane) -> list[dict[str, Any]]:

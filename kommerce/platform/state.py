@@ -20,6 +20,13 @@ from pathlib import Path
 import httpx
 
 STATE_FILE = "state.json"
+#: Operators started by hand against ``up --cluster`` (README: ``kommerce operator
+#: --standalone`` with its ``KUBECONFIG``) each leave ``<pid>.json`` here, so ``kommerce down``
+#: stops them with the cluster they talk to.
+BY_HAND_DIR = "by-hand"
+#: Set in the environment of the processes ``up`` starts: they are in the state file, and
+#: must not also register as started by hand.
+PLATFORM_CHILD_ENV = "KOMMERCE_PLATFORM_CHILD"
 
 
 def process_start_time(pid: int) -> int | None:
@@ -87,6 +94,9 @@ class ProcessRecord:
     last_exit: str | None = None
     #: Given up on: it kept dying right after each restart (a crash loop).
     failed: bool = False
+    #: Whether ``pid`` leads its own process group (everything ``up`` starts does); one
+    #: started by hand from a script may share its shell's group, so only it is signalled.
+    own_group: bool = True
 
     @classmethod
     def of(cls, name: str, pid: int, port: int, log: Path, *, ready_url: str | None = None,
@@ -135,10 +145,11 @@ class ProcessRecord:
         """Signal the whole group, wait, then SIGKILL what is left. True when it is gone."""
         if not self.running():
             return True
+        kill = os.killpg if self.own_group else os.kill
         try:
-            os.killpg(self.pid, self.stop_signal)
+            kill(self.pid, self.stop_signal)
             # A stopped (SIGSTOP) process keeps the signal pending until it continues.
-            os.killpg(self.pid, signal.SIGCONT)
+            kill(self.pid, signal.SIGCONT)
         except ProcessLookupError:
             return True
         deadline = time.monotonic() + timeout
@@ -147,7 +158,7 @@ class ProcessRecord:
                 return True
             time.sleep(0.1)
         try:
-            os.killpg(self.pid, signal.SIGKILL)
+            kill(self.pid, signal.SIGKILL)
         except ProcessLookupError:
             return True
         time.sleep(0.5)
@@ -205,3 +216,47 @@ class PlatformState:
 
     def remove(self) -> None:
         self.path(Path(self.data_dir)).unlink(missing_ok=True)
+
+
+# -- processes started by hand against the platform's cluster ------------------------------
+
+
+def data_dir_of_kubeconfig(kubeconfig: str | None) -> Path | None:
+    """The data folder of the ``kommerce up --cluster`` whose cluster ``kubeconfig`` (a
+    ``KUBECONFIG`` value, maybe a list) names: the kubeconfigs ``up`` writes sit in
+    ``<data-dir>/cluster/``, beside nothing else with a state file."""
+    for entry in (kubeconfig or "").split(os.pathsep):
+        if not entry:
+            continue
+        folder = Path(entry).expanduser().resolve().parent
+        if folder.name == "cluster" and (folder.parent / STATE_FILE).exists():
+            return folder.parent
+    return None
+
+
+def register_by_hand(data_dir: Path, name: str, port: int = 0) -> Path:
+    """Record this process as started by hand against ``data_dir``'s cluster; returns the
+    file to remove when it exits (a stale one is harmless: its pid's start time differs)."""
+    folder = data_dir / BY_HAND_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    pid = os.getpid()
+    record = ProcessRecord(name=name, pid=pid, port=port, log="",
+                           started=process_start_time(pid),
+                           own_group=os.getpgid(pid) == pid)
+    path = folder / f"{pid}.json"
+    scratch = path.with_suffix(".tmp")
+    scratch.write_text(json.dumps(asdict(record), indent=2))
+    scratch.replace(path)
+    return path
+
+
+def started_by_hand(data_dir: Path) -> list[tuple[Path, ProcessRecord]]:
+    """The processes registered by :func:`register_by_hand` in ``data_dir``, with their
+    files (also of ones no longer running)."""
+    found = []
+    for path in sorted((data_dir / BY_HAND_DIR).glob("*.json")):
+        try:
+            found.append((path, ProcessRecord(**json.loads(path.read_text()))))
+        except (OSError, ValueError, TypeError):
+            continue
+    return found

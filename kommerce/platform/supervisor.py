@@ -1,9 +1,11 @@
 """Keep what ``kommerce up`` started running: a process that dies is started again.
 
 The supervisor is the ``up`` process itself: the foreground one, or with ``--detach`` the
-child it forks and leaves running (see ``up_cli``). So every data server, service and the
-gateway is its own child, and it learns how each one ended from the kernel (an exit code,
-or the signal that killed it) instead of guessing from a pid.
+child it forks and leaves running (see ``up_cli``). So every data server, service, the
+gateway and, with ``--cluster``, the operator is its own child, and it learns how each one
+ended from the kernel (an exit code, or the signal that killed it) instead of guessing from
+a pid. The cluster's own servers (etcd, the apiserver, the controllers, kwok) are reported
+when they stop, not restarted: the cluster is rebuilt from the manifests on each ``up``.
 
 A process that dies is started again with the same command line, environment and port
 (the others hold its address), after a delay that doubles with each death that follows a

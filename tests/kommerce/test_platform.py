@@ -19,7 +19,14 @@ from kommerce.platform.seed import (
     reviewer_email,
 )
 from kommerce.platform.services import SERVICES, ServiceSpec, installed_services
-from kommerce.platform.state import PlatformState, ProcessRecord, process_start_time
+from kommerce.platform.state import (
+    PlatformState,
+    ProcessRecord,
+    data_dir_of_kubeconfig,
+    process_start_time,
+    register_by_hand,
+    started_by_hand,
+)
 from kommerce.testbed.cache import REPO_ROOT
 from services.product.schemas import ProductIn
 from services.review.schemas import ReviewIn
@@ -119,3 +126,21 @@ def test_a_pid_reused_by_another_process_is_not_taken_for_ours() -> None:
     assert ours.running() and ours.ready()  # no port: running is ready
     assert not reused.running()
     assert reused.stop()  # nothing to stop, and nothing signalled
+
+
+def test_an_operator_run_by_hand_registers_only_against_the_platforms_cluster(
+        tmp_path: Path) -> None:
+    data_dir = tmp_path / "kommerce"
+    (data_dir / "cluster").mkdir(parents=True)
+    kubeconfig = data_dir / "cluster" / "kubeconfig"
+    assert data_dir_of_kubeconfig(str(kubeconfig)) is None  # no platform runs there
+    PlatformState(data_dir=str(data_dir), gateway_url="http://127.0.0.1:1").save()
+    elsewhere = tmp_path / "home" / ".kube" / "config"
+    assert data_dir_of_kubeconfig(f"{elsewhere}{os.pathsep}{kubeconfig}") == data_dir
+    assert data_dir_of_kubeconfig(str(elsewhere)) is None
+    assert data_dir_of_kubeconfig(None) is None
+
+    path = register_by_hand(data_dir, "kommerce-operator (by hand)", 8080)
+    (found_path, record), = started_by_hand(data_dir)
+    assert found_path == path and record.pid == os.getpid() and record.running()
+    assert record.own_group == (os.getpgid(0) == os.getpid())
