@@ -24,6 +24,8 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_PART_OF = "app.kubernetes.io/part-of"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 LABEL_VERSION = "app.kubernetes.io/version"
+# The blue-green colour of a Pod, set by the BlueGreenRollout operator on its colour's Pods.
+LABEL_COLOR = "kommerce.io/color"
 
 # Custom resources name Services and per-colour Deployments after themselves, so their
 # names must be DNS-1035 labels with room for the longest suffix the operators append

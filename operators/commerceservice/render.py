@@ -38,6 +38,7 @@ from operators.commerceservice.spec import (
 from operators.conflicts import Claimant
 from operators.istio import Destination, destination_rule, traffic_settings, virtual_service
 from operators.meta import (
+    LABEL_COLOR,
     LABEL_COMPONENT,
     LABEL_MANAGED_BY,
     LABEL_NAME,
@@ -189,6 +190,9 @@ def container_env(child: _Child) -> list[dict[str, Any]]:
          "valueFrom": {"fieldRef": {"apiVersion": "v1", "fieldPath": "metadata.namespace"}}},
         {"name": "KOMMERCE_PORT", "value": str(spec.port)},
         {"name": "KOMMERCE_CIRCUIT_BREAKERS_DIR", "value": BREAKERS_DIR},
+        # Empty unless a BlueGreenRollout's colour Deployment labelled the Pod.
+        {"name": "KOMMERCE_COLOR", "valueFrom": {"fieldRef": {
+            "apiVersion": "v1", "fieldPath": f"metadata.labels['{LABEL_COLOR}']"}}},
         {"name": "OTEL_SERVICE_NAME", "value": child.name},
     ]
     if spec.component is Component.GATEWAY:
@@ -241,6 +245,9 @@ def _volumes(child: _Child) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
     return volumes, mounts
 
 
+PRE_STOP_SECONDS = 5
+
+
 def deployment(child: _Child) -> dict[str, Any]:
     """The service's Pods: rolling update that never drops below the wanted count
     (maxSurge 1, maxUnavailable 0), probes, resources, hardened security context, and a
@@ -260,6 +267,10 @@ def deployment(child: _Child) -> dict[str, Any]:
         },
         "livenessProbe": _probe(spec.probes.liveness),
         "readinessProbe": _probe(spec.probes.readiness),
+        # A Pod told to stop leaves its Service's endpoints at the same moment as it gets
+        # SIGTERM; kube-proxy and the gateways' connection pools learn of it a moment later.
+        # Serving on through that moment is what makes a scale-down drop no request.
+        "lifecycle": {"preStop": {"sleep": {"seconds": PRE_STOP_SECONDS}}},
         "securityContext": {
             "allowPrivilegeEscalation": False,
             "readOnlyRootFilesystem": True,

@@ -241,6 +241,7 @@ OPERATOR_ENV = (
     "KOMMERCE_PORT",
     "KOMMERCE_CIRCUIT_BREAKERS_DIR",
     "KOMMERCE_ROUTE_TABLE",
+    "KOMMERCE_COLOR",
     "OTEL_SERVICE_NAME",
 )
 """Variables the operator itself sets on the container (see ``render.container_env``)."""

@@ -268,9 +268,9 @@ def create_service_app(
     if tracer_provider is None:
         app.observation = RequestObservationMiddleware(
             partial(FastAPI.__call__, app), metrics, cached_routes=cached_routes,
-            cors=bool(settings.cors_origins))
+            cors=bool(settings.cors_origins), color=settings.color)
     else:
-        app.add_middleware(RequestObservationMiddleware, metrics=metrics)
+        app.add_middleware(RequestObservationMiddleware, metrics=metrics, color=settings.color)
     app.include_router(health_router())
     app.include_router(metrics_router(metrics))
     for router in routers:

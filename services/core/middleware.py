@@ -41,6 +41,7 @@ from services.core.logging import (
 from services.core.metrics import HttpMetrics, route_template
 
 _REQUEST_ID = b"x-request-id"
+_COLOR = b"x-kommerce-color"
 _ORIGIN = b"origin"
 _JSON_HEADERS = [(b"content-type", b"application/json")]
 
@@ -73,8 +74,11 @@ class RequestObservationMiddleware:
     when tracing is on, so every request gets its span)."""
 
     def __init__(self, app: ASGIApp, metrics: HttpMetrics,
-                 cached_routes: Sequence[CachedRoute] = (), cors: bool = False) -> None:
+                 cached_routes: Sequence[CachedRoute] = (), cors: bool = False,
+                 color: str = "") -> None:
         self.app = app
+        # Which blue-green colour answered: what a flip under traffic is measured by.
+        self.extra_headers = [(_COLOR, color.encode())] if color else []
         self.metrics = metrics
         self.cached_routes = [(route.prefix, route) for route in cached_routes]
         # With CORS on, a request carrying Origin goes through the CORS middleware.
@@ -92,7 +96,7 @@ class RequestObservationMiddleware:
             if body is not None:
                 await send({"type": "http.response.start", "status": 200, "headers": [
                     (b"content-length", str(len(body)).encode()), *_JSON_HEADERS,
-                    (_REQUEST_ID, request_id.encode())]})
+                    (_REQUEST_ID, request_id.encode()), *self.extra_headers]})
                 await send({"type": "http.response.body", "body": body})
                 seconds = time.perf_counter() - started
                 self.metrics.observe("GET", template, 200, seconds)
@@ -102,6 +106,7 @@ class RequestObservationMiddleware:
                 return
         token = bind_request_id(request_id)
         encoded_id = request_id.encode()
+        extra_headers = self.extra_headers
         status = 500
 
         async def send_with_id(message: Message) -> None:
@@ -112,6 +117,8 @@ class RequestObservationMiddleware:
                 # The server-error handler quotes the id itself (it may run outside us).
                 if status < 500 or all(name.lower() != _REQUEST_ID for name, _ in headers):
                     headers = [*headers, (_REQUEST_ID, encoded_id)]
+                if extra_headers:
+                    headers = [*headers, *extra_headers]
                 message = {**message, "headers": headers}
             await send(message)
 

@@ -60,6 +60,12 @@ class ServiceSettings(BaseSettings):
         "the built-in JWT secret.",
     )
     version: str = Field("0.1.0", description="Version reported in the OpenAPI document.")
+    color: str = Field(
+        "", pattern=r"^[a-z]{0,16}$",
+        description="Blue-green colour of this Pod (the operator passes its Pod label), sent "
+        "back as X-Kommerce-Color so a release manager sees which colour answered; empty: "
+        "no header.",
+    )
     host: str = Field("0.0.0.0", description="Address the HTTP server binds (all interfaces, "
                       "as a container needs).")
     port: int = Field(8000, ge=1, le=65535, description="Port the HTTP server listens on.")

@@ -12,7 +12,7 @@ from typing import Literal
 
 from pydantic import Field, SecretStr
 
-from services.core.settings import ServiceSettings
+from services.core.settings import ServiceSettings, _env
 
 
 class PaymentSettings(ServiceSettings):
@@ -28,7 +28,10 @@ class PaymentSettings(ServiceSettings):
         None, description="File (JSON lines, appended) in which the sandbox keeps its "
         "charges, refunds and saved methods across restarts (unset: in memory only).",
     )
-    stripe_api_key: SecretStr | None = Field(None, description="Stripe secret key (sk_...).")
+    stripe_api_key: SecretStr | None = Field(
+        None, validation_alias=_env("stripe_api_key", "STRIPE_API_KEY"),
+        description="Stripe secret key (sk_...); also read from STRIPE_API_KEY, the variable "
+        "the operator renders for the CommerceService's stripe connection.")
     stripe_api_base: str | None = Field(
         None, description="Override of Stripe's API address (tests point it at stripe-mock).",
     )
