@@ -118,8 +118,8 @@ def apply_directly(plane: ControlPlane, manifests: list[dict[str, Any]],
                 if time.monotonic() > deadline:
                     pool.shutdown(wait=False, cancel_futures=True)
                     raise StageIncomplete(f"applying the children: {applied} of "
-                                          f"{len(batch)} {batch[0]['kind']}s and others "
-                                          f"after {timeout:.0f} s")
+                                          f"{len(batch)} objects of this batch after "
+                                          f"{timeout:.0f} s")
 
 
 def apply_in_chunks(plane: ControlPlane, namespace: str, manifests: list[dict[str, Any]],
