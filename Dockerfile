@@ -3,8 +3,11 @@
 # it renders, so a CommerceService without `args` serves its component); the operator's
 # Deployment names its own command, `kommerce operator`. Multi-stage: wheels are built in the
 # first stage, the runtime stage carries only the installed packages and runs as a non-root
-# user.
-FROM python:3.11-slim AS build
+# user. BASE is any image with Python 3.11 and pip on the PATH: the official Python image by
+# default; the test bed's real node builds on a Debian base of its own, since nothing can be
+# pulled there.
+ARG BASE=python:3.11-slim
+FROM ${BASE} AS build
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY kommerce ./kommerce
@@ -12,7 +15,7 @@ COPY operators ./operators
 COPY services ./services
 RUN pip wheel --no-cache-dir --wheel-dir /wheels .
 
-FROM python:3.11-slim
+FROM ${BASE}
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 RUN useradd --system --uid 10001 --no-create-home kommerce
 COPY --from=build /wheels /wheels

@@ -18,7 +18,7 @@ test: deps
 
 # Pure tests only: no servers, seconds.
 test-fast: deps
-	$(VENV)/bin/pytest -m "not kube and not postgres and not redis and not kafka and not stripe and not elasticsearch" $(PYTEST_ARGS)
+	$(VENV)/bin/pytest -m "not kube and not node and not postgres and not redis and not kafka and not stripe and not elasticsearch" $(PYTEST_ARGS)
 
 deps:
 	@bash scripts/install-deps.sh

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything Kommerce needs on a fresh machine, each step timed:
 # Debian packages (PostgreSQL with contrib, Java for Kafka, Go and Maven for the test bed's
-# builds) when missing, then a virtualenv with the project and its test tools.
+# builds; containerd, runc, the CNI plugins, iptables, conntrack, buildah and mmdebstrap for
+# its real node) when missing, then a virtualenv with the project and its test tools.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -20,6 +21,17 @@ debian_packages() {
   command -v mvn >/dev/null || missing+=(maven)
   command -v go >/dev/null || missing+=(golang-go)
   command -v setpriv >/dev/null || missing+=(util-linux)
+  # The real node (kommerce/testbed/node.py): a container runtime, its network and the image
+  # builder. Without root they are of no use, so a user's machine is left alone.
+  if [[ $(id -u) == 0 ]]; then
+    command -v containerd >/dev/null || missing+=(containerd)
+    command -v runc >/dev/null || missing+=(runc)
+    [[ -x /usr/lib/cni/bridge ]] || missing+=(containernetworking-plugins)
+    command -v iptables >/dev/null || missing+=(iptables)
+    command -v conntrack >/dev/null || missing+=(conntrack)
+    command -v buildah >/dev/null || missing+=(buildah)
+    command -v mmdebstrap >/dev/null || missing+=(mmdebstrap)
+  fi
   if ((${#missing[@]})); then
     local sudo=""; [[ $(id -u) == 0 ]] || sudo="sudo"
     $sudo apt-get update -qq

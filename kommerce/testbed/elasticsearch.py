@@ -398,7 +398,7 @@ class SearchEngine:
 
     def _healthy(self) -> bool:
         """Ready once HTTP is up and the one-node cluster reports at least yellow."""
-        if not port_open(self.port):
+        if not port_open(self.port, self.host):
             return False
         health_url = f"{self.url}/_cluster/health?wait_for_status=yellow&timeout=1s"
         with urllib.request.urlopen(health_url, timeout=5) as response:

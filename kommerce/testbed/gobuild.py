@@ -28,8 +28,14 @@ def _go_env() -> dict[str, str]:
 
 
 def _binary_dir(module: str) -> Path:
-    manifest = (GOMOD_DIR / module / "go.mod").read_bytes()
-    digest = hashlib.sha256(manifest).hexdigest()[:12]
+    # The manifest alone names the pins; a module with a main package of its own (the node's
+    # CoreDNS and sandbox process) rebuilds when its Go code changes too.
+    folder = GOMOD_DIR / module
+    hasher = hashlib.sha256((folder / "go.mod").read_bytes())
+    for source in sorted(folder.glob("*.go")):
+        if source.name != "tools.go":
+            hasher.update(source.name.encode() + source.read_bytes())
+    digest = hasher.hexdigest()[:12]
     return cache_dir("bin", f"{module}-{digest}")
 
 

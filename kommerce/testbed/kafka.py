@@ -162,7 +162,8 @@ class KafkaBroker:
         """Stop and start again on the same ports and the same data, as a broker bounce in
         production would: topics, messages and committed offsets survive."""
         self.stop()
-        wait_until(lambda: not port_open(self.port) and not port_open(self.controller_port),
+        wait_until(lambda: (not port_open(self.port, self.host)
+                   and not port_open(self.controller_port, self.host)),
                    timeout=30.0, what="Kafka's ports to be released")
         return self.start(timeout=timeout)
 
@@ -222,7 +223,7 @@ class KafkaBroker:
     def _serves_metadata(self) -> bool:
         """True once the broker answers a Metadata request and lists itself, i.e. it has
         joined its own controller and clients can bootstrap from it."""
-        if not port_open(self.port):
+        if not port_open(self.port, self.host):
             return False
         return self.port in metadata_broker_ports(self.host, self.port)
 

@@ -85,6 +85,9 @@ class ControlPlane:
 
     workdir: Path
     fake_nodes: int = 1
+    # A real node's Pods reach the apiserver through the ``kubernetes`` Service, so its
+    # endpoint must be an address they can route to; kwok's fake Pods need none.
+    advertise_address: str = LOOPBACK
     etcd_port: int = field(default_factory=free_port)
     apiserver_port: int = field(default_factory=free_port)
     binaries: dict[str, Path] = field(default_factory=dict)
@@ -107,15 +110,17 @@ class ControlPlane:
         with step(f"Kubernetes {KUBERNETES_VERSION} binaries"):
             self.binaries = control_plane_binaries()
         started = time.monotonic()
-        self.pki = create_pki(self.workdir / "pki")
+        extra_ips = () if self.advertise_address == LOOPBACK else (self.advertise_address,)
+        self.pki = create_pki(self.workdir / "pki", server_ips=extra_ips)
         write_kubeconfig(self.kubeconfig, self.server, self.pki.ca.cert, user="admin",
                          client_cert=self.pki.admin.cert, client_key=self.pki.admin.key)
         try:
             self._start_etcd()
             self._start_apiserver()
             self._start_controllers()
-            self._start_kwok()
-            self._register_fake_nodes()
+            if self.fake_nodes:
+                self._start_kwok()
+                self._register_fake_nodes()
             self._install_istio_crds()
             self.wait_for_default_service_account("default")
         except BaseException:
@@ -162,11 +167,26 @@ class ControlPlane:
 
     def _start_apiserver(self) -> None:
         assert self.pki is not None
-        apiserver = self._spawn("kube-apiserver", [
-            self.binaries["kube-apiserver"],
-            f"--etcd-servers=http://{LOOPBACK}:{self.etcd_port}",
+        real_node = self.advertise_address != LOOPBACK
+        node_flags = [
+            # Pods connect from the bridge; the kubelet is authorized as its Node.
+            "--bind-address=0.0.0.0",
+            "--authorization-mode=Node,RBAC",
+            "--enable-admission-plugins=NodeRestriction",
+            f"--kubelet-client-certificate={self.pki.admin.cert}",
+            f"--kubelet-client-key={self.pki.admin.key}",
+            f"--kubelet-certificate-authority={self.pki.ca.cert}",
+            "--kubelet-preferred-address-types=InternalIP",
+            "--endpoint-reconciler-type=lease",
+        ] if real_node else [
             f"--bind-address={LOOPBACK}",
-            f"--advertise-address={LOOPBACK}",
+            "--authorization-mode=RBAC",
+            "--endpoint-reconciler-type=none",
+        ]
+        apiserver = self._spawn("kube-apiserver", [
+            self.binaries["kube-apiserver"], *node_flags,
+            f"--etcd-servers=http://{LOOPBACK}:{self.etcd_port}",
+            f"--advertise-address={self.advertise_address}",
             f"--secure-port={self.apiserver_port}",
             f"--cert-dir={self.workdir / 'apiserver-certs'}",
             f"--tls-cert-file={self.pki.apiserver.cert}",
@@ -176,9 +196,7 @@ class ControlPlane:
             f"--service-account-signing-key-file={self.pki.service_account_key}",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-cluster-ip-range={SERVICE_CIDR}",
-            "--authorization-mode=RBAC",
             "--allow-privileged=true",
-            "--endpoint-reconciler-type=none",
             f"--profiling={'true' if os.environ.get('KOMMERCE_TESTBED_PROFILING') else 'false'}",
             "--v=1",
         ])

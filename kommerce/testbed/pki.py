@@ -51,8 +51,61 @@ class ClusterPKI:
     service_account_pub: Path
 
 
-def create_pki(folder: Path) -> ClusterPKI:
-    """Write every key and certificate the control plane needs into ``folder``."""
+def _load_ca(ca: CertPair) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    cert = x509.load_pem_x509_certificate(ca.cert.read_bytes())
+    key = serialization.load_pem_private_key(ca.key.read_bytes(), password=None)
+    assert isinstance(key, ec.EllipticCurvePrivateKey)
+    return cert, key
+
+
+def issue_certificate(
+    ca: CertPair,
+    name: str,
+    common_name: str,
+    organization: str | None = None,
+    *,
+    server: bool = False,
+    ips: tuple[str, ...] = (),
+) -> CertPair:
+    """Sign a client or serving certificate next to the CA's files.
+
+    A serving certificate always names loopback and the ``kubernetes`` Service (its
+    ClusterIP and DNS names) so that Pods reach the apiserver as a cluster gives them;
+    ``ips`` adds the addresses a real node serves on.
+    """
+    ca_cert, ca_key = _load_ca(ca)
+    now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
+    key = ec.generate_private_key(ec.SECP256R1())
+    usage = ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(_name(common_name, organization)).issuer_name(ca_cert.subject)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now).not_valid_after(now + VALIDITY)
+        .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+    )
+    if server:
+        names: list[x509.GeneralName] = [
+            x509.DNSName(dns) for dns in (
+                "localhost", "kubernetes", "kubernetes.default", "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local")]
+        for ip in ("127.0.0.1", "10.96.0.1", *ips):
+            names.append(x509.IPAddress(ipaddress.ip_address(ip)))
+        builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
+    cert = builder.sign(ca_key, hashes.SHA256())
+    folder = ca.cert.parent
+    pair = CertPair(folder / f"{name}.crt", folder / f"{name}.key")
+    pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    _write_key(pair.key, key)
+    return pair
+
+
+def create_pki(folder: Path, *, server_ips: tuple[str, ...] = ()) -> ClusterPKI:
+    """Write every key and certificate the control plane needs into ``folder``.
+
+    ``server_ips`` are further addresses the apiserver is reached at (a real node's bridge).
+    """
     folder.mkdir(parents=True, exist_ok=True)
     now = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=5)
 
@@ -71,35 +124,6 @@ def create_pki(folder: Path) -> ClusterPKI:
             encipher_only=False, decipher_only=False), critical=True)
         .sign(ca_key, hashes.SHA256())
     )
-
-    def issue(name: str, subject: x509.Name, *, server: bool) -> CertPair:
-        key = ec.generate_private_key(ec.SECP256R1())
-        builder = (
-            x509.CertificateBuilder()
-            .subject_name(subject).issuer_name(ca_name)
-            .public_key(key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now).not_valid_after(now + VALIDITY)
-            .add_extension(x509.ExtendedKeyUsage(
-                [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
-                critical=False)
-        )
-        if server:
-            builder = builder.add_extension(x509.SubjectAlternativeName([
-                x509.DNSName("localhost"),
-                x509.DNSName("kubernetes"),
-                x509.DNSName("kubernetes.default"),
-                x509.DNSName("kubernetes.default.svc"),
-                x509.DNSName("kubernetes.default.svc.cluster.local"),
-                x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
-            ]), critical=False)
-        cert = builder.sign(ca_key, hashes.SHA256())
-        pair = CertPair(folder / f"{name}.crt", folder / f"{name}.key")
-        pair.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        _write_key(pair.key, key)
-        return pair
-
     ca = CertPair(folder / "ca.crt", folder / "ca.key")
     ca.cert.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
     _write_key(ca.key, ca_key)
@@ -112,9 +136,9 @@ def create_pki(folder: Path) -> ClusterPKI:
 
     return ClusterPKI(
         ca=ca,
-        apiserver=issue("apiserver", _name("kube-apiserver"), server=True),
-        admin=issue("admin", _name("kubernetes-admin", "system:masters"), server=False),
+        apiserver=issue_certificate(ca, "apiserver", "kube-apiserver", server=True,
+                                    ips=server_ips),
+        admin=issue_certificate(ca, "admin", "kubernetes-admin", "system:masters"),
         service_account_key=sa_key_path,
         service_account_pub=sa_pub_path,
     )
-

@@ -92,6 +92,8 @@ class PostgresServer:
                      "--auth=trust", "--encoding=UTF8", "--no-sync", "--locale=C"],
                     check=True, capture_output=True,
                 )
+        if self.host != LOOPBACK:
+            self._trust_own_subnets()
         socket_dir = self.data_dir / "sock"
         socket_dir.mkdir(exist_ok=True)
         if user is not None:
@@ -106,10 +108,19 @@ class PostgresServer:
         ).start()
         # An open port is not enough: after a restart the server answers "the database
         # system is starting up" until recovery ends; pg_isready says when it takes queries.
-        wait_until(lambda: port_open(self.port) and self._accepts_queries(bin_dir),
+        wait_until(lambda: port_open(self.port, self.host) and self._accepts_queries(bin_dir),
                    timeout=timeout, what="PostgreSQL", alive=self._process.exit_problem)
         say(f"PostgreSQL ({bin_dir.parent.name}) on {self.host}:{self.port}")
         return self
+
+    def _trust_own_subnets(self) -> None:
+        """initdb trusts loopback only; a server on a bridge (the real node's) is there to be
+        reached from the subnets it sits on, the node's Pods."""
+        hba = self.data_dir / "pg_hba.conf"
+        rule = "host all all samenet trust"
+        if rule not in hba.read_text():
+            with hba.open("a") as file:
+                file.write(f"\n{rule}\n")
 
     def _accepts_queries(self, bin_dir: Path) -> bool:
         return subprocess.run(

@@ -47,7 +47,7 @@ class RedisServer:
              "--dir", self.data_dir, "--protected-mode", "no", *persistence],
             log_path=self.data_dir / "redis.log",
         ).start()
-        wait_until(lambda: port_open(self.port), timeout=timeout, what="Redis",
+        wait_until(lambda: port_open(self.port, self.host), timeout=timeout, what="Redis",
                    alive=self._process.exit_problem)
         say(f"Redis on {self.host}:{self.port}")
         return self

@@ -40,7 +40,7 @@ class StripeMock:
             [stripe_mock_binary(), "-http-port", str(self.port)],
             log_path=log,
         ).start()
-        wait_until(lambda: port_open(self.port), timeout=timeout, what="stripe-mock",
+        wait_until(lambda: port_open(self.port, self.host), timeout=timeout, what="stripe-mock",
                    alive=self._process.exit_problem)
         say(f"stripe-mock {STRIPE_MOCK_VERSION} on {self.api_base}")
         return self

@@ -1,6 +1,7 @@
 //go:build tools
 
-// Package tools pins the control-plane commands the test bed builds.
+// Package tools pins the Kubernetes commands the test bed builds: the control plane, and the
+// kubelet and kube-proxy of its real node.
 package tools
 
 import (
@@ -8,4 +9,6 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
+	_ "k8s.io/kubernetes/cmd/kube-proxy"
 )
