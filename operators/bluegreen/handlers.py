@@ -36,7 +36,7 @@ from typing import Any
 import kopf
 
 import operators.commerceservice.handlers  # noqa: F401  (defines the breaker_policies index)
-from operators.bluegreen.checks import PreviewEndpoint, run_checks
+from operators.bluegreen.checks import PreviewEndpoint, ready_addresses, run_checks
 from operators.bluegreen.conflict import (
     REASON as CONFLICT_REASON,
 )
@@ -53,6 +53,7 @@ from operators.bluegreen.render import (
     ROLLOUT_LABEL,
     TargetService,
     color_deployment_name,
+    preview_service_name,
     render,
 )
 from operators.bluegreen.spec import (
@@ -193,7 +194,10 @@ def _reconcile(namespace: str, name: str, policies: list[PolicyRef]) -> None:
     report: CheckReport | None = None
     if decision.checks is not None and target is not None:
         assert spec.pre_promotion_checks is not None
-        endpoint = PreviewEndpoint(target.name, namespace, target.spec.service_port)
+        slices = kube().list("discovery.k8s.io/v1", "EndpointSlice", namespace,
+                             f"kubernetes.io/service-name={preview_service_name(target.name)}")
+        endpoint = PreviewEndpoint(target.name, namespace, target.spec.service_port,
+                                   pods=ready_addresses(slices))
         report = run_checks(spec.pre_promotion_checks, decision.checks, endpoint, now)
         decision = decide(spec, status, observed, now, checks=report)
 

@@ -158,3 +158,29 @@ def test_an_unreachable_preview_fails_the_check() -> None:
     report = run_checks(checks, REQUEST, ENDPOINT, NOW,
                         policy=CheckUrlPolicy("ns", parse_allowlist("127.0.0.1:9")))
     assert report.passed is False and "ConnectError" in report.message
+
+
+def test_the_preview_pods_ready_addresses_are_read_from_the_endpoint_slices() -> None:
+    from operators.bluegreen.checks import ready_addresses
+
+    slices = [
+        {"ports": [{"name": "http", "port": 8000}],
+         "endpoints": [{"addresses": ["10.244.0.12"], "conditions": {"ready": True}},
+                       {"addresses": ["10.244.0.11"], "conditions": {"ready": False}},
+                       {"addresses": ["10.244.0.13"]}]},
+        {"ports": [], "endpoints": [{"addresses": ["10.244.0.14"]}]},
+    ]
+    assert ready_addresses(slices) == ("10.244.0.12:8000", "10.244.0.13:8000")
+
+
+def test_the_error_rate_is_summed_over_every_preview_pod(preview: Preview) -> None:
+    """Counters are per Pod: read through the Service, two scrapes could land on different
+    Pods; each Pod is read instead and the colour judged on the sum."""
+    pod = preview.url.removeprefix("http://")
+    endpoint = PreviewEndpoint("shop", "ns", 80, pods=(pod, pod))
+    checks = PrePromotionChecks.model_validate(
+        {"errorRate": {"maxErrorPercent": 10, "sampleSeconds": 0}})
+    report = run_checks(checks, REQUEST, endpoint, NOW, policy=_allowing(preview))
+    assert report.passed is True, report.message
+    assert preview.hits == 2
+    assert "of 200 requests" in report.message
