@@ -27,13 +27,14 @@ def node_shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeShop]:
     workdir = tmp_path_factory.mktemp("node")
     archive = kommerce_image_archive()
     cluster = NodeCluster(workdir, images={SHOP_IMAGE: archive, NEXT_SHOP_IMAGE: archive}).start()
+    backends: NodeBackends | None = None
     try:
         backends = NodeBackends(workdir / "backends").start()
-        try:
-            shop = NodeShop(cluster, backends).install()
-            shop.seed_catalog()
-            yield shop
-        finally:
-            backends.stop()
+        shop = NodeShop(cluster, backends).install()
+        shop.seed_catalog()
+        yield shop
     finally:
+        # The node first: PostgreSQL waits for its clients (the Pods) before it stops.
         cluster.stop()
+        if backends is not None:
+            backends.stop()
