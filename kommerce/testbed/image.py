@@ -164,7 +164,7 @@ def _blob(layout: tarfile.TarFile, data: bytes) -> dict[str, object]:
     return {"digest": f"sha256:{digest}", "size": len(data)}
 
 
-def pause_image_archive(pause_binary: Path, name: str = "kommerce.local/pause:1") -> Path:
+def pause_image_archive(pause_binary: Path, name: str) -> Path:
     """An OCI archive of one layer holding the sandbox binary as its entrypoint."""
     target = cache_dir("image") / f"pause-{_digest(pause_binary.read_bytes(), name.encode())}.tar"
     if target.exists():

@@ -21,6 +21,7 @@ import subprocess
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -118,7 +119,8 @@ class RealNode:
             with step("import images into containerd"):
                 from kommerce.testbed.image import pause_image_archive
 
-                self.import_image(pause_image_archive(self.binaries["pause"]), PAUSE_IMAGE)
+                self.import_image(pause_image_archive(self.binaries["pause"], PAUSE_IMAGE),
+                                  PAUSE_IMAGE)
                 names_by_archive: dict[Path, list[str]] = {}
                 for name, archive in self.images.items():
                     names_by_archive.setdefault(archive, []).append(name)
@@ -300,7 +302,7 @@ state = "{RUN_DIR / 'state'}"
             f"--node-ip={NODE_IP}",
             "--v=1",
         ])
-        wait_until(lambda: self._node_registered(), timeout=90, what="kubelet registration",
+        wait_until(self._node_registered, timeout=90, what="kubelet registration",
                    interval=0.5, alive=kubelet.exit_problem)
 
     def _pod_resolv_conf(self) -> Path:
@@ -358,7 +360,7 @@ state = "{RUN_DIR / 'state'}"
 
     # -- state ---------------------------------------------------------------------------
 
-    def _node(self) -> dict[str, object] | None:
+    def _node(self) -> dict[str, Any] | None:
         result = self.plane.kubectl("get", "node", NODE_NAME, "-o", "json", check=False)
         return json.loads(result.stdout) if result.returncode == 0 else None
 
@@ -369,7 +371,7 @@ state = "{RUN_DIR / 'state'}"
         node = self._node()
         if node is None:
             return False
-        conditions = node.get("status", {}).get("conditions", [])  # type: ignore[union-attr]
+        conditions = node.get("status", {}).get("conditions", [])
         return any(c["type"] == "Ready" and c["status"] == "True" for c in conditions)
 
     def _remove_containers(self) -> None:

@@ -177,7 +177,6 @@ def test_a_flip_under_live_traffic_fails_no_request(node_shop: NodeShop) -> None
         assert {s.color for s in direct.since(0)} == {"blue"}
         promoted = _patch_rollout(node_shop, {"spec": {"activeColor": "green",
                                                        "abort": False}})
-        timings["promote: first green"] = None
         timings["promote: all green"] = _wait_for_only(node_shop, direct, "green", promoted)
         timings["promote: first green"] = direct.first("green", promoted)
         aborted = _patch_rollout(node_shop, {"spec": {"abort": True}})

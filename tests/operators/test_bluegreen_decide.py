@@ -425,16 +425,23 @@ def test_no_intent_when_traffic_stays() -> None:
     assert decide(_spec(), _healthy(), _observed(_available("shop:1")), NOW).intent is None
 
 
-def test_killed_after_the_intent_the_flip_finishes_without_running_the_checks_again() -> None:
-    """The checks of this attempt passed before the intent was written; the traffic objects
-    may already point at green. Asking again would hold traffic half-moved for a new
-    error-rate window, or send it back on a flaky answer."""
+def _intent_written() -> tuple[Any, Any, BlueGreenRolloutStatus]:
+    """Green promoted with its checks passed: the spec, what was observed, and the intent
+    status as the API server gives it back."""
     spec = _spec(activeColor="green", green={"image": "shop:2"}, prePromotionChecks=CHECKS)
     observed = _observed(_available("shop:1"), _available("shop:2"))
     first = decide(spec, _healthy(), observed, NOW,
                    checks=CheckReport(True, "pre-promotion checks passed"))
     assert first.intent is not None
     reread = BlueGreenRolloutStatus.model_validate(first.intent.wire())
+    return spec, observed, reread
+
+
+def test_killed_after_the_intent_the_flip_finishes_without_running_the_checks_again() -> None:
+    """The checks of this attempt passed before the intent was written; the traffic objects
+    may already point at green. Asking again would hold traffic half-moved for a new
+    error-rate window, or send it back on a flaky answer."""
+    spec, observed, reread = _intent_written()
     moved = NOW + timedelta(seconds=3)
     resumed = decide(spec, reread, observed, moved)
     assert resumed.checks is None and resumed.status.active_color is GREEN
@@ -445,12 +452,7 @@ def test_killed_after_the_intent_the_flip_finishes_without_running_the_checks_ag
 
 
 def test_an_intent_of_another_attempt_does_not_skip_the_checks() -> None:
-    spec = _spec(activeColor="green", green={"image": "shop:2"}, prePromotionChecks=CHECKS)
-    observed = _observed(_available("shop:1"), _available("shop:2"))
-    first = decide(spec, _healthy(), observed, NOW,
-                   checks=CheckReport(True, "pre-promotion checks passed"))
-    assert first.intent is not None
-    reread = BlueGreenRolloutStatus.model_validate(first.intent.wire())
+    _, _, reread = _intent_written()
     restaged = _spec(activeColor="green", green={"image": "shop:3"}, prePromotionChecks=CHECKS)
     again = decide(restaged, reread, _observed(_available("shop:1"), _available("shop:3"),
                                                generation=2), NOW)
