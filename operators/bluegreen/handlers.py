@@ -72,6 +72,7 @@ from operators.meta import API_VERSION, FIELD_MANAGER, LABEL_MANAGED_BY, MANAGED
 from operators.metrics import reconcile_timer
 from operators.runtime import BOOKKEEPING, kube
 from operators.schema import InvalidSpec, parse_spec
+from operators.shardlayout.lookup import shard_layout_named
 from operators.workloads import deployment_progress
 
 IN_FLIGHT = {RolloutPhase.PENDING.value, RolloutPhase.PROGRESSING.value,
@@ -283,7 +284,8 @@ def _target(body: dict[str, Any] | None) -> TargetService | None:
         spec = parse_spec(CommerceServiceSpec, body.get("spec") or {})
     except InvalidSpec:
         return None
-    return TargetService(body["metadata"]["name"], body["metadata"]["uid"], spec)
+    layout = shard_layout_named(body["metadata"]["namespace"], spec.shard_layout)
+    return TargetService(body["metadata"]["name"], body["metadata"]["uid"], spec, layout)
 
 
 def _parse_status(raw: dict[str, Any]) -> BlueGreenRolloutStatus:

@@ -42,6 +42,7 @@ from operators.commerceservice.render import image_version
 from operators.commerceservice.render import render as render_service
 from operators.commerceservice.spec import CommerceServiceSpec
 from operators.meta import LABEL_VERSION, owner_reference
+from operators.shardlayout.spec import ShardLayoutSpec
 
 KIND = "BlueGreenRollout"
 COLOR_LABEL = "kommerce.io/color"
@@ -78,6 +79,7 @@ class TargetService:
     name: str
     uid: str
     spec: CommerceServiceSpec
+    shard_layout: ShardLayoutSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -215,7 +217,8 @@ def render(rollout: str, namespace: str, uid: str, target: TargetService, plan: 
     traffic, the CommerceService's Service, DestinationRule and VirtualService pointed at
     ``plan.traffic``. ``breaker`` is the policy governing the service, merged exactly as the
     CommerceService would merge it."""
-    base = render_service(target.name, namespace, target.spec, target.uid, breaker=breaker)
+    base = render_service(target.name, namespace, target.spec, target.uid, breaker=breaker,
+                          shard_layout=target.shard_layout)
     deployments = [
         color_deployment(_by_kind(base, "Deployment"), rollout, uid, color, image,
                          plan.replicas[color])

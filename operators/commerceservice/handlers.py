@@ -48,6 +48,8 @@ from operators.repair import RepairFailed, apply_or_replace, repair
 from operators.route_tables import route_table_publisher
 from operators.runtime import kube
 from operators.schema import InvalidSpec, parse_spec
+from operators.shardlayout.lookup import shard_layout_named
+from operators.shardlayout.spec import ShardLayoutSpec
 
 KIND = "CommerceService"
 RECHECK_SECONDS = 15
@@ -142,7 +144,12 @@ def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.S
             raise kopf.PermanentError(str(invalid)) from invalid
 
         breaker = policy_for_target(_policies_in(breaker_policies, namespace), name)
-        children = render(name, namespace, parsed, uid, breaker=breaker)
+        try:
+            layout = shard_layout_named(namespace, parsed.shard_layout)
+        except KubeError as error:
+            raise kopf.TemporaryError(f"reading the shard layout failed: {error}",
+                                      delay=10) from error
+        children = render(name, namespace, parsed, uid, breaker=breaker, shard_layout=layout)
         # A BlueGreenRollout carrying this service's traffic writes its Service and routes
         # and runs its Pods (see operators/bluegreen/render.py).
         release = release_of(meta.get("annotations"))
@@ -312,17 +319,22 @@ def _report_repair_failed(owner_ref: dict[str, Any], namespace: str, owner: str,
 
 # The last footprint rendered for each service, for drift checks: every event of every child
 # would otherwise render the whole footprint again. Valid while the index still holds the
-# same entry (a new spec is a new entry) and the same breaker policy applies.
-_footprints: dict[tuple[str, str], tuple[RoutedService, PolicyRef | None, list[Manifest]]] = {}
+# same entry (a new spec is a new entry), the same breaker policy applies and the shard
+# layout it names (read again for each check; only the product service has one) is the same.
+_Footprint = tuple[RoutedService, PolicyRef | None, ShardLayoutSpec | None, list[Manifest]]
+_footprints: dict[tuple[str, str], _Footprint] = {}
 
 
 def _rendered(namespace: str, entry: RoutedService, breaker: PolicyRef | None
               ) -> list[Manifest]:
+    layout = shard_layout_named(namespace, entry.spec.shard_layout)
     cached = _footprints.get((namespace, entry.name))
-    if cached is not None and cached[0] is entry and cached[1] == breaker:
-        return cached[2]
-    children = render(entry.name, namespace, entry.spec, entry.uid, breaker=breaker)
-    _footprints[(namespace, entry.name)] = (entry, breaker, children)
+    if cached is not None and cached[0] is entry and cached[1] == breaker and \
+            cached[2] == layout:
+        return cached[3]
+    children = render(entry.name, namespace, entry.spec, entry.uid, breaker=breaker,
+                      shard_layout=layout)
+    _footprints[(namespace, entry.name)] = (entry, breaker, layout, children)
     return children
 
 

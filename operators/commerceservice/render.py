@@ -56,6 +56,7 @@ from operators.meta import (
     standard_labels,
 )
 from operators.schema import parse_spec
+from operators.shardlayout.spec import SHARD_MAP_KEY, ShardLayoutSpec, shard_map_name
 
 KIND = "CommerceService"
 CONTAINER_PORT_NAME = "http"
@@ -64,6 +65,8 @@ CONFIG_ROOT = "/etc/kommerce"
 ROUTE_TABLE_CONFIGMAP = "kommerce-gateway-routes"
 ROUTE_TABLE_KEY = "routes.json"
 ROUTE_TABLE_DIR = f"{CONFIG_ROOT}/gateway"
+SHARD_MAP_DIR = f"{CONFIG_ROOT}/shard-map"
+SECRETS_DIR = f"{CONFIG_ROOT}/secrets"
 
 CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "ServiceAccount"),
@@ -85,6 +88,7 @@ class _Child:
     namespace: str
     spec: CommerceServiceSpec
     uid: str
+    shard_layout: ShardLayoutSpec | None = None
 
     @property
     def app(self) -> str:
@@ -120,18 +124,22 @@ def image_version(image: str) -> str:
 
 
 def render(name: str, namespace: str, spec: CommerceServiceSpec | Mapping[str, Any], uid: str,
-           *, breaker: CircuitBreakerPolicySpec | None = None) -> list[dict[str, Any]]:
+           *, breaker: CircuitBreakerPolicySpec | None = None,
+           shard_layout: ShardLayoutSpec | None = None) -> list[dict[str, Any]]:
     """Every child manifest of one CommerceService, in apply order.
 
     ``spec`` may be the raw spec from the API (validated here, raising
     ``operators.schema.InvalidSpec``) or an already-parsed model. ``breaker`` is the
     CircuitBreakerPolicy that targets this service, if any; its limits, retries and timeout
-    are merged into the DestinationRule and VirtualService.
+    are merged into the DestinationRule and VirtualService. ``shard_layout`` is the spec of
+    the ShardLayout that ``spec.shardLayout`` names (None while it does not exist): its
+    shards' database Secrets are mounted beside its map.
     """
     check_resource_name(name)
     parsed = spec if isinstance(spec, CommerceServiceSpec) else parse_spec(CommerceServiceSpec,
                                                                             spec)
-    child = _Child(name, namespace, parsed, uid)
+    child = _Child(name, namespace, parsed, uid,
+                   shard_layout if parsed.shard_layout is not None else None)
     children = [service_account(child), deployment(child), service(child)]
     if parsed.autoscaling.enabled:
         children.append(horizontal_pod_autoscaler(child))
@@ -198,6 +206,11 @@ def container_env(child: _Child) -> list[dict[str, Any]]:
     if spec.component is Component.GATEWAY:
         env.append({"name": "KOMMERCE_ROUTE_TABLE",
                     "value": f"{ROUTE_TABLE_DIR}/{ROUTE_TABLE_KEY}"})
+    if spec.shard_layout is not None:
+        env.extend([
+            {"name": "KOMMERCE_SHARD_MAP_PATH", "value": f"{SHARD_MAP_DIR}/{SHARD_MAP_KEY}"},
+            {"name": "KOMMERCE_SECRETS_DIR", "value": SECRETS_DIR},
+        ])
     env.extend({"name": variable.name, "value": variable.value} for variable in spec.env)
     for field_name, variable in CONNECTION_ENV.items():
         source: ValueSource | None = getattr(spec.connections, field_name)
@@ -242,7 +255,32 @@ def _volumes(child: _Child) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]
         volumes.append({"name": "routes",
                         "configMap": {"name": ROUTE_TABLE_CONFIGMAP, "optional": True}})
         mounts.append({"name": "routes", "mountPath": ROUTE_TABLE_DIR, "readOnly": True})
+    if child.spec.shard_layout is not None:
+        volumes.append({"name": "shard-map",
+                        "configMap": {"name": shard_map_name(child.spec.shard_layout)}})
+        mounts.append({"name": "shard-map", "mountPath": SHARD_MAP_DIR, "readOnly": True})
+        databases = _shard_databases(child.shard_layout)
+        if databases is not None:
+            volumes.append(databases)
+            mounts.append({"name": "shard-databases", "mountPath": SECRETS_DIR,
+                           "readOnly": True})
     return volumes, mounts
+
+
+def _shard_databases(layout: ShardLayoutSpec | None) -> dict[str, Any] | None:
+    """One projected volume with each shard's database key at ``<secret>/<key>``, where
+    the shard map's reader looks for it (``services.core.shardmap``).
+
+    Optional per Secret: the ShardLayout does not publish a map naming a Secret that is
+    missing (it reports it), so a missing one can only be a shard the map in force does not
+    use yet, and must not keep every product Pod from starting.
+    """
+    if layout is None:
+        return None
+    sources = [{"secret": {"name": secret, "optional": True,
+                           "items": [{"key": key, "path": f"{secret}/{key}"} for key in keys]}}
+               for secret, keys in layout.database_secrets().items()]
+    return {"name": "shard-databases", "projected": {"sources": sources}}
 
 
 PRE_STOP_SECONDS = 5

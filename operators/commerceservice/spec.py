@@ -22,6 +22,7 @@ from operators.schema import (
     Quantity,
     nested,
 )
+from operators.shardlayout.spec import shard_map_name
 from operators.units import parse_quantity
 
 
@@ -242,6 +243,8 @@ OPERATOR_ENV = (
     "KOMMERCE_CIRCUIT_BREAKERS_DIR",
     "KOMMERCE_ROUTE_TABLE",
     "KOMMERCE_COLOR",
+    "KOMMERCE_SHARD_MAP_PATH",
+    "KOMMERCE_SECRETS_DIR",
     "OTEL_SERVICE_NAME",
 )
 """Variables the operator itself sets on the container (see ``render.container_env``)."""
@@ -438,6 +441,10 @@ class CommerceServiceSpec(KubeModel):
                 "component cannot be changed (the Deployment's selector is built from it): "
                 "create a new CommerceService instead",
                 lambda s: True, field_path=".component", reason="FieldValueForbidden"),
+        CelRule("self.component == 'product' || !has(self.shardLayout)",
+                "only the product component routes by a shard layout: remove shardLayout",
+                lambda s: s.component == Component.PRODUCT or s.shard_layout is None,
+                field_path=".shardLayout", reason="FieldValueForbidden"),
         CelRule("self.component != 'gateway' || !has(self.routes) || size(self.routes) == 0",
                 "a gateway has no routes of its own: declare routes on the services behind it",
                 lambda s: s.component != Component.GATEWAY or not s.routes,
@@ -474,6 +481,11 @@ class CommerceServiceSpec(KubeModel):
         DisruptionBudget, "PodDisruptionBudget for voluntary disruptions.")
     routes: list[Route] = Field(default_factory=list, max_length=16,
                                 description="Path prefixes the gateway routes to this service.")
+    shard_layout: ObjectName | None = Field(
+        default=None,
+        description="ShardLayout (same namespace) whose shard map the product service routes "
+                    "by: its map ConfigMap and its shards' database Secrets are mounted into "
+                    "the Pods, and a new map version is taken into force without a restart.")
 
     def referenced_secrets(self) -> dict[str, bool]:
         """Secret name -> whether every reference to it is optional.
@@ -484,8 +496,13 @@ class CommerceServiceSpec(KubeModel):
         return self._references("secret")
 
     def referenced_config_maps(self) -> dict[str, bool]:
-        """ConfigMap name -> whether every reference to it is optional."""
-        return self._references("config_map")
+        """ConfigMap name -> whether every reference to it is optional. The shard map is
+        required: a product service without it would route every category to one
+        database."""
+        found = self._references("config_map")
+        if self.shard_layout is not None:
+            found[shard_map_name(self.shard_layout)] = False
+        return dict(sorted(found.items()))
 
     def _references(self, kind: str) -> dict[str, bool]:
         found: dict[str, bool] = {}

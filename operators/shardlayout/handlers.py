@@ -32,11 +32,13 @@ from operators.meta import API_VERSION
 from operators.metrics import reconcile_timer
 from operators.runtime import kube
 from operators.schema import InvalidSpec, parse_spec
-from operators.shardlayout.render import render_shard_map, shard_map_name
-from operators.shardlayout.spec import RESOURCE, ReshardPhase, ShardLayoutSpec
+from operators.shardlayout.render import render_shard_map
+from operators.shardlayout.spec import RESOURCE, ReshardPhase, ShardLayoutSpec, shard_map_name
 
 KIND = "ShardLayout"
 VERSION_ANNOTATION = "kommerce.io/shard-map-version"
+DATABASES_ANNOTATION = "kommerce.io/shard-databases"
+SERVICE_KIND = "CommerceService"
 RECHECK_SECONDS = 5
 
 
@@ -89,6 +91,7 @@ def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.S
                 return
             config_map = render_shard_map(name, namespace, parsed, uid)
             kube().apply(config_map)
+            _wake_product_services(namespace, name, parsed)
         except KubeError as error:
             raise kopf.TemporaryError(f"API call failed: {error}", delay=5) from error
         version = config_map["metadata"]["annotations"][VERSION_ANNOTATION]
@@ -97,6 +100,22 @@ def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.S
             kopf.event(body, type="Normal", reason="ShardMapPublished",
                        message=f"shard map {version} published in ConfigMap "
                                f"{shard_map_name(name)}")
+
+
+def _wake_product_services(namespace: str, name: str, spec: ShardLayoutSpec) -> None:
+    """Stamp the shard databases on every CommerceService naming this layout, when they
+    changed: the stamp is what makes its operator render again and mount a new shard's
+    Secret. A category moving between shards needs no stamp (nor a restart); the map
+    ConfigMap alone carries it."""
+    stamp = ",".join(f"{secret}/{key}" for secret, keys in spec.database_secrets().items()
+                     for key in keys)
+    for service in kube().list(API_VERSION, SERVICE_KIND, namespace):
+        if (service.get("spec") or {}).get("shardLayout") != name:
+            continue
+        annotations = service["metadata"].get("annotations") or {}
+        if annotations.get(DATABASES_ANNOTATION) != stamp:
+            kube().patch(API_VERSION, SERVICE_KIND, namespace, service["metadata"]["name"],
+                         {"metadata": {"annotations": {DATABASES_ANNOTATION: stamp}}})
 
 
 def _report(body: kopf.Body, namespace: str, name: str, status: kopf.Status, generation: int,

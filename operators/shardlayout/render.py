@@ -25,16 +25,15 @@ from operators.meta import (
     owner_reference,
 )
 from operators.schema import parse_spec
-from operators.shardlayout.spec import HASH_ALGORITHM, ShardLayoutSpec
+from operators.shardlayout.spec import (
+    HASH_ALGORITHM,
+    SHARD_MAP_KEY,
+    ShardLayoutSpec,
+    shard_map_name,
+)
 
 KIND = "ShardLayout"
-SHARD_MAP_KEY = "shard-map.json"
 SHARD_MAP_FORMAT = 1
-
-
-def shard_map_name(layout: str) -> str:
-    """The ConfigMap a layout renders to."""
-    return f"{layout}-shard-map"
 
 
 def shard_map(name: str, spec: ShardLayoutSpec) -> dict[str, Any]:

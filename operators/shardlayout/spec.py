@@ -20,6 +20,13 @@ from operators.schema import CelRule, ConfigKey, DnsLabel, KubeModel, ObjectName
 
 MAX_SHARDS = 16
 MAX_CATEGORIES_PER_SHARD = 32
+SHARD_MAP_KEY = "shard-map.json"
+
+
+def shard_map_name(layout: str) -> str:
+    """The ConfigMap a layout renders to, and the product Pods mount."""
+    return f"{layout}-shard-map"
+
 
 Category = Annotated[str, Field(min_length=1, max_length=63,
                                 pattern=r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")]
@@ -126,6 +133,14 @@ class ShardLayoutSpec(KubeModel):
         default=UnlistedPlacement.DEFAULT_SHARD,
         description="DefaultShard keeps products of unlisted categories on defaultShard; Hash "
                     "spreads them over all shards by a stable hash of the category.")
+
+    def database_secrets(self) -> dict[str, tuple[str, ...]]:
+        """Secret name -> the keys of it the shards read, both sorted: what a product Pod
+        must have mounted to open every shard."""
+        keys: dict[str, set[str]] = {}
+        for shard in self.shards:
+            keys.setdefault(shard.database.name, set()).add(shard.database.key)
+        return {name: tuple(sorted(keys[name])) for name in sorted(keys)}
 
     def shard_for(self, category: str) -> str:
         """The shard that owns ``category``: the shard listing it, else by placement."""

@@ -8,11 +8,13 @@ shop as it found it, so any one of them can also run alone.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 import uuid
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -120,6 +122,57 @@ def test_a_shopper_orders_through_the_gateway_service(node_shop: NodeShop) -> No
                timeout=120, what=f"order {order_id} to settle", interval=2)
     settled = order()
     assert settled["status"] == "CONFIRMED", settled
+
+
+# -- the ShardLayout's map in the product Pods ----------------------------------------------
+
+def _products_on(shop: NodeShop, database: str, category: str) -> int:
+    async def count() -> int:
+        # The product service's schema, as its Pods set it (services.core.db).
+        connection = await asyncpg.connect(shop.backends.postgres.libpq_dsn(database),
+                                           server_settings={"search_path": "product_service"})
+        try:
+            return int(await connection.fetchval(
+                "SELECT count(*) FROM products WHERE category = $1", category))
+        finally:
+            await connection.close()
+
+    return asyncio.run(count())
+
+
+def _product_pods(shop: NodeShop) -> list[dict[str, Any]]:
+    return [p for p in shop.pods("app.kubernetes.io/instance=product-service") if _ready(p)]
+
+
+def test_product_pods_route_by_the_mounted_shard_map_and_take_a_new_one_without_restart(
+        node_shop: NodeShop) -> None:
+    layout = node_shop.json("get", "shardlayout", "product-catalog", "-n", SHOP_NAMESPACE)
+    first = layout["status"]["mapVersion"]
+    # The seeded catalog went where the map says, through the Secrets mounted beside it.
+    assert _products_on(node_shop, "kommerce_shard_2", "clothing") > 0
+    assert _products_on(node_shop, "kommerce_shard_1", "clothing") == 0
+    pods = _product_pods(node_shop)
+    assert pods and all(_metric(pod, "shard_map_loads_total", version=first) >= 1
+                        for pod in pods)
+    before = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["restartCount"]
+              for p in pods}
+
+    # A category with no products yet gets a shard: a new map, and no data to move.
+    node_shop.kubectl("patch", "shardlayout", "product-catalog", "-n", SHOP_NAMESPACE,
+                      "--type", "json", "-p", json.dumps([{
+                          "op": "add", "path": "/spec/shards/2/categories/-",
+                          "value": "toys"}]))
+    wait_until(lambda: node_shop.json("get", "shardlayout", "product-catalog", "-n",
+                                      SHOP_NAMESPACE)["status"].get("mapVersion") != first,
+               timeout=60, what="the new shard map published", interval=0.5)
+    second = node_shop.json("get", "shardlayout", "product-catalog", "-n",
+                            SHOP_NAMESPACE)["status"]["mapVersion"]
+    wait_until(lambda: all(_metric(pod, "shard_map_loads_total", version=second) >= 1
+                           for pod in pods), timeout=120,
+               what=f"every product Pod to take shard map {second} into force", interval=2)
+    after = {p["metadata"]["uid"]: p["status"]["containerStatuses"][0]["restartCount"]
+             for p in _product_pods(node_shop)}
+    assert after == before  # the same Pods, none restarted
 
 
 # -- blue-green under live traffic ---------------------------------------------------------

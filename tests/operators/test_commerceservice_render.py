@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,6 +20,9 @@ from operators.commerceservice.render import (
 )
 from operators.commerceservice.spec import OPERATOR_ENV, CommerceServiceSpec
 from operators.schema import InvalidSpec
+from operators.shardlayout.render import shard_map
+from operators.shardlayout.spec import ShardLayoutSpec
+from services.core.shardmap import parse_shard_map
 
 UID = "5b0e1f52-0000-4000-8000-000000000001"
 SPEC: dict[str, Any] = {
@@ -314,3 +318,50 @@ def test_every_variable_the_operator_sets_is_reserved_from_spec_env() -> None:
         (deployment,) = [c for c in render("svc", "shop", spec, UID) if c["kind"] == "Deployment"]
         names = {e["name"] for e in deployment["spec"]["template"]["spec"]["containers"][0]["env"]}
         assert names <= set(OPERATOR_ENV)
+
+
+LAYOUT = ShardLayoutSpec.model_validate({
+    "defaultShard": "shard-1",
+    "shards": [{"name": "shard-1", "database": {"name": "catalog-1", "key": "url"},
+                "categories": ["shoes"]},
+               {"name": "shard-2", "database": {"name": "catalog-2", "key": "dsn"}}]})
+
+
+def test_a_sharded_product_pod_finds_each_shards_database_where_the_shard_map_looks() -> None:
+    pod = _children({**SPEC, "shardLayout": "catalog"}, shard_layout=LAYOUT)[
+        "Deployment"]["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    env = {e["name"]: e.get("value") for e in container["env"]}
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    assert volumes["shard-map"]["configMap"] == {"name": "catalog-shard-map"}
+    assert env["KOMMERCE_SHARD_MAP_PATH"] == f"{mounts['shard-map']}/shard-map.json"
+    assert env["KOMMERCE_SECRETS_DIR"] == mounts["shard-databases"]
+    mounted = {f"{mounts['shard-databases']}/{item['path']}"
+               for source in volumes["shard-databases"]["projected"]["sources"]
+               for item in source["secret"]["items"]}
+    document = shard_map("catalog", LAYOUT)
+    map_in_force = parse_shard_map(json.dumps(document))
+    secrets_dir = Path(env["KOMMERCE_SECRETS_DIR"] or "")
+    wanted = {str(secrets_dir / shard.database_secret.name / shard.database_secret.key)
+              for shard in map_in_force.shards if shard.database_secret is not None}
+    assert mounted == wanted == {"/etc/kommerce/secrets/catalog-1/url",
+                                 "/etc/kommerce/secrets/catalog-2/dsn"}
+
+
+def test_a_sharded_product_service_waits_for_its_map_and_mounts_no_secret_before_its_layout(
+        ) -> None:
+    spec = CommerceServiceSpec.model_validate({**SPEC, "shardLayout": "catalog"})
+    assert spec.referenced_config_maps()["catalog-shard-map"] is False
+    pod = _children({**SPEC, "shardLayout": "catalog"})["Deployment"]["spec"]["template"]["spec"]
+    assert {v["name"] for v in pod["volumes"]} == {"tmp", "circuit-breakers", "shard-map"}
+
+
+def test_only_the_product_component_may_name_a_shard_layout() -> None:
+    with pytest.raises(InvalidSpec, match="only the product component routes by a shard"):
+        render("order-service", "shop", {**SPEC, "component": "order",
+                                         "shardLayout": "catalog"}, UID)
+
+
+def test_a_layout_given_to_an_unsharded_service_changes_nothing() -> None:
+    assert _children(shard_layout=LAYOUT) == _children()

@@ -17,6 +17,7 @@ from operators.circuitbreaker.spec import CircuitBreakerPolicySpec
 from operators.commerceservice.render import RoutedService, render, render_route_table
 from operators.commerceservice.spec import CommerceServiceSpec
 from operators.shardlayout.render import render_shard_map
+from operators.shardlayout.spec import ShardLayoutSpec
 
 from .conftest import samples_of_kind
 
@@ -39,6 +40,8 @@ def sample_shop_manifests(
         sample_documents: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     """Golden name -> the manifests the operator renders for the sample shop."""
     policies = _policies(sample_documents)
+    layouts = {d["metadata"]["name"]: ShardLayoutSpec.model_validate(d["spec"])
+               for d in samples_of_kind(sample_documents, "ShardLayout")}
     out: dict[str, list[dict[str, Any]]] = {}
     routed = []
     for sample in samples_of_kind(sample_documents, "CommerceService"):
@@ -46,7 +49,8 @@ def sample_shop_manifests(
         spec = CommerceServiceSpec.model_validate(sample["spec"])
         routed.append(RoutedService(name, _uid(name), spec))
         out[f"commerceservice-{name}"] = render(
-            name, NAMESPACE, spec, _uid(name), breaker=policy_for_target(policies, name))
+            name, NAMESPACE, spec, _uid(name), breaker=policy_for_target(policies, name),
+            shard_layout=layouts.get(spec.shard_layout or ""))
     out["gateway-route-table"] = [render_route_table(NAMESPACE, routed)]
     out["circuit-breakers"] = [render_client_breakers(NAMESPACE, policies)]
     for sample in samples_of_kind(sample_documents, "ShardLayout"):

@@ -9,6 +9,7 @@ from operators.commerceservice.render import CHILD_KINDS
 from operators.commerceservice.spec import Component
 from operators.crdgen import RESOURCES
 from operators.schema import parse_spec
+from operators.shardlayout.spec import shard_map_name
 
 from .conftest import OPERATOR_DIR, SAMPLES_DIR, load_yaml_documents, samples_of_kind
 
@@ -169,6 +170,8 @@ def test_sample_secrets_and_config_maps_cover_every_reference(
         sample_documents: list[dict[str, Any]]) -> None:
     secrets = {d["metadata"]["name"] for d in samples_of_kind(sample_documents, "Secret")}
     config_maps = {d["metadata"]["name"] for d in samples_of_kind(sample_documents, "ConfigMap")}
+    config_maps |= {shard_map_name(d["metadata"]["name"])  # the operator publishes these
+                    for d in samples_of_kind(sample_documents, "ShardLayout")}
     for sample in samples_of_kind(sample_documents, "CommerceService"):
         spec = parse_spec(RESOURCES[0].spec_model, sample["spec"])
         assert set(spec.referenced_secrets()) <= secrets

@@ -137,3 +137,33 @@ def test_an_unknown_secret_is_reported_and_the_map_in_force_stays_until_it_exist
     assert watcher.check()  # hot reload: the new version takes over
     assert watcher.shard_for("computers") == "shard-3"
     assert watcher.value.version == _status(control_plane, namespace)["mapVersion"]
+
+
+def _mounted_shard_secrets(plane: ControlPlane, namespace: str) -> set[str]:
+    deployment = _get(plane, "deployment", "product-service", namespace) or {}
+    volumes = deployment.get("spec", {}).get("template", {}).get("spec", {}).get("volumes", [])
+    return {source["secret"]["name"] for volume in volumes if volume["name"] == "shard-databases"
+            for source in volume["projected"]["sources"]}
+
+
+def test_a_product_service_mounts_its_layouts_map_and_a_new_shards_secret_when_it_is_added(
+        control_plane: ControlPlane, namespace: str) -> None:
+    for shard in ("shard-1", "shard-2", "shard-3"):
+        _secret(control_plane, namespace, shard)
+    _apply(control_plane, {"apiVersion": "kommerce.io/v1alpha1", "kind": "CommerceService",
+                           "metadata": {"name": "product-service"},
+                           "spec": {"component": "product", "image": "kommerce:1",
+                                    "shardLayout": "catalog"}}, namespace)
+    _apply(control_plane, _layout(TWO_SHARDS), namespace)
+    wait_until(lambda: _mounted_shard_secrets(control_plane, namespace)
+               == {"catalog-shard-1", "catalog-shard-2"}, timeout=30,
+               what="the two shards' Secrets mounted", interval=0.2)
+    pod = (_get(control_plane, "deployment", "product-service", namespace) or {})["spec"][
+        "template"]["spec"]
+    volumes = {volume["name"]: volume for volume in pod["volumes"]}
+    assert volumes["shard-map"]["configMap"]["name"] == "catalog-shard-map"
+
+    _apply(control_plane, _layout([*TWO_SHARDS, _shard("shard-3", "garden")]), namespace)
+    wait_until(lambda: _mounted_shard_secrets(control_plane, namespace)
+               == {"catalog-shard-1", "catalog-shard-2", "catalog-shard-3"}, timeout=30,
+               what="the new shard's Secret mounted", interval=0.2)
