@@ -26,6 +26,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from kommerce.platform.launcher import ADMIN_EMAIL, Platform, Started, StartError
+from kommerce.platform.real_node import ClusterNode
 from kommerce.platform.seed import describe_error
 from kommerce.platform.state import PlatformState, process_start_time, started_by_hand
 from kommerce.platform.supervisor import PLATFORM_LOG, Supervisor, request_restart
@@ -48,6 +49,11 @@ def up(
     cluster: bool = typer.Option(False, "--cluster",
                                  help="Also start the local Kubernetes control plane, install "
                                       "the CRDs, run the operator and apply the sample shop."),
+    node: ClusterNode = typer.Option(
+        ClusterNode.AUTO, "--node", case_sensitive=False,
+        help="With --cluster, where the shop's Pods run: auto (a real node when this machine "
+             "can run one: root and the node's packages; else kwok, saying why), real, or "
+             "kwok (a fake node: Pods run nothing)."),
     seed: bool = typer.Option(True, "--seed/--no-seed",
                               help="Seed the demo catalog (once per data folder)."),
     skip: list[str] = typer.Option([], "--skip", metavar="SERVICE",
@@ -60,7 +66,7 @@ def up(
     ready_pipe = _fork_detached() if detach else None  # only the child returns
     try:
         platform = Platform(data_dir, gateway_port=port, console=console, seed=seed,
-                            skip=skip, cluster=cluster)
+                            skip=skip, cluster=cluster, cluster_node=node)
         started = platform.start()
     except StartError as error:
         console.print(f"[red]✗ {escape(str(error))}[/red]")
@@ -297,6 +303,10 @@ def down(data_dir: Path = DATA_DIR_OPTION) -> None:
         # everything.
         latest = PlatformState.load(data_dir) or state
         stubborn = latest.stop_all()
+        if latest.node_workdir:  # no-op when the supervisor stopped the node itself
+            from kommerce.testbed.node import clean_up_node_leftovers
+
+            clean_up_node_leftovers(Path(latest.node_workdir))
     for record in reversed(latest.processes):
         if record.name not in stubborn:
             console.print(f"  [green]✓[/green] {record.name} stopped")

@@ -1,5 +1,9 @@
 """``kommerce up --cluster``: the test bed's local control plane next to the platform.
 
+On a machine that can run a real node the shop runs on one instead
+(``kommerce.platform.real_node``); what follows is the kwok cluster, used otherwise or with
+``--node kwok``.
+
 The control plane (etcd, apiserver, controllers, scheduler, kwok, Istio's CRDs), the CRDs
 and RBAC, the operator running as its ServiceAccount, and the sample shop from
 ``manifests/samples``: ``kubectl get commerceservices`` then shows the shop the operator
@@ -59,9 +63,19 @@ USER_KUBECONFIG = "kubeconfig"
 
 def start_cluster(platform: Platform, console: Console) -> Path:
     """Start it all and return the kubeconfig to print; registers every process with
-    ``platform`` so ``kommerce down`` (or a failure) stops them too."""
+    ``platform`` so ``kommerce down`` (or a failure) stops them too. On a machine that can
+    run a real node (``--node auto``, the default, or ``real``) the shop runs on one
+    (``kommerce.platform.real_node``); otherwise on kwok, saying why."""
+    from kommerce.platform.real_node import ClusterNode, choose_node, start_real_node
     from kommerce.testbed.kube import ControlPlane
+    from kommerce.testbed.node import node_unavailable_reason
 
+    node, fallback = choose_node(platform.cluster_node, node_unavailable_reason()
+                                 if platform.cluster_node is not ClusterNode.KWOK else None)
+    if node is ClusterNode.REAL:
+        return start_real_node(platform, console, seed=platform.seed)
+    if fallback:
+        console.print(f"  [yellow]![/yellow] {fallback}")
     workdir = platform.data_dir / "cluster"
     shutil.rmtree(workdir, ignore_errors=True)
     began = time.monotonic()
@@ -203,10 +217,11 @@ def _check_urls(manifests: list[dict[str, Any]]) -> list[str]:
     return urls
 
 
-def user_kubeconfig(plane: ControlPlane) -> Path:
+def user_kubeconfig(plane: ControlPlane, path: Path | None = None) -> Path:
     """A copy of the admin kubeconfig whose context defaults to the shop's namespace (the
-    admin one stays as the test bed wrote it, for the test bed's own kubectl calls)."""
-    path = plane.workdir / USER_KUBECONFIG
+    admin one stays as the test bed wrote it, for the test bed's own kubectl calls), in
+    the control plane's folder unless ``path`` says where."""
+    path = path or plane.workdir / USER_KUBECONFIG
     shutil.copyfile(plane.kubeconfig, path)
     path.chmod(0o600)
     plane.kubectl("config", "set-context", "--current", f"--namespace={SHOP_NAMESPACE}",

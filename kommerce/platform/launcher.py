@@ -27,6 +27,7 @@ import httpx
 from rich.console import Console
 
 from kommerce.platform import keys
+from kommerce.platform.real_node import ClusterNode
 from kommerce.platform.seed import (
     MARKER_FILE,
     REVIEWERS,
@@ -107,12 +108,13 @@ class Platform:
 
     def __init__(self, data_dir: Path, *, gateway_port: int, console: Console,
                  seed: bool = True, skip: Collection[str] = (),
-                 cluster: bool = False) -> None:
+                 cluster: bool = False, cluster_node: ClusterNode = ClusterNode.AUTO) -> None:
         self.data_dir = data_dir.resolve()
         self.gateway_port = gateway_port
         self.console = console
         self.seed = seed
         self.cluster = cluster
+        self.cluster_node = cluster_node
         try:
             self.services = installed_services(skip)
         except ValueError as error:
@@ -125,6 +127,7 @@ class Platform:
         #: entry when it starts that process again).
         self.processes: dict[str, ServerProcess] = {}
         self._stoppers: list[Callable[[], None]] = []
+        self._first_stoppers: list[Callable[[], None]] = []
         #: What start() is doing, for the message when it fails.
         self.step = "checking the data folder"
         #: How long the services took to become ready: the seeding's patience scales by it.
@@ -416,12 +419,17 @@ class Platform:
 
     # -- stop -----------------------------------------------------------------------------
 
-    def on_stop(self, stopper: Callable[[], None]) -> None:
-        """Run ``stopper`` when this platform stops (after everything started later)."""
-        self._stoppers.append(stopper)
+    def on_stop(self, stopper: Callable[[], None], *, first: bool = False) -> None:
+        """Run ``stopper`` when this platform stops (after everything started later), or
+        with ``first`` before any process is stopped (a real node, whose Pods must go
+        before the servers they are clients of)."""
+        (self._first_stoppers if first else self._stoppers).append(stopper)
 
     def stop(self) -> list[str]:
         """Stop everything this platform started, newest first; names that would not stop."""
+        for stopper in reversed(self._first_stoppers):
+            stopper()
+        self._first_stoppers.clear()
         stubborn = self.state.stop_all()
         # Already stopped: this only reaps them (a restarted one is only in processes).
         for process in {id(p): p for p in [*self._servers, *self.processes.values()]}.values():

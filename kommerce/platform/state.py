@@ -176,6 +176,9 @@ class PlatformState:
     supervisor_pid: int | None = None
     supervisor_started: int | None = None
     kubeconfig: str | None = None
+    #: The real node's folder when ``up --cluster`` runs one: `kommerce down` clears what
+    #: its containers leave (mounts, network namespaces, rules) if the supervisor could not.
+    node_workdir: str | None = None
     processes: list[ProcessRecord] = field(default_factory=list)
 
     @staticmethod

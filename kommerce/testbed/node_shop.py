@@ -22,6 +22,7 @@ from kommerce.testbed.elasticsearch import SearchEngine
 from kommerce.testbed.kafka import KafkaBroker
 from kommerce.testbed.node import NODE_IP, NodeCluster
 from kommerce.testbed.postgres import SUPERUSER, PostgresServer
+from kommerce.testbed.process import ServerProcess
 from kommerce.testbed.redis import RedisServer
 
 SHOP_NAMESPACE = "kommerce-shop"
@@ -188,3 +189,51 @@ class NodeShop:
         return self.kubectl("get", "events", "-n", namespace, "--sort-by=.lastTimestamp",
                             check=False).stdout
 
+
+
+@dataclass
+class RunningNodeShop:
+    """A real node with the sample shop on it, as :func:`start_node_shop` leaves it."""
+
+    cluster: NodeCluster
+    backends: NodeBackends
+    shop: NodeShop
+
+    def processes(self) -> list[ServerProcess]:
+        """Every host process behind it (control plane, node, backing servers)."""
+        found: list[ServerProcess] = [*getattr(self.cluster.plane, "_processes", []),
+                                      *self.cluster.node._processes]
+        for name in ("postgres", "redis", "kafka", "search"):
+            process = getattr(getattr(self.backends, name, None), "_process", None)
+            if process is not None:
+                found.append(process)
+        return found
+
+    def stop(self) -> None:
+        # The node first: PostgreSQL waits for its clients (the Pods) before it stops.
+        self.cluster.stop()
+        self.backends.stop()
+
+
+def start_node_shop(workdir: Path, *, seed: bool = True) -> RunningNodeShop:
+    """The real node, the shop's backing servers on its bridge, the operator and the sample
+    shop overlay, every CommerceService Ready (and the demo catalog, with ``seed``): what
+    ``kommerce up --cluster`` starts on a machine that can run a node, and what the
+    real-node tests run against. Everything started is stopped again if a step fails."""
+    from kommerce.testbed.image import kommerce_image_archive
+
+    archive = kommerce_image_archive()
+    cluster = NodeCluster(workdir, images={SHOP_IMAGE: archive, NEXT_SHOP_IMAGE: archive})
+    cluster.start()
+    backends: NodeBackends | None = None
+    try:
+        backends = NodeBackends(workdir / "backends").start()
+        shop = NodeShop(cluster, backends).install()
+        if seed:
+            shop.seed_catalog()
+    except BaseException:
+        cluster.stop()
+        if backends is not None:
+            backends.stop()
+        raise
+    return RunningNodeShop(cluster, backends, shop)

@@ -293,8 +293,9 @@ def gateway_routes_to(kubectl: Kubectl, color: str) -> None:
 def test_up_with_the_cluster_lets_a_release_manager_promote_green_and_abort_back_to_blue(
         data_dir: Path) -> None:
     port = free_port()
-    out = kommerce("up", "--detach", "--cluster", "--no-seed", "--port", str(port),
-                   data_dir=data_dir, timeout=240).stdout
+    # kwok's node, also where a real one could run (tests/node runs the same session there).
+    out = kommerce("up", "--detach", "--cluster", "--node", "kwok", "--no-seed", "--port",
+                   str(port), data_dir=data_dir, timeout=240).stdout
     report = status(data_dir)
     assert report["ready"] is True, report
     kubeconfig = report["kubeconfig"]
