@@ -37,9 +37,11 @@ POD_SUBNET = "10.244.0.0/24"
 NODE_IP = "10.244.0.1"
 PAUSE_IMAGE = "kommerce.local/pause:1"
 NODE_NAME = "kommerce-node"
-# containerd's socket lives under /run: a unix socket path is limited to 108 bytes, which a
-# test's temporary folder can exceed.
+# containerd's socket and the kubelet's root (its pod-resources and plugin sockets) live
+# under /run: a unix socket path is limited to 108 bytes, which a test's temporary folder
+# or a user's data folder can exceed.
 RUN_DIR = Path("/run/kommerce-node")
+KUBELET_ROOT = RUN_DIR / "kubelet"
 DEBIAN_PACKAGES = {
     "containerd": "containerd", "runc": "runc", "conntrack": "conntrack",
     "iptables": "iptables", "buildah": "buildah", "mmdebstrap": "mmdebstrap",
@@ -297,7 +299,7 @@ state = "{RUN_DIR / 'state'}"
             self.binaries["kubelet"],
             f"--config={config}",
             f"--kubeconfig={kubeconfig}",
-            f"--root-dir={self.workdir / 'kubelet'}",
+            f"--root-dir={KUBELET_ROOT}",
             f"--hostname-override={NODE_NAME}",
             f"--node-ip={NODE_IP}",
             "--v=1",
@@ -457,6 +459,7 @@ def clean_up_node_leftovers(workdir: Path | None = None) -> None:
     for mount in sorted((line.split()[1] for line in mounts), reverse=True):
         if any(mount.startswith(root) for root in roots):
             _run("umount", "-l", mount, check=False)
+    shutil.rmtree(KUBELET_ROOT, ignore_errors=True)  # unmounted: only this node's files
 
 
 def _kill_shims() -> None:

@@ -94,14 +94,12 @@ class PostgresServer:
                 )
         if self.host != LOOPBACK:
             self._trust_own_subnets()
-        socket_dir = self.data_dir / "sock"
-        socket_dir.mkdir(exist_ok=True)
-        if user is not None:
-            os.chown(socket_dir, user.pw_uid, user.pw_gid)
+        # Clients connect over TCP only; no Unix socket, whose path (limited to 107 bytes)
+        # a data folder deep in a temporary or user folder would exceed.
         self._process = ServerProcess(
             "postgres",
             [*_as_user(user), bin_dir / "postgres", "-D", self.data_dir, "-p", str(self.port),
-             "-c", f"listen_addresses={self.host}", "-c", f"unix_socket_directories={socket_dir}",
+             "-c", f"listen_addresses={self.host}", "-c", "unix_socket_directories=",
              "-c", "max_connections=300", "-c", "shared_buffers=128MB",
              "-c", "synchronous_commit=off", "-c", "fsync=off", "-c", "full_page_writes=off"],
             log_path=self.data_dir.parent / f"postgres-{self.port}.log",
