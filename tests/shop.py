@@ -45,6 +45,42 @@ def kommerce(*args: str, data_dir: Path, check: bool = True, timeout: float = 18
     return result
 
 
+def kommerce_command(*args: str, env: dict[str, str], timeout: float
+                     ) -> subprocess.CompletedProcess[str]:
+    """A ``kommerce`` subcommand that takes no ``--data-dir``."""
+    result = subprocess.run([sys.executable, "-m", "kommerce.cli", *args], capture_output=True,
+                            text=True, timeout=timeout, env={**os.environ, **env})
+    assert result.returncode == 0, f"kommerce {' '.join(args)}: {result.stdout}{result.stderr}"
+    return result
+
+
+class Kubectl:
+    """The test bed's kubectl with the kubeconfig ``kommerce up --cluster`` printed, as the
+    README's release manager uses it (its context's namespace is the shop's). ``timeout``
+    bounds each call; a rollout on a real node waits for Pods, so it is given longer."""
+
+    def __init__(self, kubeconfig: str, *, timeout: float = 60,
+                 rollout_timeout: float = 120) -> None:
+        from kommerce.testbed.kube import control_plane_binaries
+
+        self.kubeconfig = kubeconfig
+        self.argv = [str(control_plane_binaries()["kubectl"]), f"--kubeconfig={kubeconfig}"]
+        self.timeout = timeout
+        self.rollout_timeout = rollout_timeout
+
+    def __call__(self, *args: str) -> str:
+        return subprocess.run([*self.argv, *args], capture_output=True, text=True,
+                              check=True, timeout=self.timeout).stdout
+
+    def json(self, *args: str) -> Any:
+        return json.loads(self(*args, "-o", "json"))
+
+    def rollout(self, *args: str) -> str:
+        """``kommerce rollout ...`` against the same cluster."""
+        return kommerce_command("rollout", *args, env={"KUBECONFIG": self.kubeconfig},
+                                timeout=self.rollout_timeout).stdout
+
+
 @dataclass
 class Shopper:
     """A registered, logged-in shopper."""

@@ -33,7 +33,7 @@ from kommerce.platform.seed import (
 )
 from kommerce.platform.state import ProcessRecord
 from kommerce.testbed.ports import free_port, wait_until
-from tests.shop import EXTERNAL_BACKENDS, kommerce
+from tests.shop import EXTERNAL_BACKENDS, Kubectl, kommerce
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
 
@@ -223,38 +223,6 @@ def test_up_serves_the_seeded_shop_through_the_gateway_and_restarts_warm(
         orders = api.get("/orders", headers=auth).json()
         assert [order["status"] for order in orders] == ["CONFIRMED"], orders
     assert status(data_dir)["ready"] is True
-
-
-class Kubectl:
-    """The test bed's kubectl with the kubeconfig ``kommerce up --cluster`` printed, as the
-    README's release manager uses it (its context's namespace is the shop's)."""
-
-    def __init__(self, kubeconfig: str) -> None:
-        from kommerce.testbed.kube import control_plane_binaries
-
-        self.kubeconfig = kubeconfig
-        self.argv = [str(control_plane_binaries()["kubectl"]), f"--kubeconfig={kubeconfig}"]
-
-    def __call__(self, *args: str) -> str:
-        return subprocess.run([*self.argv, *args], capture_output=True, text=True,
-                              check=True, timeout=60).stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "-o", "json"))
-
-    def rollout(self, *args: str) -> str:
-        """``kommerce rollout ...`` against the same cluster."""
-        return kommerce_command("rollout", *args, env={"KUBECONFIG": self.kubeconfig},
-                                timeout=120).stdout
-
-
-def kommerce_command(*args: str, env: dict[str, str], timeout: float
-                     ) -> subprocess.CompletedProcess[str]:
-    """A ``kommerce`` subcommand that takes no ``--data-dir``."""
-    result = subprocess.run([sys.executable, "-m", "kommerce.cli", *args], capture_output=True,
-                            text=True, timeout=timeout, env={**os.environ, **env})
-    assert result.returncode == 0, f"kommerce {' '.join(args)}: {result.stdout}{result.stderr}"
-    return result
 
 
 def bgr_columns(kubectl: Kubectl) -> dict[str, str]:

@@ -9,12 +9,9 @@ machine runs one node at a time.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -22,33 +19,9 @@ from kommerce.testbed.node import BRIDGE, node_unavailable_reason
 from kommerce.testbed.node_shop import NEXT_SHOP_IMAGE, SHOP_IMAGE
 from kommerce.testbed.ports import free_port, wait_until
 from kommerce.testbed.traffic import Traffic
-from tests.shop import kommerce
+from tests.shop import Kubectl, kommerce
 
 pytestmark = [pytest.mark.node, pytest.mark.timeout(1800)]
-
-
-class Kubectl:
-    """kubectl with the kubeconfig ``up`` printed (its namespace is the shop's)."""
-
-    def __init__(self, kubeconfig: str) -> None:
-        from kommerce.testbed.kube import control_plane_binaries
-
-        self.kubeconfig = kubeconfig
-        self.argv = [str(control_plane_binaries()["kubectl"]), f"--kubeconfig={kubeconfig}"]
-
-    def __call__(self, *args: str) -> str:
-        return subprocess.run([*self.argv, *args], capture_output=True, text=True,
-                              check=True, timeout=120).stdout
-
-    def json(self, *args: str) -> Any:
-        return json.loads(self(*args, "-o", "json"))
-
-    def rollout(self, *args: str) -> str:
-        result = subprocess.run([sys.executable, "-m", "kommerce.cli", "rollout", *args],
-                                capture_output=True, text=True, timeout=600,
-                                env={**os.environ, "KUBECONFIG": self.kubeconfig})
-        assert result.returncode == 0, f"kommerce rollout {args}: {result.stdout}{result.stderr}"
-        return result.stdout
 
 
 def _settled_on(traffic: Traffic, color: str, after: float) -> bool:
@@ -69,7 +42,7 @@ def test_up_with_the_cluster_runs_the_shop_on_the_real_node_and_flips_live_traff
         assert report["ready"] is True, report
         names = {p["name"] for p in report["processes"]}
         assert {"kubelet", "containerd", "kube-apiserver"} <= names, names
-        kubectl = Kubectl(report["kubeconfig"])
+        kubectl = Kubectl(report["kubeconfig"], timeout=120, rollout_timeout=600)
         # The operator is the one in its Pod, not a process of this machine.
         assert "kommerce-operator" not in names
         pods = kubectl.json("get", "pods", "-n", "kommerce-system")["items"]
