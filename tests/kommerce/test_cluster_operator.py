@@ -4,9 +4,10 @@ services', and no fake Pod claiming to be it. An operator started by hand per th
 (``kommerce operator --standalone`` with the cluster's ``KUBECONFIG``) is stopped by
 ``kommerce down``.
 
-The cluster is started the way ``up --cluster`` starts it (``start_cluster``) on a
-platform of its own without the services, which this needs none of; the supervisor is the
-one ``up`` runs, ticked by the test.
+The cluster is started the way ``up --cluster --node kwok`` starts it (``start_cluster``;
+on a real node the operator is a Pod instead) on a platform of its own without the
+services, which this needs none of; the supervisor is the one ``up`` runs, ticked by the
+test.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from rich.console import Console
 
 from kommerce.platform.cluster import OPERATOR_NAME, start_cluster
 from kommerce.platform.launcher import Platform
+from kommerce.platform.real_node import ClusterNode
 from kommerce.platform.state import BY_HAND_DIR, PlatformState, started_by_hand
 from kommerce.platform.supervisor import RestartPolicy, Supervisor
 from kommerce.testbed.cache import REPO_ROOT
@@ -41,7 +43,7 @@ def platform(tmp_path: Path) -> Iterator[Platform]:
     data_dir = tmp_path / "kommerce"
     data_dir.mkdir()
     platform = Platform(data_dir, gateway_port=free_port(), console=Console(file=io.StringIO()),
-                        seed=False, cluster=True)
+                        seed=False, cluster=True, cluster_node=ClusterNode.KWOK)
     try:
         yield platform
     finally:
