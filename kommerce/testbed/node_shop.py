@@ -190,7 +190,6 @@ class NodeShop:
                             check=False).stdout
 
 
-
 @dataclass
 class RunningNodeShop:
     """A real node with the sample shop on it, as :func:`start_node_shop` leaves it."""

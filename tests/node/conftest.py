@@ -15,21 +15,16 @@ if TYPE_CHECKING:
     from kommerce.testbed.node_shop import NodeShop
 
 
-def skip_without_a_node() -> None:
-    from kommerce.testbed.node import node_unavailable_reason
-
-    if reason := node_unavailable_reason():
-        pytest.skip(f"no real node on this machine: {reason}")
-
-
 # Module scope: one node per machine, so it goes before the next module (which starts
 # `kommerce up --cluster` on a node of its own), and the rest of the suite does not share
 # the two cores with it.
 @pytest.fixture(scope="module")
 def node_shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeShop]:
+    from kommerce.testbed.node import node_unavailable_reason
     from kommerce.testbed.node_shop import start_node_shop
 
-    skip_without_a_node()
+    if reason := node_unavailable_reason():
+        pytest.skip(f"no real node on this machine: {reason}")
     running = start_node_shop(tmp_path_factory.mktemp("node"))
     try:
         yield running.shop
