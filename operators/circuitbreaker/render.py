@@ -3,17 +3,22 @@
 The mesh side of a policy is merged into the target's DestinationRule and VirtualService by
 ``operators.commerceservice.render.render(..., breaker=...)`` (via ``operators.istio``), so
 there is one DestinationRule per service whoever contributes to it. The client side is one
-ConfigMap per namespace, a JSON file per target, mounted into every service's Pods: the
-kubelet refreshes the files in place and the shared HTTP client hot-reloads them.
+ConfigMap per namespace, a JSON file per target (:mod:`kommerce.contracts.breaker`), mounted
+into every service's Pods: the kubelet refreshes the files in place and the shared HTTP
+client hot-reloads them.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from kommerce.contracts.breaker import (
+    BREAKERS_CONFIGMAP,
+    ClientBreakerSettings,
+    breaker_file_name,
+)
 from operators.circuitbreaker.spec import CircuitBreakerPolicySpec
 from operators.conflicts import Claimant
 from operators.meta import (
@@ -30,7 +35,6 @@ from operators.meta import (
 from operators.units import parse_duration
 
 KIND = "CircuitBreakerPolicy"
-BREAKERS_CONFIGMAP = "kommerce-circuit-breakers"
 BREAKERS_DIR = "/etc/kommerce/circuit-breakers"
 
 
@@ -91,21 +95,21 @@ def _seconds(duration: str) -> float:
     return float(parse_duration(duration))
 
 
-def client_settings(policy: PolicyRef, namespace: str) -> dict[str, Any]:
+def client_settings(policy: PolicyRef, namespace: str) -> ClientBreakerSettings:
     """What a caller's breaker for the target needs, in plain numbers (seconds, percent)."""
     client = policy.spec.client
     target = policy.spec.target_ref.name
-    return {
-        "policy": policy.name,
-        "target": target,
-        "host": service_host(target, namespace),
-        "timeoutSeconds": _seconds(client.timeout),
-        "errorThresholdPercentage": client.error_threshold_percentage,
-        "resetTimeoutSeconds": _seconds(client.reset_timeout),
-        "rollingWindowSeconds": _seconds(client.rolling_window),
-        "rollingBuckets": client.rolling_buckets,
-        "volumeThreshold": client.volume_threshold,
-    }
+    return ClientBreakerSettings(
+        policy=policy.name,
+        target=target,
+        host=service_host(target, namespace),
+        timeout_seconds=_seconds(client.timeout),
+        error_threshold_percentage=client.error_threshold_percentage,
+        reset_timeout_seconds=_seconds(client.reset_timeout),
+        rolling_window_seconds=_seconds(client.rolling_window),
+        rolling_buckets=client.rolling_buckets,
+        volume_threshold=client.volume_threshold,
+    )
 
 
 def render_client_breakers(namespace: str, policies: Sequence[PolicyRef],
@@ -116,8 +120,7 @@ def render_client_breakers(namespace: str, policies: Sequence[PolicyRef],
     so the ConfigMap goes with the last of them and deleting one policy only drops its own
     file."""
     data = {
-        f"{target}.json": json.dumps(client_settings(chosen[0], namespace), sort_keys=True,
-                                     indent=2) + "\n"
+        breaker_file_name(target): client_settings(chosen[0], namespace).to_json()
         for target, chosen in _by_target(policies).items()
         if targets is None or target in targets
     }

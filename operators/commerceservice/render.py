@@ -18,19 +18,25 @@ Ownership decisions that the handlers rely on:
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from operators.circuitbreaker.render import BREAKERS_CONFIGMAP, BREAKERS_DIR
+from kommerce.contracts.breaker import BREAKERS_CONFIGMAP
+from kommerce.contracts.route_table import (
+    ROUTE_TABLE_CONFIGMAP,
+    ROUTE_TABLE_KEY,
+    ROUTE_TABLE_VERSION_ANNOTATION,
+    Route,
+    RouteTable,
+)
+from kommerce.contracts.shard_map import SHARD_MAP_KEY
+from operators.circuitbreaker.render import BREAKERS_DIR
 from operators.circuitbreaker.spec import CircuitBreakerPolicySpec
 from operators.commerceservice.spec import (
     CONNECTION_ENV,
     CommerceServiceSpec,
     Component,
-    HttpMethod,
     KeyRef,
     Probe,
     ValueSource,
@@ -56,14 +62,12 @@ from operators.meta import (
     standard_labels,
 )
 from operators.schema import parse_spec
-from operators.shardlayout.spec import SHARD_MAP_KEY, ShardLayoutSpec, shard_map_name
+from operators.shardlayout.spec import ShardLayoutSpec, shard_map_name
 
 KIND = "CommerceService"
 CONTAINER_PORT_NAME = "http"
 
 CONFIG_ROOT = "/etc/kommerce"
-ROUTE_TABLE_CONFIGMAP = "kommerce-gateway-routes"
-ROUTE_TABLE_KEY = "routes.json"
 ROUTE_TABLE_DIR = f"{CONFIG_ROOT}/gateway"
 SHARD_MAP_DIR = f"{CONFIG_ROOT}/shard-map"
 SECRETS_DIR = f"{CONFIG_ROOT}/secrets"
@@ -481,26 +485,24 @@ def route_conflicts(services: Sequence[RoutedService]) -> list[RouteConflict]:
             for prefix, owners in sorted(_claims(services).items()) if len(owners) > 1]
 
 
-def route_table(namespace: str, services: Sequence[RoutedService]) -> dict[str, Any]:
-    """The route table document: longest prefix first, so the gateway takes the first
-    match; ``version`` is a content hash the gateway logs when it reloads."""
+def route_table(namespace: str, services: Sequence[RoutedService]) -> RouteTable:
+    """The route table (:mod:`kommerce.contracts.route_table`): one route per claimed prefix,
+    its oldest claimant's, longest prefix first so the gateway takes the first match;
+    ``version`` is a content hash the gateway logs when it reloads."""
     routes = []
     for prefix, owners in _claims(services).items():
         routed = owners[0]
         route = next(r for r in routed.spec.routes if r.path_prefix == prefix)
-        routes.append({
-            "pathPrefix": prefix,
-            "methods": [m.value for m in HttpMethod if m in route.methods],
-            "authRequired": route.auth_required,
-            "rateLimitPerMinute": route.rate_limit_per_minute,
-            "service": routed.name,
-            "component": routed.spec.component.value,
-            "upstream": f"http://{service_host(routed.name, namespace)}:"
-                        f"{routed.spec.service_port}",
-        } | ({"activeColor": routed.active_color} if routed.active_color else {}))
-    routes.sort(key=lambda r: (-len(r["pathPrefix"]), r["pathPrefix"]))
-    body = json.dumps(routes, sort_keys=True, separators=(",", ":"))
-    return {"version": hashlib.sha256(body.encode()).hexdigest()[:16], "routes": routes}
+        routes.append(Route.model_construct(
+            path_prefix=prefix,
+            methods=frozenset(m.value for m in route.methods),
+            auth_required=route.auth_required,
+            rate_limit_per_minute=route.rate_limit_per_minute,
+            service=routed.name,
+            component=routed.spec.component.value,
+            upstream=f"http://{service_host(routed.name, namespace)}:{routed.spec.service_port}",
+            active_color=routed.active_color or None))
+    return RouteTable.written(routes)
 
 
 def render_route_table(namespace: str, services: Sequence[RoutedService]) -> dict[str, Any]:
@@ -518,6 +520,6 @@ def render_route_table(namespace: str, services: Sequence[RoutedService]) -> dic
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": object_meta(ROUTE_TABLE_CONFIGMAP, namespace, labels, owners,
-                                {"kommerce.io/route-table-version": table["version"]}),
-        "data": {ROUTE_TABLE_KEY: json.dumps(table, sort_keys=True, indent=2) + "\n"},
+                                {ROUTE_TABLE_VERSION_ANNOTATION: table.version}),
+        "data": {ROUTE_TABLE_KEY: table.to_json()},
     }

@@ -1,5 +1,7 @@
 """ShardLayout: which database holds which product categories (the reference's sharding by
-category), rendered into a versioned shard map that the product service hot-reloads.
+category), rendered into a versioned shard map that the product service hot-reloads (the map's
+format, the placement of unlisted categories and its hash are the contract in
+:mod:`kommerce.contracts.shard_map`).
 
 Lists are bounded (16 shards, 32 categories each) so the CEL rule that keeps a category in
 one shard stays inside the apiserver's cost budget; top-level categories are few.
@@ -7,20 +9,22 @@ one shard stays inside the apiserver's cost budget; top-level categories are few
 
 from __future__ import annotations
 
-import hashlib
 from datetime import datetime
 from enum import StrEnum
 from typing import Annotated
 
 from pydantic import Field
 
+from kommerce.contracts.shard_map import (
+    UnlistedPlacement,
+    rendezvous_shard,
+)
 from operators.conditions import ResourceStatus
 from operators.resources import CustomResource, PrinterColumn, status_columns
 from operators.schema import CelRule, ConfigKey, DnsLabel, KubeModel, ObjectName
 
 MAX_SHARDS = 16
 MAX_CATEGORIES_PER_SHARD = 32
-SHARD_MAP_KEY = "shard-map.json"
 
 
 def shard_map_name(layout: str) -> str:
@@ -30,13 +34,6 @@ def shard_map_name(layout: str) -> str:
 
 Category = Annotated[str, Field(min_length=1, max_length=63,
                                 pattern=r"^[a-z0-9]([-a-z0-9_]*[a-z0-9])?$")]
-
-
-class UnlistedPlacement(StrEnum):
-    """Where products of a category that no shard lists are stored."""
-
-    DEFAULT_SHARD = "DefaultShard"  # all on spec.defaultShard
-    HASH = "Hash"  # spread over all shards by a stable hash of the category
 
 
 class SecretKeySelector(KubeModel):
@@ -150,17 +147,6 @@ class ShardLayoutSpec(KubeModel):
         if self.unlisted_categories is UnlistedPlacement.HASH:
             return rendezvous_shard(category, [shard.name for shard in self.shards])
         return self.default_shard
-
-
-HASH_ALGORITHM = "rendezvous-sha256"
-
-
-def rendezvous_shard(category: str, shard_names: list[str]) -> str:
-    """Highest-random-weight hashing: adding or removing a shard moves only the categories
-    that hash to it, not a reshuffle of everything (as ``hash % n`` would)."""
-    def weight(shard: str) -> bytes:
-        return hashlib.sha256(f"{shard}/{category}".encode()).digest()
-    return max(sorted(shard_names), key=weight)
 
 
 class ReshardPhase(StrEnum):

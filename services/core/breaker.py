@@ -6,7 +6,9 @@ holds at least ``volume_threshold`` calls and ``error_threshold_percentage`` or 
 failed, the breaker **opens** and rejects calls without making them. After
 ``reset_timeout_seconds`` it turns **half-open** and lets ``half_open_max_calls`` trial
 calls through: a success **closes** it (with a fresh window), a failure opens it again.
-Timeouts count as failures. I/O lives in :mod:`services.core.http`.
+Timeouts count as failures. The settings (:class:`BreakerPolicy`) are the contract the
+CircuitBreakerPolicy operator writes (:mod:`kommerce.contracts.breaker`); I/O lives in
+:mod:`services.core.http`.
 """
 
 from __future__ import annotations
@@ -17,64 +19,15 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from pydantic import AliasChoices, BaseModel, ConfigDict, Field, model_validator
-from pydantic.alias_generators import to_camel
+from kommerce.contracts.breaker import BreakerPolicy
+
+__all__ = ["BreakerPolicy", "BreakerState", "CircuitBreaker", "WindowStats"]
 
 
 class BreakerState(enum.StrEnum):
     CLOSED = "closed"
     OPEN = "open"
     HALF_OPEN = "half_open"
-
-
-class BreakerPolicy(BaseModel):
-    """Client-side breaker settings, as rendered from a CircuitBreakerPolicy (camelCase or
-    snake_case keys). Defaults are the reference's."""
-
-    model_config = ConfigDict(frozen=True, alias_generator=to_camel, populate_by_name=True,
-                              extra="ignore")
-
-    timeout_seconds: float = Field(3.0, gt=0, description="Per-call time limit.")
-    error_threshold_percentage: float = Field(50.0, gt=0, le=100)
-    reset_timeout_seconds: float = Field(30.0, gt=0, description="Open → half-open delay.")
-    rolling_window_seconds: float = Field(10.0, gt=0)
-    rolling_window_buckets: int = Field(
-        10, ge=1, le=1000,
-        # The CircuitBreakerPolicy operator writes "rollingBuckets".
-        validation_alias=AliasChoices("rolling_window_buckets", "rollingWindowBuckets",
-                                      "rollingBuckets"))
-    volume_threshold: int = Field(
-        5, ge=0, description="Calls the window must hold before it may open (so one failed "
-        "call out of one does not trip it).")
-    half_open_max_calls: int = Field(1, ge=1, description="Concurrent trial calls when half-open.")
-
-    def updated(self, override: dict[str, object]) -> BreakerPolicy:
-        """This policy with the fields ``override`` names (in any accepted spelling)."""
-        fields = self.model_dump()
-        for key, value in override.items():
-            fields[_SPELLINGS.get(key, key)] = value
-        return BreakerPolicy.model_validate(fields)
-
-    @model_validator(mode="after")
-    def _buckets_divide_window(self) -> BreakerPolicy:
-        if self.rolling_window_seconds / self.rolling_window_buckets < 0.001:
-            raise ValueError("rolling window buckets must be at least 1 ms wide")
-        return self
-
-
-def _spellings() -> dict[str, str]:
-    """Every accepted key (snake_case, camelCase, extra aliases) → the field name."""
-    spellings: dict[str, str] = {}
-    for name, info in BreakerPolicy.model_fields.items():
-        spellings[name] = spellings[to_camel(name)] = name
-        if isinstance(info.validation_alias, AliasChoices):
-            for choice in info.validation_alias.choices:
-                if isinstance(choice, str):
-                    spellings[choice] = name
-    return spellings
-
-
-_SPELLINGS = _spellings()
 
 
 @dataclass

@@ -4,21 +4,14 @@ a circuit breaker.
 Each called service (``target``) gets an aiohttp session and an ``httpx.AsyncClient`` (for
 streamed calls) with timeouts, and a :class:`~services.core.breaker.CircuitBreaker`
 configured from the JSON the CircuitBreakerPolicy operator renders into a ConfigMap
-(hot-reloaded), so a service's own calls trip the way the mesh does. Failures are transport
-errors, timeouts and 5xx answers; 4xx answers are the caller's problem and count as
-successes. An open breaker fails fast with :class:`CircuitOpenError` (503 +
-``Retry-After``), which the event consumer also treats as "retry later". Calls carry the
-request id and trace context on.
+(hot-reloaded; the format is :mod:`kommerce.contracts.breaker`), so a service's own calls
+trip the way the mesh does. Failures are transport errors, timeouts and 5xx answers; 4xx
+answers are the caller's problem and count as successes. An open breaker fails fast with
+:class:`CircuitOpenError` (503 + ``Retry-After``), which the event consumer also treats as
+"retry later". Calls carry the request id and trace context on.
 
-Config file format (one file, or a folder of them whose ``targets`` are merged)::
-
-    {"default": {"timeoutSeconds": 3, "errorThresholdPercentage": 50,
-                 "resetTimeoutSeconds": 30, "rollingWindowSeconds": 10,
-                 "rollingWindowBuckets": 10, "volumeThreshold": 5},
-     "targets": {"payment": {"timeoutSeconds": 5}}}
-
-A target's entry overrides only the fields it names; a file may instead hold a single
-policy with a ``"target"`` key.
+Config files (one, or a folder of them whose ``targets`` are merged) are read by
+:func:`load_breaker_config` in the contract's formats.
 """
 
 from __future__ import annotations
@@ -35,9 +28,9 @@ import aiohttp
 import httpx
 import orjson
 from httpx_aiohttp import AiohttpTransport
-from pydantic import BaseModel, Field
 
-from services.core.breaker import BreakerPolicy, BreakerState, CircuitBreaker
+from kommerce.contracts.breaker import BreakerConfig, parse_breaker_config
+from services.core.breaker import BreakerState, CircuitBreaker
 from services.core.errors import DomainError, ServiceUnavailable
 from services.core.logging import current_request_id
 from services.core.metrics import counter, gauge, histogram
@@ -78,28 +71,6 @@ class UpstreamTimeout(DomainError):
 
 
 # -- configuration ---------------------------------------------------------------------------
-
-
-class BreakerConfig(BaseModel):
-    default: BreakerPolicy = Field(default_factory=BreakerPolicy)
-    targets: dict[str, dict[str, Any]] = Field(default_factory=dict)
-
-    def policy_for(self, target: str) -> BreakerPolicy:
-        override = self.targets.get(target)
-        return self.default.updated(override) if override else self.default
-
-    def validate_targets(self) -> BreakerConfig:
-        for target in self.targets:
-            self.policy_for(target)  # raises on a bad override
-        return self
-
-
-def parse_breaker_config(data: dict[str, Any]) -> BreakerConfig:
-    if "target" in data:
-        data = dict(data)
-        target = str(data.pop("target"))
-        return BreakerConfig(targets={target: data}).validate_targets()
-    return BreakerConfig.model_validate(data).validate_targets()
 
 
 def load_breaker_config(path: Path) -> BreakerConfig:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request, Response
 from starlette.requests import ClientDisconnect
 
+from kommerce.contracts.route_table import KNOWN_METHODS
 from services.core.app import get_runtime
 from services.gateway.proxy import (
     ProxiedResponse,
@@ -22,7 +23,6 @@ from services.gateway.proxy import (
     upstream_request_headers,
     upstream_target,
 )
-from services.gateway.routes import KNOWN_METHODS
 from services.gateway.service import Gateway
 from services.gateway.settings import GatewaySettings
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+from kommerce.contracts.route_table import Route, RouteTable, has_dot_segment
 from services.core.auth import TokenService, refuse_revoked
 from services.core.errors import (
     DomainError,
@@ -22,14 +23,7 @@ from services.core.metrics import gauge
 from services.core.reload import WatchedFile
 from services.core.revocation import RevocationList
 from services.gateway.ratelimit import RateDecision, RateLimiter
-from services.gateway.routes import (
-    Route,
-    RouteTable,
-    has_dot_segment,
-    load_route_table,
-    local_route_table,
-    route_table_file,
-)
+from services.gateway.routes import load_route_table, local_route_table, route_table_file
 from services.gateway.settings import GatewaySettings
 
 log = logging.getLogger(__name__)

@@ -77,5 +77,5 @@ def test_the_older_service_keeps_a_path_prefix_another_one_also_declares() -> No
     services = [service("aaa", LATE), service("zzz", EARLY)]
     (conflict,) = route_conflicts(services)
     assert conflict.services == ("zzz", "aaa")
-    (route,) = [r for r in route_table("shop", services)["routes"]]
-    assert route["service"] == "zzz"
+    (route,) = route_table("shop", services).routes
+    assert route.service == "zzz"
