@@ -16,8 +16,10 @@ from pathlib import Path
 
 import typer
 
+# What the process registers: its settings, the indexes several kinds read, each kind.
 HANDLER_MODULES = (
     "operators.runtime",
+    "operators.indexes",
     "operators.commerceservice.handlers",
     "operators.bluegreen.handlers",
     "operators.circuitbreaker.handlers",

@@ -35,7 +35,6 @@ from typing import Any
 
 import kopf
 
-import operators.commerceservice.handlers  # noqa: F401  (defines the breaker_policies index)
 from operators.bluegreen.checks import PreviewEndpoint, ready_addresses, run_checks
 from operators.bluegreen.conflict import (
     REASON as CONFLICT_REASON,
@@ -67,6 +66,7 @@ from operators.circuitbreaker.render import PolicyRef, policy_for_target
 from operators.commerceservice.spec import RESOURCE as SERVICE
 from operators.commerceservice.spec import CommerceServiceSpec
 from operators.conditions import degraded, not_ready, progressing, set_conditions
+from operators.indexes import BreakerPolicies, policies_in
 from operators.kube import PLURALS, KubeError
 from operators.meta import API_VERSION, FIELD_MANAGER, LABEL_MANAGED_BY, MANAGED_BY
 from operators.metrics import reconcile_timer
@@ -132,10 +132,6 @@ def rollout_targets(namespace: str, name: str, spec: kopf.Spec, meta: kopf.Meta,
     return {(namespace, str(target)): name}
 
 
-def _policies(index: kopf.Index[str, PolicyRef | None], namespace: str) -> list[PolicyRef]:
-    return [entry for entry in index.get(namespace, []) if entry is not None]
-
-
 # -- the reconcile ----------------------------------------------------------------------
 
 @kopf.on.resume(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
@@ -147,9 +143,9 @@ def _policies(index: kopf.Index[str, PolicyRef | None], namespace: str) -> list[
 @kopf.timer(RESOURCE.group, RESOURCE.version, RESOURCE.plural, interval=RESYNC_SECONDS,
             initial_delay=RESYNC_SECONDS, id="resync")
 def reconcile(name: str, namespace: str,
-              breaker_policies: kopf.Index[str, PolicyRef | None], **_: Any) -> None:
+              breaker_policies: BreakerPolicies, **_: Any) -> None:
     """One step of the state machine; see the module docstring for what triggers it."""
-    reconcile_rollout(namespace, name, _policies(breaker_policies, namespace))
+    reconcile_rollout(namespace, name, policies_in(breaker_policies, namespace))
 
 
 def reconcile_rollout(namespace: str, name: str, policies: list[PolicyRef]) -> None:
@@ -367,7 +363,7 @@ def hand_traffic_back(body: kopf.Body, name: str, namespace: str, spec: kopf.Spe
 @kopf.on.event(RESOURCE.group, RESOURCE.version, RESOURCE.plural, id="bluegreen-gone")
 def release_after_deletion(event: kopf.RawEvent, name: str, namespace: str | None,
                            spec: kopf.Spec,
-                           breaker_policies: kopf.Index[str, PolicyRef | None],
+                           breaker_policies: BreakerPolicies,
                            **_: Any) -> None:
     """A rollout gone without the hand-back above (its finalizer removed by hand) must not
     leave its CommerceService at 0 replicas: drop the hand-over annotations. A rollout that
@@ -383,7 +379,7 @@ def release_after_deletion(event: kopf.RawEvent, name: str, namespace: str | Non
     for other in kube().list(API_VERSION, KIND, namespace):
         other_name = other["metadata"]["name"]
         if other_name != name and service and target_of(other) == service:
-            reconcile_rollout(namespace, other_name, _policies(breaker_policies, namespace))
+            reconcile_rollout(namespace, other_name, policies_in(breaker_policies, namespace))
 
 
 # -- wake-ups from the objects around the rollout ----------------------------------------
@@ -404,11 +400,11 @@ def _rollouts_of(meta: kopf.Meta, namespace: str,
 
 def _on_related_event(meta: kopf.Meta, namespace: str | None,
                       rollout_targets: kopf.Index[tuple[str, str], str],
-                      breaker_policies: kopf.Index[str, PolicyRef | None], **_: Any) -> None:
+                      breaker_policies: BreakerPolicies, **_: Any) -> None:
     if namespace is None:
         return
     for rollout in _rollouts_of(meta, namespace, rollout_targets):
-        reconcile_rollout(namespace, rollout, _policies(breaker_policies, namespace))
+        reconcile_rollout(namespace, rollout, policies_in(breaker_policies, namespace))
 
 
 def _register_watchers() -> None:

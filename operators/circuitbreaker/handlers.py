@@ -21,7 +21,6 @@ from typing import Any
 
 import kopf
 
-import operators.commerceservice.handlers  # noqa: F401  (defines the breaker_policies index)
 from operators.circuitbreaker.render import BREAKERS_CONFIGMAP, PolicyRef, render_client_breakers
 from operators.circuitbreaker.spec import RESOURCE, CircuitBreakerPolicySpec
 from operators.circuitbreaker.status import (
@@ -32,6 +31,7 @@ from operators.circuitbreaker.status import (
 )
 from operators.commerceservice.spec import RESOURCE as SERVICE
 from operators.conditions import degraded, not_ready, progressing, set_conditions, summary
+from operators.indexes import BreakerPolicies, policies_in
 from operators.kube import KubeError
 from operators.meta import API_VERSION
 from operators.metrics import reconcile_timer
@@ -42,12 +42,6 @@ KIND = "CircuitBreakerPolicy"
 ISTIO = "networking.istio.io/v1"
 RECHECK_SECONDS = 10
 MERGE_CHECK_SECONDS = 1
-
-
-def _policies(index: kopf.Index[str, PolicyRef | None], namespace: str,
-              without_uid: str | None = None) -> list[PolicyRef]:
-    return [entry for entry in index.get(namespace, [])
-            if entry is not None and entry.uid != without_uid]
 
 
 def publish(namespace: str, policies: list[PolicyRef]) -> set[str]:
@@ -80,7 +74,7 @@ def publish(namespace: str, policies: list[PolicyRef]) -> set[str]:
             initial_delay=RECHECK_SECONDS, id="recheck",
             when=lambda status, **_: not _is_ready(status) and not _is_merging(status))
 def reconcile(body: kopf.Body, name: str, namespace: str, spec: kopf.Spec, meta: kopf.Meta,
-              status: kopf.Status, breaker_policies: kopf.Index[str, PolicyRef | None],
+              status: kopf.Status, breaker_policies: BreakerPolicies,
               **_: Any) -> None:
     """Publish, stamp, and report. While the target's routes do not carry the policy yet
     (its reconcile is a watch round-trip away) a one-second timer looks again; a slower one
@@ -94,7 +88,7 @@ def reconcile(body: kopf.Body, name: str, namespace: str, spec: kopf.Spec, meta:
             raise kopf.PermanentError(str(invalid)) from invalid
         try:
             _report(body, namespace, name, status, generation, parsed,
-                    _policies(breaker_policies, namespace))
+                    policies_in(breaker_policies, namespace))
         except KubeError as error:
             kopf.event(body, type="Warning", reason="ApiCallFailed", message=error.message)
             raise kopf.TemporaryError(f"API call failed: {error}", delay=5) from error
@@ -143,12 +137,12 @@ def refresh_policies_of(namespace: str, service: str,
 
 @kopf.on.event(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
 def forget_deleted_policy(event: kopf.RawEvent, namespace: str | None, uid: str | None,
-                          breaker_policies: kopf.Index[str, PolicyRef | None],
+                          breaker_policies: BreakerPolicies,
                           **_: Any) -> None:
     """A deleted policy's settings leave the ConfigMap and its target's routes."""
     if event.get("type") != "DELETED" or namespace is None:
         return
-    publish(namespace, _policies(breaker_policies, namespace, without_uid=uid))
+    publish(namespace, policies_in(breaker_policies, namespace, without_uid=uid))
 
 
 def _degraded_reason(status: Any) -> str | None:
@@ -187,18 +181,18 @@ def _invalid(body: kopf.Body, namespace: str, name: str, status: kopf.Status, ge
 
 @kopf.on.event(SERVICE.group, SERVICE.version, SERVICE.plural, id="circuitbreaker-stamp")
 def stamp_new_service(event: kopf.RawEvent, name: str, namespace: str | None, meta: kopf.Meta,
-                      breaker_policies: kopf.Index[str, PolicyRef | None], **_: Any) -> None:
+                      breaker_policies: BreakerPolicies, **_: Any) -> None:
     """A CommerceService created after its policy is stamped at once, so the stamp is
     always there before anything (such as an operator restart) compares it; one deleted
     takes its policies out of force (status, Event, and its file in the ConfigMap)."""
     if namespace is None:
         return
     if event.get("type") == "DELETED":
-        refresh_policies_of(namespace, name, _policies(breaker_policies, namespace))
+        refresh_policies_of(namespace, name, policies_in(breaker_policies, namespace))
         return
     if event.get("type") != "ADDED":
         return
-    wanted = policy_stamp(_policies(breaker_policies, namespace), name)
+    wanted = policy_stamp(policies_in(breaker_policies, namespace), name)
     if (meta.get("annotations") or {}).get(POLICY_ANNOTATION) != wanted:
         kube().patch(API_VERSION, SERVICE.kind, namespace, name,
                      {"metadata": {"annotations": {POLICY_ANNOTATION: wanted}}})

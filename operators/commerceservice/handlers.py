@@ -23,8 +23,6 @@ from operators.bluegreen.handover import (
     with_release_condition,
 )
 from operators.circuitbreaker.render import PolicyRef, policy_for_target
-from operators.circuitbreaker.spec import RESOURCE as BREAKER
-from operators.circuitbreaker.spec import CircuitBreakerPolicySpec
 from operators.commerceservice.render import CHILD_KINDS, RoutedService, render, route_conflicts
 from operators.commerceservice.reports import DeploymentReports, ServiceView
 from operators.commerceservice.spec import RESOURCE, CommerceServiceSpec
@@ -41,6 +39,7 @@ from operators.conditions import (
     summary,
 )
 from operators.drift import differs
+from operators.indexes import BreakerPolicies, policies_in
 from operators.kube import PLURALS, KubeError, Manifest, apply_all
 from operators.meta import API_VERSION, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGED_BY
 from operators.metrics import reconcile_timer
@@ -57,7 +56,8 @@ REPAIR_FAILED = "DriftRepairFailed"
 REPORTS = DeploymentReports()
 
 
-# -- indexes: the watch stream's view of every CommerceService and policy, by namespace --
+# -- index: the watch stream's view of every CommerceService, by namespace ---------------
+# (the CircuitBreakerPolicy index that three kinds read is in operators/indexes.py)
 
 @kopf.index(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
 def commerce_services(namespace: str, name: str, uid: str, spec: kopf.Spec,
@@ -70,16 +70,6 @@ def commerce_services(namespace: str, name: str, uid: str, spec: kopf.Spec,
             name, uid, parse_spec(CommerceServiceSpec, dict(spec)),
             active_color=release.active.value if release is not None else None,
             created=str(meta.get("creationTimestamp") or ""))}
-    except InvalidSpec:
-        return {namespace: None}
-
-
-@kopf.index(BREAKER.group, BREAKER.version, BREAKER.plural)
-def breaker_policies(namespace: str, name: str, uid: str, spec: kopf.Spec, meta: kopf.Meta,
-                     **_: Any) -> dict[str, PolicyRef | None]:
-    try:
-        return {namespace: PolicyRef(name, uid, parse_spec(CircuitBreakerPolicySpec, dict(spec)),
-                                     created=str(meta.get("creationTimestamp") or ""))}
     except InvalidSpec:
         return {namespace: None}
 
@@ -112,10 +102,6 @@ def _set_routable(namespace: str, name: str, routable: bool) -> bool:
     return True
 
 
-def _policies_in(index: kopf.Index[str, PolicyRef | None], namespace: str) -> list[PolicyRef]:
-    return [entry for entry in index.get(namespace, []) if entry is not None]
-
-
 # -- the reconcile ----------------------------------------------------------------------
 
 @kopf.on.resume(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
@@ -127,7 +113,7 @@ def _policies_in(index: kopf.Index[str, PolicyRef | None], namespace: str) -> li
 def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.Spec,
               meta: kopf.Meta, status: kopf.Status,
               commerce_services: kopf.Index[str, RoutedService | None],
-              breaker_policies: kopf.Index[str, PolicyRef | None], **_: Any) -> None:
+              breaker_policies: BreakerPolicies, **_: Any) -> None:
     """Render and apply every child, prune what is no longer rendered, publish routes, and
     write status. The timer re-runs it while ``Degraded``, so a Secret created later clears
     the condition without anyone touching the resource; ``Ready`` follows the Deployment's
@@ -143,7 +129,7 @@ def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.S
             kopf.event(body, type="Warning", reason="InvalidSpec", message=str(invalid))
             raise kopf.PermanentError(str(invalid)) from invalid
 
-        breaker = policy_for_target(_policies_in(breaker_policies, namespace), name)
+        breaker = policy_for_target(policies_in(breaker_policies, namespace), name)
         try:
             layout = shard_layout_named(namespace, parsed.shard_layout)
         except KubeError as error:
@@ -257,7 +243,7 @@ def _owner_name(meta: kopf.Meta) -> str | None:
 def _on_child_event(event: kopf.RawEvent, body: kopf.Body, meta: kopf.Meta,
                     namespace: str | None,
                     commerce_services: kopf.Index[str, RoutedService | None],
-                    breaker_policies: kopf.Index[str, PolicyRef | None]) -> None:
+                    breaker_policies: BreakerPolicies) -> None:
     """A child changed or vanished: if it no longer matches what its owner renders, put it
     back (a hand edit of an owned field, a hand delete). Kubernetes' own additions (defaults,
     status, fields owned by other managers) are not drift."""
@@ -268,7 +254,7 @@ def _on_child_event(event: kopf.RawEvent, body: kopf.Body, meta: kopf.Meta,
                  None)
     if entry is None:
         return  # owner gone (garbage collection will follow) or its spec is invalid
-    breaker = policy_for_target(_policies_in(breaker_policies, namespace), owner)
+    breaker = policy_for_target(policies_in(breaker_policies, namespace), owner)
     kind, child_name = body.get("kind"), meta.get("name")
     children = _rendered(namespace, entry, breaker)
     rollout = released_by(meta.get("labels"))
@@ -358,7 +344,7 @@ def _released_service(meta: kopf.Meta) -> str | None:
 def _child_event_handler(event: kopf.RawEvent, body: kopf.Body, meta: kopf.Meta,
                          namespace: str | None,
                          commerce_services: kopf.Index[str, RoutedService | None],
-                         breaker_policies: kopf.Index[str, PolicyRef | None],
+                         breaker_policies: BreakerPolicies,
                          **_: Any) -> None:
     _on_child_event(event, body, meta, namespace, commerce_services, breaker_policies)
     if body.get("kind") == "Deployment":
