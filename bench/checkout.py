@@ -6,7 +6,7 @@ event bus) and stripe-mock (the payment service on its Stripe backend, through t
 recording proxy the tests use, which passes stripe-mock's answers on as Stripe's test mode
 would confirm ``pm_card_visa``); the product, payment, shipping and order services each in
 its own process (``python -m services.<name>``, one uvicorn worker), started exactly as the
-tests start them (``tests/services/order/platform.py``).
+tests start them (``kommerce/testbed/checkout_platform.py``).
 
 Load is open-loop: checkouts are sent at a fixed rate for ``--seconds`` (each its own
 shopper token, one line of a random variant among ``--variants`` with deep stock), whatever
@@ -62,7 +62,7 @@ import httpx  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine  # noqa: E402
 
-from tests.services.order.platform import (  # noqa: E402
+from kommerce.testbed.checkout_platform import (  # noqa: E402
     SERVICES,
     CheckoutPlatform,
     StripeRecorder,

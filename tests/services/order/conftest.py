@@ -30,6 +30,7 @@ from fastapi import FastAPI
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
+from kommerce.testbed.checkout_platform import WEBHOOK_SECRET, StripeRecorder, signed_webhook
 from services.core.auth import TokenService
 from services.core.db import Database
 from services.order.app import create_app
@@ -53,7 +54,6 @@ from services.product.app import create_app as create_product_app
 from services.shipping.app import create_app as create_shipping_app
 from services.shipping.settings import ShippingSettings
 from tests.services.fuzz import served
-from tests.services.order.platform import WEBHOOK_SECRET, StripeRecorder, signed_webhook
 from tests.services.payment.conftest import payment_settings
 from tests.services.product.conftest import product_settings
 from tests.services.support import running, unique

@@ -22,14 +22,14 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from services.order.saga import reservation_id
-from tests.services.order.platform import (
+from kommerce.testbed.checkout_platform import (
     CheckoutPlatform,
     StripeRecorder,
     checkout_body,
     checkout_platform,
     stock_catalog,
 )
+from services.order.saga import reservation_id
 from tests.services.support import eventually
 
 if TYPE_CHECKING:

@@ -26,9 +26,7 @@ from redis.asyncio import Redis
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from services.core.pci import find_pans, luhn_valid
-from services.order.saga import reservation_id
-from tests.services.order.platform import (
+from kommerce.testbed.checkout_platform import (
     ADDRESS,
     CheckoutPlatform,
     StripeRecorder,
@@ -37,6 +35,8 @@ from tests.services.order.platform import (
     signed_webhook,
     stock_catalog,
 )
+from services.core.pci import find_pans, luhn_valid
+from services.order.saga import reservation_id
 from tests.services.support import eventually
 
 if TYPE_CHECKING:

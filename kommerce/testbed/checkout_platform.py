@@ -2,7 +2,8 @@
 and order, each ``python -m services.<name>`` on a loopback port, as ``kommerce up`` and a
 cluster run them — so the order service can be killed and restarted like a crashed pod.
 
-Used by the fault and card-number tests here and by ``bench/checkout.py``. Every process
+Used by the order service's fault and card-number tests (``tests/services/order``) and by
+``bench/checkout.py``, which is why it lives in the test bed and not among the tests. Every process
 shares one PostgreSQL (a schema each), Redis, the event bus (Kafka, under a topic prefix of
 this run's own) and the trusted token keys (a JWKS of this run's own): each service signs
 with a service key of its own, so the order service's service token is accepted by the
@@ -48,10 +49,10 @@ from typing import Any
 import httpx
 
 from kommerce.platform import keys
+from kommerce.testbed.cache import REPO_ROOT
 from kommerce.testbed.ports import free_port, wait_until
 from kommerce.testbed.process import ServerProcess
 
-ROOT = Path(__file__).resolve().parents[3]
 SERVICES = ("product", "payment", "shipping", "order")
 
 
@@ -251,7 +252,7 @@ class ServiceHandle:
     def start(self) -> None:
         self.process = ServerProcess(
             self.name, [sys.executable, "-m", f"services.{self.name}"],
-            log_path=self.log_path, env=self.env, cwd=ROOT).start()
+            log_path=self.log_path, env=self.env, cwd=REPO_ROOT).start()
 
     def wait_ready(self, timeout: float = 90.0) -> None:
         process = self.process
