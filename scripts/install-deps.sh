@@ -2,7 +2,8 @@
 # Installs everything Kommerce needs on a fresh machine, each step timed:
 # Debian packages (PostgreSQL with contrib, Java for Kafka, Go and Maven for the test bed's
 # builds; containerd, runc, the CNI plugins, iptables, conntrack, buildah and mmdebstrap for
-# its real node) when missing, then a virtualenv with the project and its test tools.
+# its real node) when missing, then a virtualenv with the project and its test tools, at
+# the versions requirements.lock pins.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV="${VENV:-.venv}"
@@ -41,11 +42,20 @@ debian_packages() {
 
 python_env() {
   [[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
-  # Re-install only when pyproject.toml changed since the last install.
-  local stamp="$VENV/.installed-$(sha256sum pyproject.toml | cut -c1-16)"
+  # Re-install only when pyproject.toml or requirements.lock changed since the last install.
+  local stamp="$VENV/.installed-$(cat pyproject.toml requirements.lock 2>/dev/null \
+    | sha256sum | cut -c1-16)"
   if [[ ! -f "$stamp" ]]; then
+    # The versions pinned in requirements.lock (`make lock`) when it is there, so every
+    # machine installs the same set; without it, the newest that pyproject.toml allows.
+    local lock=()
+    [[ -f requirements.lock ]] && lock=(-r requirements.lock)
     "$VENV/bin/pip" install -q --upgrade pip
-    "$VENV/bin/pip" install -q -e '.[test]'
+    "$VENV/bin/pip" install -q "${lock[@]}" -e '.[test]' || {
+      echo "[setup] pip install failed; if pyproject.toml changed, \`make lock\` re-resolves" \
+        "requirements.lock" >&2
+      return 1
+    }
     rm -f "$VENV"/.installed-*; touch "$stamp"
   fi
 }
