@@ -18,6 +18,8 @@ from datetime import timedelta
 
 from fastapi import FastAPI
 
+from kommerce.contracts.events.payment import PAYMENT_TOPIC
+from kommerce.contracts.events.shipping import SHIPPING_TOPIC
 from services.core.app import Consume, ServiceRuntime, create_service_app
 from services.order import api, events
 from services.order.cart import CartStore
@@ -89,8 +91,8 @@ def create_app(settings: OrderSettings | None = None, participants: Participants
     return create_service_app(
         settings, routers=[api.router], migrations=MIGRATIONS, lifespan_hooks=[lifespan],
         consumers=[Consume(f"{settings.service_name}.events", events.own_handlers(orchestrator)),
-                   Consume("payment.events", events.payment_handlers(orchestrator)),
-                   Consume("shipping.events",
+                   Consume(PAYMENT_TOPIC, events.payment_handlers(orchestrator)),
+                   Consume(SHIPPING_TOPIC,
                            events.shipping_handlers(settings.service_name))],
         title="kommerce order", description=DESCRIPTION,
     )

@@ -1,32 +1,23 @@
-"""What the order service publishes and consumes.
+"""What the order service publishes and consumes; the names and payloads are the contracts
+in :mod:`kommerce.contracts.events`.
 
-Published (topic ``order.events``, keyed by order id):
+Published (topic ``order.events``, keyed by order id; :mod:`kommerce.contracts.events.order`):
 
 * ``order.saga_command`` — the next step of a checkout saga; consumed by this service
   itself, so a command survives a crash between deciding and doing;
 * ``order.status_changed`` — every status change with the reason (for notifications and
-  the shop front) and what the order holds (for the review service's verified purchases)::
-
-      {"order_id": "<uuid>", "owner": "<user id>", "status": "PAID",
-       "previous": "INVENTORY_RESERVED", "reason": null | "<why>",
-       "lines": [{"variant_id": "<uuid>", "quantity": 2}, ...]}
-
-  A line names a variant, not a product, because that is all an order stores; a consumer
-  that needs the product asks the product service's ``GET /variants/{id}``, as the review
-  service does. ``lines`` came later than the other fields (still ``schema_version`` 1):
-  consumers treat a missing one as empty and ignore fields they do not know, so adding
-  one never breaks them;
+  the shop front) and what the order holds (for the review service's verified purchases).
 
 Consumed:
 
 * ``payment.events``: ``payment.succeeded`` / ``payment.failed`` — the outcome of a charge
   that needed the shopper (3-D Secure) and was settled later (the shopper completing the
   challenge, or Stripe's webhook). Applied only when the event's payment id, intent id,
-  amount, currency and order are the saga's own charge; any other payment is refused,
-  kept in ``payment_event_rejections``, logged and counted
-  (``payment_events_rejected_total{reason}``). The saga also hears most outcomes as the
-  direct reply to its command; hearing one twice is harmless, because the saga ignores a
-  reply for a step it has passed.
+  amount, currency and order are the saga's own charge; any other payment, and a payload
+  that is no payment event, is refused, kept in ``payment_event_rejections``, logged and
+  counted (``payment_events_rejected_total{reason}``). The saga also hears most outcomes as
+  the direct reply to its command; hearing one twice is harmless, because the saga ignores
+  a reply for a step it has passed.
 * ``shipping.events``: ``shipment.delivered`` — a confirmed order becomes DELIVERED (a
   tracking status after the saga, in the timeline too).
 """
@@ -40,27 +31,23 @@ from datetime import UTC, datetime
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kommerce.contracts.events.order import SAGA_COMMAND
+from kommerce.contracts.events.payment import PAYMENT_FAILED, PAYMENT_SUCCEEDED
+from kommerce.contracts.events.shipping import SHIPMENT_DELIVERED, ShipmentEvent
 from services.core.events.consumer import EventHandlers
 from services.core.events.envelope import EventEnvelope
 from services.order.models import Order, OrderStatusChange
-from services.order.orchestrator import (
-    ORDERS_TOTAL,
-    PAYMENT_FAILED,
-    PAYMENT_SUCCEEDED,
-    SAGA_COMMAND,
-    Orchestrator,
-    publish_status_change,
-)
+from services.order.orchestrator import ORDERS_TOTAL, Orchestrator, publish_status_change
 from services.order.saga import SagaState
 
 DELIVERED = "DELIVERED"
 
 
-def _order_id(event: EventEnvelope) -> uuid.UUID | None:
+def _order_id(shipment: ShipmentEvent) -> uuid.UUID | None:
     try:
-        return uuid.UUID(str(event.payload.get("order_id")))
+        return uuid.UUID(shipment.order_id)
     except ValueError:
-        return None  # not one of ours (e.g. a payment made outside checkout)
+        return None  # not one of ours (e.g. a shipment made outside checkout)
 
 
 def _settled_by(orchestrator: Callable[[], Orchestrator]) -> EventHandlers:
@@ -99,9 +86,10 @@ def shipping_handlers(source: str) -> EventHandlers:
     """``source`` is the order service's name, the source of the status event it publishes."""
     handlers = EventHandlers()
 
-    @handlers.on("shipment.delivered")
+    @handlers.on(SHIPMENT_DELIVERED)
     async def shipment_delivered(session: AsyncSession, event: EventEnvelope) -> None:
-        order_id = _order_id(event)
+        shipment = ShipmentEvent.parse(event.payload, schema_version=event.schema_version)
+        order_id = _order_id(shipment)
         if order_id is None:
             return
         order = (await session.execute(select(Order).where(Order.id == order_id)
@@ -111,7 +99,7 @@ def shipping_handlers(source: str) -> EventHandlers:
         previous, order.status = order.status, DELIVERED
         order.updated_at = datetime.now(UTC)
         session.add(OrderStatusChange(order_id=order.id, status=DELIVERED,
-                                      note=event.payload.get("description")))
+                                      note=shipment.description))
         ORDERS_TOTAL.labels(status=DELIVERED).inc()
         await publish_status_change(session, order, source=source, status=DELIVERED,
                                     previous=previous, reason=None)

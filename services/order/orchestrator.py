@@ -39,13 +39,22 @@ import logging
 import uuid
 from collections import OrderedDict
 from datetime import UTC, datetime
-from typing import Any, Generic, Protocol, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from asyncpg import Connection
 from sqlalchemy import event, select
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
+from kommerce.contracts.events.base import InvalidPayload
+from kommerce.contracts.events.order import (
+    ORDER_STATUS_CHANGED,
+    SAGA_COMMAND,
+    OrderLine,
+    OrderStatusChanged,
+    SagaCommand,
+)
+from kommerce.contracts.events.payment import PAYMENT_SUCCEEDED, PaymentEvent
 from services.core.db import Database
 from services.core.events import outbox
 from services.core.events.envelope import EventEnvelope
@@ -86,11 +95,6 @@ PAYMENT_EVENTS_REJECTED = counter(
     "Payment events and answers refused because they were not the order's own charge",
     ["reason"])
 
-SAGA_COMMAND = "order.saga_command"
-ORDER_STATUS_CHANGED = "order.status_changed"
-PAYMENT_SUCCEEDED = "payment.succeeded"
-PAYMENT_FAILED = "payment.failed"
-
 #: ``session.info`` key: commands to run inline once the session's transaction commits.
 _INLINE = "order.inline_saga_commands"
 
@@ -106,9 +110,9 @@ async def publish_status_change(session: AsyncSession, order: Order, *, source: 
 def status_change(order: Order | SagaOrder, *, source: str, status: str, previous: str,
                   reason: str | None) -> EventEnvelope:
     return EventEnvelope.new(
-        ORDER_STATUS_CHANGED, source=source, key=str(order.id), payload={
-            "order_id": str(order.id), "owner": order.owner, "status": status,
-            "previous": previous, "reason": reason, "lines": status_event_lines(order)})
+        ORDER_STATUS_CHANGED, source=source, key=str(order.id), payload=OrderStatusChanged(
+            order_id=order.id, owner=order.owner, status=status, previous=previous,
+            reason=reason, lines=status_event_lines(order)).wire())
 
 
 class ForeignPayment(RuntimeError):
@@ -160,13 +164,14 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
-def status_event_lines(order: Order | SagaOrder) -> list[dict[str, Any]]:
+def status_event_lines(order: Order | SagaOrder) -> list[OrderLine]:
     """What was bought, as ``order.status_changed`` carries it: consumers such as the review
     service (verified purchases) need the products, and reading them back from this
     service would couple them to its API. Named fields rather than the stored JSON as is,
-    so the event's schema (:mod:`services.order.events`) does not drift with the table
-    (prices stay out: the event has no currency to read them in)."""
-    return [{"variant_id": str(line["variant_id"]), "quantity": int(line["quantity"])}
+    so the event's schema (:mod:`kommerce.contracts.events.order`) does not drift with the
+    table (prices stay out: the event has no currency to read them in)."""
+    return [OrderLine(variant_id=uuid.UUID(str(line["variant_id"])),
+                      quantity=int(line["quantity"]))
             for line in order.lines]
 
 
@@ -219,16 +224,26 @@ class Orchestrator:
         ``payment.failed``), inside the caller's transaction: applied to the order's saga
         only when it is the saga's own charge (:func:`~services.order.saga.charge_mismatch`);
         anything else — no such order, another payment, intent, amount or currency — is
-        recorded and alarmed (:func:`refuse_payment`) and changes nothing."""
-        report = PaymentReport.from_payload(event.payload)
+        recorded and alarmed (:func:`refuse_payment`) and changes nothing, as is a payload
+        that is no payment event at all (:class:`~kommerce.contracts.events.payment.PaymentEvent`
+        refuses it: an amount of ``"16699"`` is no amount)."""
         conn = await saga_rows.connection_of(session)
+        try:
+            payment = PaymentEvent.parse(event.payload, schema_version=event.schema_version)
+        except InvalidPayload as invalid:
+            log.warning("%s from %s (event %s): %s", event.type, event.source, event.id, invalid)
+            await refuse_payment(conn, _refused_report(event, Mismatch.MALFORMED))
+            return None
+        report = PaymentReport(order_id=payment.order_id, payment_id=payment.payment_id,
+                               intent_id=payment.intent_id, amount=payment.amount,
+                               currency=payment.currency)
         order_id = _as_uuid(report.order_id)
         locked = None if order_id is None else await saga_rows.lock(conn, order_id)
         if locked is None:
             await refuse_payment(conn, _refused_report(event, Mismatch.UNKNOWN_ORDER))
             return None
         saga, order = locked
-        why = event.payload.get("failure_message") or event.payload.get("status")
+        why = payment.failure_message or payment.status
         decision = advance(saga, PaymentSettled(report, succeeded,
                                                 f"payment declined: {why or 'declined'}"),
                            utcnow(), self.policy)
@@ -270,9 +285,9 @@ class Orchestrator:
     def _commands(self, order: Order | SagaOrder, decision: Decision) -> list[EventEnvelope]:
         """The decision's commands as ``order.saga_command`` events."""
         return [EventEnvelope.new(SAGA_COMMAND, source=self.source, key=str(order.id),
-                                  payload={"order_id": str(order.id),
-                                           "action": command.action.value,
-                                           "attempt": command.attempt})
+                                  payload=SagaCommand(order_id=order.id,
+                                                      action=command.action.value,
+                                                      attempt=command.attempt).wire())
                 for command in decision.commands]
 
     def _after_session_commit(self, session: AsyncSession,
@@ -302,12 +317,12 @@ class Orchestrator:
         The saga row's lock and state are what make a command run once: a copy arriving
         later finds another step (or the back-off's ``resend``) awaited and does nothing.
         """
-        order_id = uuid.UUID(str(event.payload["order_id"]))
-        locked = await saga_rows.lock(conn, order_id)
+        command = SagaCommand.parse(event.payload, schema_version=event.schema_version)
+        locked = await saga_rows.lock(conn, command.order_id)
         if locked is None:
             return None, []
         saga, order = locked
-        if saga.current is None or saga.current.value != event.payload["action"] or saga.resend:
+        if saga.current is None or saga.current.value != command.action or saga.resend:
             return None, []
         try:
             reply = await self.participants.perform(

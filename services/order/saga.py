@@ -191,6 +191,8 @@ class Mismatch(StrEnum):
     CURRENCY = "currency_mismatch"
     #: The event names no order of ours (no saga under that id).
     UNKNOWN_ORDER = "unknown_order"
+    #: The payload is no payment event (a field missing or of the wrong type).
+    MALFORMED = "malformed_event"
     #: The payment service answered the saga's own charge or refund call with another
     #: payment, order, amount or currency than asked for.
     ANSWER = "answer_mismatch"

@@ -23,12 +23,13 @@ from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kommerce.contracts.events.payment import EVENT_FOR_STATUS, PaymentEvent
 from services.core.auth import Principal
 from services.core.db import Database
 from services.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
 from services.core.metrics import counter
 from services.payment import repository
-from services.payment.events import EVENT_FOR_STATUS, Publisher
+from services.payment.events import Publisher
 from services.payment.gateway import ChargeResult, ChargeStatus, PaymentGateway
 from services.payment.models import (
     AuditEntry,
@@ -241,13 +242,13 @@ class PaymentService:
         event_type = EVENT_FOR_STATUS.get(payment.status)
         if event_type is None:
             return
-        await self.publisher.publish(session, event_type, payment.order_id, {
-            "payment_id": str(payment.id), "order_id": payment.order_id,
-            "intent_id": payment.intent_id, "owner": payment.owner, "status": payment.status,
-            "amount": payment.amount, "currency": payment.currency,
-            "refunded_amount": payment.refunded_amount, "decline_code": payment.decline_code,
-            "failure_message": payment.failure_message, "needs_review": payment.needs_review,
-            "card_brand": payment.card_brand, "card_last4": payment.card_last4})
+        await self.publisher.publish(session, event_type, payment.order_id, PaymentEvent(
+            payment_id=str(payment.id), order_id=payment.order_id,
+            intent_id=payment.intent_id, owner=payment.owner, status=payment.status,
+            amount=payment.amount, currency=payment.currency,
+            refunded_amount=payment.refunded_amount, decline_code=payment.decline_code,
+            failure_message=payment.failure_message, needs_review=payment.needs_review,
+            card_brand=payment.card_brand, card_last4=payment.card_last4).wire())
 
     async def get(self, principal: Principal, payment_id: uuid.UUID) -> Payment:
         async with self.database.session() as session:

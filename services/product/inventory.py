@@ -42,10 +42,17 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kommerce.contracts.events.product import (
+    INVENTORY_COMMITTED,
+    INVENTORY_RELEASED,
+    INVENTORY_RESERVED,
+    STOCK_CHANGED,
+    HeldLine,
+    InventoryHold,
+)
 from services.core.auth import Principal
 from services.core.errors import Conflict, NotFound, Unprocessable
 from services.core.transient import is_transient
-from services.product import events
 from services.product import repository as repo
 from services.product.events import Publisher
 from services.product.models import Reservation, ReservationLine
@@ -70,13 +77,13 @@ class _Line:
 
 
 def _reserved_payload(reservation_id: uuid.UUID, lines: Sequence[_Line | ReservationLine],
-                      **extra: Any) -> dict[str, Any]:
-    return {
-        "reservation_id": str(reservation_id),
-        "lines": [{"variant_id": str(line.variant_id), "product_id": str(line.product_id),
-                   "sku": line.sku, "quantity": line.quantity} for line in lines],
-        **extra,
-    }
+                      *, owner: str | None, expires_at: str,
+                      reason: str | None = None) -> dict[str, Any]:
+    return InventoryHold(
+        reservation_id=reservation_id,
+        lines=[HeldLine(variant_id=line.variant_id, product_id=line.product_id, sku=line.sku,
+                        quantity=line.quantity) for line in lines],
+        owner=owner, expires_at=expires_at, reason=reason).wire()
 
 
 def reservation_out(parts: Sequence[Reservation]) -> ReservationOut:
@@ -258,7 +265,7 @@ class InventoryService:
                  "product_id": line.product_id, "sku": line.sku, "quantity": line.quantity}
                 for line in lines])
             await self.publisher.publish(
-                session, events.INVENTORY_RESERVED, str(reservation_id),
+                session, INVENTORY_RESERVED, str(reservation_id),
                 _reserved_payload(reservation_id, lines, owner=owner,
                                   expires_at=expires_at.isoformat()))
             taken: list[Any] = []
@@ -272,7 +279,7 @@ class InventoryService:
             if short:
                 await self._refuse(session, short)
             for row in taken:
-                await self.publisher.publish(session, events.STOCK_CHANGED,
+                await self.publisher.publish(session, STOCK_CHANGED,
                                              str(row.product_id), stock_payload(row))
         return lines
 
@@ -303,7 +310,7 @@ class InventoryService:
                 if part is None or part.status != "active":
                     return
                 rows = await repo.settle_lines(session, part.lines, ship=False, now=utcnow())
-                await self._publish_settled(session, part, events.INVENTORY_RELEASED, rows,
+                await self._publish_settled(session, part, INVENTORY_RELEASED, rows,
                                             reason="aborted")
                 await session.delete(part)
             await self.catalog.invalidate({line.product_id for line in part.lines})
@@ -347,9 +354,9 @@ class InventoryService:
                 part.status = "committed" if action == "commit" else "released"
                 part.updated_at = now
                 if action == "commit":
-                    await self._publish_settled(session, part, events.INVENTORY_COMMITTED, rows)
+                    await self._publish_settled(session, part, INVENTORY_COMMITTED, rows)
                 else:
-                    await self._publish_settled(session, part, events.INVENTORY_RELEASED, rows,
+                    await self._publish_settled(session, part, INVENTORY_RELEASED, rows,
                                                 reason="released")
                 touched |= {line.product_id for line in part.lines}
             out = reservation_out([part for _, part in locked])
@@ -371,12 +378,12 @@ class InventoryService:
                            "longer be released — restock instead", code="reservation_committed")
 
     async def _publish_settled(self, session: AsyncSession, part: Reservation, event_type: str,
-                               rows: Sequence[Any], **extra: Any) -> None:
+                               rows: Sequence[Any], *, reason: str | None = None) -> None:
         await self.publisher.publish(session, event_type, str(part.id), _reserved_payload(
             part.id, part.lines, owner=part.owner, expires_at=part.expires_at.isoformat(),
-            **extra))
+            reason=reason))
         for row in rows:
-            await self.publisher.publish(session, events.STOCK_CHANGED, str(row.product_id),
+            await self.publisher.publish(session, STOCK_CHANGED, str(row.product_id),
                                          stock_payload(row))
 
     # -- expiry ------------------------------------------------------------------------------
@@ -402,7 +409,7 @@ class InventoryService:
                 rows = await repo.settle_lines(session, part.lines, ship=False, now=now)
                 part.status = "expired"
                 part.updated_at = now
-                await self._publish_settled(session, part, events.INVENTORY_RELEASED, rows,
+                await self._publish_settled(session, part, INVENTORY_RELEASED, rows,
                                             reason="expired")
                 touched |= {line.product_id for line in part.lines}
         if expired:

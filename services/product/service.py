@@ -29,10 +29,21 @@ import orjson
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kommerce.contracts.events.product import (
+    PRICE_CHANGED,
+    PRODUCT_CREATED,
+    PRODUCT_DELETED,
+    PRODUCT_UPDATED,
+    STOCK_CHANGED,
+    PriceChanged,
+    ProductChanged,
+    ProductDeleted,
+    StockChanged,
+)
+from kommerce.contracts.events.product import Money as EventMoney
 from services.core.cache import Cache
 from services.core.db import Database
 from services.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
-from services.product import events
 from services.product import repository as repo
 from services.product.events import Publisher
 from services.product.models import Category, Product, SkuClaim, Variant
@@ -91,9 +102,9 @@ def product_out(product: Product) -> ProductOut:
 def stock_payload(row: Any) -> dict[str, Any]:
     """``stock.changed``: absolute counts, so a consumer that misses one is right again at
     the next."""
-    return {"variant_id": str(row.id), "product_id": str(row.product_id), "sku": row.sku,
-            "on_hand": row.on_hand, "reserved": row.reserved,
-            "available": row.on_hand - row.reserved}
+    return StockChanged(variant_id=row.id, product_id=row.product_id, sku=row.sku,
+                        on_hand=row.on_hand, reserved=row.reserved,
+                        available=row.on_hand - row.reserved).wire()
 
 
 # -- listing cursors -------------------------------------------------------------------------
@@ -448,8 +459,8 @@ class CatalogService:
             session.add(product)
             await session.flush()
             out = product_out(product)
-            await self.publisher.publish(session, events.PRODUCT_CREATED, str(product_id),
-                                         out.model_dump(mode="json"))
+            await self.publisher.publish(session, PRODUCT_CREATED, str(product_id),
+                                         ProductChanged.checked(out.model_dump(mode="json")))
             return out
 
         out = await self._write_with_claims(shard, product_id,
@@ -477,8 +488,8 @@ class CatalogService:
         product.updated_at = now
         await session.flush()
         out = product_out(product)
-        await self.publisher.publish(session, events.PRODUCT_UPDATED, str(product.id),
-                                     out.model_dump(mode="json"))
+        await self.publisher.publish(session, PRODUCT_UPDATED, str(product.id),
+                                     ProductChanged.checked(out.model_dump(mode="json")))
         return out
 
     async def update_product(self, product_id: uuid.UUID, patch: ProductPatch) -> ProductOut:
@@ -539,9 +550,8 @@ class CatalogService:
             if await repo.has_active_reservations(session, variant_ids):
                 raise Conflict("the product has active reservations; commit or release them "
                                "first", code="product_has_reservations")
-            await self.publisher.publish(session, events.PRODUCT_DELETED, str(product_id), {
-                "id": str(product_id), "category": product.category,
-                "version": product.version + 1})
+            await self.publisher.publish(session, PRODUCT_DELETED, str(product_id), ProductDeleted(
+                id=product_id, category=product.category, version=product.version + 1).wire())
             await session.delete(product)
             if same_database:
                 await repo.drop_sku_claims(session, variant_ids)
@@ -612,10 +622,10 @@ class CatalogService:
                 return
             variant.price_amount, variant.currency = price.amount, price.currency
             variant.updated_at = now
-            await self.publisher.publish(session, events.PRICE_CHANGED, str(product_id), {
-                "product_id": str(product_id), "variant_id": str(variant_id),
-                "sku": variant.sku, "old": old, "new": new,
-                "changed_at": now.isoformat()})
+            await self.publisher.publish(session, PRICE_CHANGED, str(product_id), PriceChanged(
+                product_id=product_id, variant_id=variant_id, sku=variant.sku,
+                old=EventMoney.model_validate(old), new=EventMoney.model_validate(new),
+                changed_at=now.isoformat()).wire())
 
         return await self._change(product_id, change)
 
@@ -640,7 +650,7 @@ class CatalogService:
             payload = stock_payload(row)
             if body.reason:
                 payload["reason"] = body.reason
-            await self.publisher.publish(session, events.STOCK_CHANGED, str(product_id),
+            await self.publisher.publish(session, STOCK_CHANGED, str(product_id),
                                          payload)
         await self.invalidate([product_id])
         return await self.get_product(product_id)

@@ -1,4 +1,5 @@
-"""What the review service publishes and consumes.
+"""What the review service publishes and consumes (the contracts in
+:mod:`kommerce.contracts.events.review` and :mod:`kommerce.contracts.events.order`).
 
 Published (topic ``review.events``, keyed by product id), from :mod:`.service`:
 ``review.created``, ``review.approved`` and ``rating.changed`` (the product's new summary:
@@ -17,6 +18,7 @@ from collections.abc import Callable
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kommerce.contracts.events.order import ORDER_STATUS_CHANGED
 from services.core.events.consumer import EventHandlers
 from services.core.events.envelope import EventEnvelope
 from services.core.http import ServiceClient
@@ -24,8 +26,6 @@ from services.core.metrics import counter
 from services.review.purchases import apply_order_update, order_update, products_of_variants
 
 log = logging.getLogger(__name__)
-
-ORDER_STATUS_CHANGED = "order.status_changed"
 
 VERIFIED_CHANGES = counter("review_verified_changes_total",
                            "Reviews whose verified-purchase flag an order event changed")
@@ -38,7 +38,7 @@ def order_handlers(catalog: Callable[[], ServiceClient | None]) -> EventHandlers
 
     @handlers.on(ORDER_STATUS_CHANGED)
     async def record_purchase(session: AsyncSession, event: EventEnvelope) -> None:
-        change = order_update(event.payload)
+        change = order_update(event.payload, schema_version=event.schema_version)
         if not change.relevant:
             return
         product = catalog()

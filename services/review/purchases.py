@@ -26,7 +26,7 @@ from sqlalchemy import exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.core.events.consumer import PoisonEvent
+from kommerce.contracts.events.order import OrderStatusChanged
 from services.core.http import ServiceClient, UpstreamUnavailable
 from services.review.models import Purchase, Review
 
@@ -34,7 +34,6 @@ from services.review.models import Purchase, Review
 PURCHASED_STATUSES = frozenset({"PAID", "SHIPMENT_CREATED", "CONFIRMED", "DELIVERED"})
 #: A cancelled order was refunded (or never charged): its products were not bought.
 WITHDRAWN_STATUSES = frozenset({"CANCELLED"})
-MAX_LINES = 500
 
 
 @dataclass(frozen=True)
@@ -51,32 +50,15 @@ class OrderUpdate:
         return self.status in PURCHASED_STATUSES or self.status in WITHDRAWN_STATUSES
 
 
-def order_update(payload: dict[str, Any]) -> OrderUpdate:
+def order_update(payload: dict[str, Any], *, schema_version: int = 1) -> OrderUpdate:
     """The parts of an ``order.status_changed`` payload this service uses; a payload that
-    is not one raises :class:`PoisonEvent` (dead-lettered, never retried)."""
-    try:
-        order_id = uuid.UUID(str(payload["order_id"]))
-        owner = payload["owner"]
-        status = payload["status"]
-        lines = payload.get("lines") or []
-        if not isinstance(owner, str) or not owner or len(owner) > 255:
-            raise ValueError(f"owner {owner!r} is not a user id")
-        if not isinstance(status, str):
-            raise ValueError(f"status {status!r} is not a string")
-        if not isinstance(lines, list) or len(lines) > MAX_LINES:
-            raise ValueError(f"lines is not a list of at most {MAX_LINES}")
-        products: set[uuid.UUID] = set()
-        variants: set[uuid.UUID] = set()
-        for line in lines:
-            if not isinstance(line, dict):
-                raise ValueError(f"line {line!r} is not an object")
-            if line.get("product_id") is not None:
-                products.add(uuid.UUID(str(line["product_id"])))
-            elif line.get("variant_id") is not None:
-                variants.add(uuid.UUID(str(line["variant_id"])))
-    except (KeyError, TypeError, ValueError) as exc:
-        raise PoisonEvent(f"not an order status change: {exc!r}") from exc
-    return OrderUpdate(order_id, owner, status, tuple(sorted(products)),
+    is not one raises :class:`~kommerce.contracts.events.base.InvalidPayload`
+    (dead-lettered, never retried)."""
+    change = OrderStatusChanged.parse(payload, schema_version=schema_version)
+    products = {line.product_id for line in change.lines if line.product_id is not None}
+    variants = {line.variant_id for line in change.lines
+                if line.product_id is None and line.variant_id is not None}
+    return OrderUpdate(change.order_id, change.owner, change.status, tuple(sorted(products)),
                        tuple(sorted(variants)))
 
 

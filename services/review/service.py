@@ -25,6 +25,13 @@ from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kommerce.contracts.events.review import (
+    RATING_CHANGED,
+    REVIEW_APPROVED,
+    REVIEW_CREATED,
+    RatingChanged,
+    ReviewEvent,
+)
 from services.core.auth import Principal
 from services.core.cache import Cache
 from services.core.db import Database
@@ -45,10 +52,6 @@ from services.review.schemas import (
     ReviewSort,
 )
 from services.review.settings import ReviewSettings
-
-REVIEW_CREATED = "review.created"
-REVIEW_APPROVED = "review.approved"
-RATING_CHANGED = "rating.changed"
 
 REVIEWS = counter("reviews_total", "Reviews written, by the screen's verdict", ["status"])
 
@@ -272,14 +275,14 @@ class ReviewService:
         summary = await self._load_summary(product_id, session)
         await add_event(session, EventEnvelope.new(
             RATING_CHANGED, source=self.settings.service_name, key=str(product_id),
-            payload=summary))
+            payload=RatingChanged.model_validate(summary).wire()))
 
     async def _publish(self, session: AsyncSession, event_type: str, review: Review) -> None:
         await add_event(session, EventEnvelope.new(
             event_type, source=self.settings.service_name, key=str(review.product_id),
-            payload={"review_id": str(review.id), "product_id": str(review.product_id),
-                     "user_id": review.user_id, "rating": review.rating,
-                     "status": review.status}))
+            payload=ReviewEvent(review_id=review.id, product_id=review.product_id,
+                                user_id=review.user_id, rating=review.rating,
+                                status=review.status).wire()))
 
     async def _drop_summary(self, product_id: uuid.UUID, changed: bool) -> None:
         if changed:

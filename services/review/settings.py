@@ -7,6 +7,7 @@ from typing import Annotated
 from pydantic import Field, field_validator
 from pydantic_settings import NoDecode
 
+from kommerce.contracts.events.order import ORDER_TOPIC
 from services.core.settings import ServiceSettings
 
 #: A starting list; operators replace it through KOMMERCE_BANNED_WORDS.
@@ -29,7 +30,7 @@ class ReviewSettings(ServiceSettings):
         "every review waits in the moderation queue.",
     )
     order_topic: str = Field(
-        "order.events", description="Topic the order service publishes order.status_changed "
+        ORDER_TOPIC, description="Topic the order service publishes order.status_changed "
         "on (paid and cancelled orders make and unmake verified purchases).")
     product_service_url: str | None = Field(
         None, description="Product service (``kommerce up`` sets KOMMERCE_PRODUCT_SERVICE_URL): "

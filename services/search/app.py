@@ -15,6 +15,8 @@ from typing import Any
 from fastapi import FastAPI
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kommerce.contracts.events.product import CATALOG_EVENTS
+from kommerce.contracts.events.review import RATING_CHANGED
 from services.core.app import Consume, ServiceRuntime, create_service_app
 from services.core.db import Database
 from services.core.events.consumer import EventHandlers
@@ -27,12 +29,7 @@ from services.search.catalog import catalog_pages
 from services.search.elastic import ElasticsearchBackend
 from services.search.models import MIGRATIONS
 from services.search.postgres import PostgresBackend
-from services.search.service import (
-    PRODUCT_EVENTS,
-    RATING_CHANGED,
-    SearchIndexer,
-    SearchService,
-)
+from services.search.service import SearchIndexer, SearchService
 from services.search.settings import SearchSettings
 
 log = logging.getLogger(__name__)
@@ -136,7 +133,7 @@ def create_app(settings: SearchSettings | None = None) -> FastAPI:
     components = SearchComponents(settings)
     return create_service_app(
         settings, routers=[api.router], migrations=MIGRATIONS,
-        consumers=[Consume(settings.product_topic, components.handlers(PRODUCT_EVENTS)),
+        consumers=[Consume(settings.product_topic, components.handlers(CATALOG_EVENTS)),
                    Consume(settings.review_topic, components.handlers([RATING_CHANGED]))],
         lifespan_hooks=[components.lifespan],
         readiness_checks=[ReadinessCheck("search_engine", components.ping, timeout_seconds=3)],

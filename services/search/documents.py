@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Any
 
 from pydantic import BaseModel, Field
+
+from kommerce.contracts.events.product import ProductChanged
 
 BRAND_ATTRIBUTE = "brand"
 
@@ -72,30 +73,30 @@ class ProductDocument(BaseModel):
         return any(v.available > 0 for v in self.variants)
 
     @classmethod
-    def from_product(cls, product: dict[str, Any]) -> ProductDocument:
-        """From a ``product.created``/``product.updated`` payload (the product's JSON)."""
+    def from_product(cls, product: ProductChanged) -> ProductDocument:
+        """From a ``product.created``/``product.updated`` payload (the product's JSON), or a
+        catalog page's product, read through its contract."""
         attributes: dict[str, set[str]] = {}
         brand = None
-        for name, value in (product.get("attributes") or {}).items():
+        for name, value in product.attributes.items():
             if name.lower() == BRAND_ATTRIBUTE:
-                brand = str(value)
+                brand = value
                 continue
-            attributes.setdefault(name, set()).add(str(value))
+            attributes.setdefault(name, set()).add(value)
         variants = []
-        for variant in product.get("variants") or []:
-            for name, value in (variant.get("attributes") or {}).items():
+        for variant in product.variants:
+            for name, value in variant.attributes.items():
                 if name.lower() != BRAND_ATTRIBUTE:
-                    attributes.setdefault(name, set()).add(str(value))
+                    attributes.setdefault(name, set()).add(value)
             variants.append(VariantFacts(
-                id=variant["id"], sku=variant["sku"], price=variant["price"]["amount"],
-                currency=variant["price"]["currency"],
-                available=(variant.get("stock") or {}).get("available", 0)))
+                id=variant.id, sku=variant.sku, price=variant.price.amount,
+                currency=variant.price.currency, available=variant.stock.available))
         return cls(
-            id=product["id"], version=product["version"], name=product["name"],
-            description=product.get("description") or "", category=product["category"],
+            id=product.id, version=product.version, name=product.name,
+            description=product.description, category=product.category,
             brand=brand, attributes={k: sorted(v) for k, v in attributes.items()},
-            variants=variants, images=product.get("images") or [],
-            created_at=product["created_at"], updated_at=product["updated_at"])
+            variants=variants, images=list(product.images),
+            created_at=product.created_at, updated_at=product.updated_at)
 
     def with_price(self, variant_id: uuid.UUID, amount: int) -> ProductDocument:
         return self.model_copy(update={"variants": [

@@ -12,7 +12,7 @@ import asyncio
 import dataclasses
 import logging
 import uuid
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -20,9 +20,22 @@ from elastic_transport import TransportError
 from elasticsearch import ApiError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kommerce.contracts.events.base import InvalidPayload
+from kommerce.contracts.events.product import (
+    PRICE_CHANGED,
+    PRODUCT_CREATED,
+    PRODUCT_DELETED,
+    PRODUCT_UPDATED,
+    STOCK_CHANGED,
+    PriceChanged,
+    ProductChanged,
+    ProductDeleted,
+    StockChanged,
+)
+from kommerce.contracts.events.review import RATING_CHANGED, RatingChanged
 from services.core.db import Database
 from services.core.errors import InvalidRequest, NotFound, ServiceUnavailable
-from services.core.events.consumer import EventHandlers, PoisonEvent
+from services.core.events.consumer import EventHandlers
 from services.core.events.envelope import EventEnvelope
 from services.core.metrics import counter, histogram
 from services.core.transient import RetryLater
@@ -37,11 +50,6 @@ SEARCHES = counter("search_queries_total", "Searches answered, by engine and out
                    "(results, zero_results)", ["engine", "outcome"])
 SEARCH_LATENCY = histogram("search_engine_seconds", "Time the engine took per search",
                            ["engine", "operation"])
-#: Published by the review service on ``review.events`` with the product's new summary.
-RATING_CHANGED = "rating.changed"
-#: What this service consumes from the product service's topic.
-PRODUCT_EVENTS = ("product.created", "product.updated", "product.deleted", "price.changed",
-                  "stock.changed")
 
 INDEXED = counter("search_documents_applied_total", "Product events applied to the index",
                   ["event"])
@@ -72,54 +80,38 @@ class SearchIndexer:
         self.backend = backend
         self.event_handlers = self.handlers()
 
-    async def product_changed(self, session: AsyncSession, payload: dict[str, Any]) -> None:
-        try:
-            document = ProductDocument.from_product(payload)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PoisonEvent(f"not a product document: {exc!r}") from exc
-        document = await repo.with_rating(session, document)
+    async def product_changed(self, session: AsyncSession, payload: Mapping[str, Any], *,
+                              schema_version: int = 1) -> None:
+        """A ``product.created``/``product.updated`` payload: the whole product."""
+        product = ProductChanged.parse(payload, schema_version=schema_version)
+        document = await repo.with_rating(session, ProductDocument.from_product(product))
         if await repo.save(session, document, same_version=False):
             await engine_call(lambda: self.backend.index([document]))
 
-    async def product_deleted(self, session: AsyncSession, payload: dict[str, Any]) -> None:
-        try:
-            product_id = uuid.UUID(str(payload["id"]))
-            version = int(payload["version"])
-            category = str(payload.get("category") or "")
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PoisonEvent(f"not a deletion: {exc!r}") from exc
-        if await repo.tombstone(session, product_id, version, category):
-            await engine_call(lambda: self.backend.remove(product_id, version))
+    async def product_deleted(self, session: AsyncSession, payload: Mapping[str, Any], *,
+                              schema_version: int = 1) -> None:
+        deleted = ProductDeleted.parse(payload, schema_version=schema_version)
+        if await repo.tombstone(session, deleted.id, deleted.version, deleted.category):
+            await engine_call(lambda: self.backend.remove(deleted.id, deleted.version))
 
-    async def rating_changed(self, session: AsyncSession, payload: dict[str, Any],
-                             rated_at: datetime) -> None:
+    async def rating_changed(self, session: AsyncSession, payload: Mapping[str, Any],
+                             rated_at: datetime, *, schema_version: int = 1) -> None:
         """A product's new rating summary (the review service's ``rating.changed``): kept
         per product even before the product is known, and put on its document if it is."""
-        try:
-            product_id = uuid.UUID(str(payload["product_id"]))
-            count = int(payload["count"])
-            average = payload.get("average")
-            rating = None if average is None or count == 0 else float(average)
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PoisonEvent(f"not a rating summary: {exc!r}") from exc
-        if count < 0 or (rating is not None and not 1.0 <= rating <= 5.0):
-            raise PoisonEvent(f"rating {average!r} over {count} reviews is out of range")
+        summary = RatingChanged.parse(payload, schema_version=schema_version)
+        product_id, rating, count = summary.product_id, summary.rating, summary.count
         if not await repo.save_rating(session, product_id, rating, count, rated_at):
             return  # a newer summary is already applied
         document = await repo.rate_document(session, product_id, rating, count)
         if document is not None:
             await engine_call(lambda: self.backend.index([document]))
 
-    async def variant_changed(self, session: AsyncSession, payload: dict[str, Any],
+    async def variant_changed(self, session: AsyncSession, product_id: uuid.UUID,
+                              variant_id: uuid.UUID,
                               change: Callable[[ProductDocument, uuid.UUID], ProductDocument]
                               ) -> None:
         """A price or stock change names one variant; unknown products are skipped (the
         product's own created event, or a rebuild, will bring the whole document)."""
-        try:
-            product_id = uuid.UUID(str(payload["product_id"]))
-            variant_id = uuid.UUID(str(payload["variant_id"]))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PoisonEvent(f"not a variant change: {exc!r}") from exc
         current = await repo.live_document(session, product_id, for_update=True)
         if current is None:
             return
@@ -131,40 +123,40 @@ class SearchIndexer:
         handlers = EventHandlers()
 
         async def on_changed(session: AsyncSession, event: EventEnvelope) -> None:
-            await self.product_changed(session, event.payload)
+            await self.product_changed(session, event.payload,
+                                       schema_version=event.schema_version)
             INDEXED.labels(event.type).inc()
 
         async def on_deleted(session: AsyncSession, event: EventEnvelope) -> None:
-            await self.product_deleted(session, event.payload)
+            await self.product_deleted(session, event.payload,
+                                       schema_version=event.schema_version)
             INDEXED.labels(event.type).inc()
 
         async def on_price(session: AsyncSession, event: EventEnvelope) -> None:
-            new = event.payload.get("new")
-            amount = new.get("amount") if isinstance(new, dict) else new
-            if not isinstance(amount, int) or amount < 0:
-                raise PoisonEvent("price.changed without a new amount")
-            await self.variant_changed(session, event.payload,
+            price = PriceChanged.parse(event.payload, schema_version=event.schema_version)
+            amount = price.new.amount
+            await self.variant_changed(session, price.product_id, price.variant_id,
                                        lambda doc, vid: doc.with_price(vid, amount))
             INDEXED.labels(event.type).inc()
 
         async def on_stock(session: AsyncSession, event: EventEnvelope) -> None:
-            available = event.payload.get("available")
-            if not isinstance(available, int):
-                raise PoisonEvent("stock.changed without an available count")
-            await self.variant_changed(session, event.payload,
+            stock = StockChanged.parse(event.payload, schema_version=event.schema_version)
+            available = stock.available
+            await self.variant_changed(session, stock.product_id, stock.variant_id,
                                        lambda doc, vid: doc.with_available(vid, available))
             INDEXED.labels(event.type).inc()
 
         async def on_rating(session: AsyncSession, event: EventEnvelope) -> None:
-            await self.rating_changed(session, event.payload, event.occurred_at)
+            await self.rating_changed(session, event.payload, event.occurred_at,
+                                      schema_version=event.schema_version)
             INDEXED.labels(event.type).inc()
 
         handlers.on(RATING_CHANGED)(on_rating)
-        handlers.on("product.created")(on_changed)
-        handlers.on("product.updated")(on_changed)
-        handlers.on("product.deleted")(on_deleted)
-        handlers.on("price.changed")(on_price)
-        handlers.on("stock.changed")(on_stock)
+        handlers.on(PRODUCT_CREATED)(on_changed)
+        handlers.on(PRODUCT_UPDATED)(on_changed)
+        handlers.on(PRODUCT_DELETED)(on_deleted)
+        handlers.on(PRICE_CHANGED)(on_price)
+        handlers.on(STOCK_CHANGED)(on_stock)
         return handlers
 
     async def load_catalog(self, pages: AsyncIterator[list[dict[str, Any]]]) -> int:
@@ -178,9 +170,9 @@ class SearchIndexer:
             async with self.database.session() as session, session.begin():
                 for product in page:
                     try:
-                        document = ProductDocument.from_product(product)
-                    except (KeyError, TypeError, ValueError) as exc:
-                        log.warning("catalog product %s skipped: %r", product.get("id"), exc)
+                        document = ProductDocument.from_product(ProductChanged.parse(product))
+                    except InvalidPayload as exc:
+                        log.warning("catalog product %s skipped: %s", product.get("id"), exc)
                         continue
                     document = await repo.with_rating(session, document)
                     if await repo.save(session, document, same_version=False):

@@ -6,6 +6,8 @@ from typing import Literal
 
 from pydantic import AliasChoices, Field
 
+from kommerce.contracts.events.product import PRODUCT_TOPIC
+from kommerce.contracts.events.review import REVIEW_TOPIC
 from services.core.settings import ServiceSettings
 
 
@@ -33,12 +35,12 @@ class SearchSettings(ServiceSettings):
     elasticsearch_timeout_seconds: float = Field(
         5.0, gt=0, description="Per-request timeout of the Elasticsearch client.")
     product_topic: str = Field(
-        "product.events", description="Topic the product service publishes catalog events on.")
+        PRODUCT_TOPIC, description="Topic the product service publishes catalog events on.")
     product_service_url: str | None = Field(
         None, description="Product service (``kommerce up`` sets KOMMERCE_PRODUCT_SERVICE_URL): "
         "a search store that is empty at start-up is filled from its catalog. Unset: it waits "
         "for product events.")
     review_topic: str = Field(
-        "review.events", description="Topic the review service publishes rating.changed on.")
+        REVIEW_TOPIC, description="Topic the review service publishes rating.changed on.")
     analytics_window_days: int = Field(
         30, ge=1, le=3650, description="How far back the analytics endpoint looks by default.")

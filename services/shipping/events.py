@@ -1,9 +1,5 @@
-"""What the shipping service publishes (topic ``shipping.events``, keyed by order id):
-
-* ``shipment.created`` / ``shipment.cancelled`` — for the order saga and the shop front;
-* ``shipment.status_changed`` — every tracking step, with the carrier's description;
-* ``shipment.delivered`` — the delivery notification (the order service marks the order
-  delivered; a notifier mails the shopper).
+"""What the shipping service publishes: the names, topic and payload are the contract in
+:mod:`kommerce.contracts.events.shipping` (topic ``shipping.events``, keyed by order id).
 """
 
 from __future__ import annotations
@@ -14,11 +10,6 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.events.envelope import EventEnvelope
 from services.core.events.outbox import add_event
-
-SHIPMENT_CREATED = "shipment.created"
-SHIPMENT_CANCELLED = "shipment.cancelled"
-SHIPMENT_STATUS_CHANGED = "shipment.status_changed"
-SHIPMENT_DELIVERED = "shipment.delivered"
 
 
 class Publisher:

@@ -17,16 +17,17 @@ from sqlalchemy import select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.core.auth import Principal
-from services.core.db import Database
-from services.core.errors import Conflict, Forbidden, NotFound, Unprocessable
-from services.shipping.events import (
+from kommerce.contracts.events.shipping import (
     SHIPMENT_CANCELLED,
     SHIPMENT_CREATED,
     SHIPMENT_DELIVERED,
     SHIPMENT_STATUS_CHANGED,
-    Publisher,
+    ShipmentEvent,
 )
+from services.core.auth import Principal
+from services.core.db import Database
+from services.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from services.shipping.events import Publisher
 from services.shipping.models import Shipment, TrackingEvent
 from services.shipping.rates import (
     Carrier,
@@ -186,7 +187,7 @@ class ShippingService:
 
     async def _publish(self, session: AsyncSession, event_type: str, shipment: Shipment,
                        description: str | None = None) -> None:
-        await self.publisher.publish(session, event_type, shipment.order_id, {
-            "shipment_id": str(shipment.id), "order_id": shipment.order_id,
-            "owner": shipment.owner, "status": shipment.status, "carrier": shipment.carrier,
-            "tracking_number": shipment.tracking_number, "description": description})
+        await self.publisher.publish(session, event_type, shipment.order_id, ShipmentEvent(
+            shipment_id=shipment.id, order_id=shipment.order_id, owner=shipment.owner,
+            status=shipment.status, carrier=shipment.carrier,
+            tracking_number=shipment.tracking_number, description=description).wire())

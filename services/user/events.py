@@ -1,12 +1,6 @@
 """What the user service publishes (on ``user.events``, keyed by user id); it consumes
-nothing.
-
-``user.registered``: a new account (welcome mail, analytics).
-``user.updated``: profile, preferences or roles changed; ``changed`` names which, and
-``version`` grows with every change so a consumer can ignore one that arrives late.
-Both carry the user's current snapshot, so a consumer never has to call back. Addresses and
-password changes are not published: nobody downstream needs them, and personal data that is
-not sent cannot leak.
+nothing. The names and payloads are the contract in :mod:`kommerce.contracts.events.user`:
+``user.registered`` and ``user.updated``, each with the user's current snapshot.
 """
 
 from __future__ import annotations
@@ -14,12 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
+from kommerce.contracts.events.user import (
+    USER_REGISTERED,
+    USER_UPDATED,
+    UserRegistered,
+    UserUpdated,
+)
 from services.core.events.envelope import EventEnvelope
 from services.user.models import User
 from services.user.schemas import Preferences
-
-USER_REGISTERED = "user.registered"
-USER_UPDATED = "user.updated"
 
 
 def snapshot(user: User) -> dict[str, Any]:
@@ -36,10 +33,12 @@ def snapshot(user: User) -> dict[str, Any]:
 
 def user_registered(user: User, *, source: str) -> EventEnvelope:
     return EventEnvelope.new(USER_REGISTERED, source=source, key=str(user.id),
-                             payload={**snapshot(user),
-                                      "registered_at": user.created_at.isoformat()})
+                             payload=UserRegistered(
+                                 **snapshot(user),
+                                 registered_at=user.created_at.isoformat()).wire())
 
 
 def user_updated(user: User, changed: Iterable[str], *, source: str) -> EventEnvelope:
     return EventEnvelope.new(USER_UPDATED, source=source, key=str(user.id),
-                             payload={**snapshot(user), "changed": sorted(set(changed))})
+                             payload=UserUpdated(**snapshot(user),
+                                                 changed=sorted(set(changed))).wire())

@@ -10,7 +10,10 @@ import sys
 import pytest
 
 CONTRACTS = ("kommerce.contracts", "kommerce.contracts.route_table",
-             "kommerce.contracts.breaker", "kommerce.contracts.shard_map")
+             "kommerce.contracts.breaker", "kommerce.contracts.shard_map",
+             *(f"kommerce.contracts.events.{name}"
+               for name in ("base", "order", "payment", "product", "review", "shipping",
+                            "user")))
 FORBIDDEN = ("kubernetes", "kopf", "fastapi", "starlette", "sqlalchemy", "httpx", "aiohttp",
              "orjson", "yaml", "operators", "services", "kommerce.testbed", "kommerce.platform")
 
@@ -26,9 +29,10 @@ def test_a_contract_imports_only_pydantic_and_the_standard_library(module: str) 
     assert heavy == []
 
 
-def test_the_package_itself_loads_no_contract() -> None:
-    script = "import json, sys; import kommerce.contracts; print(json.dumps(sorted(sys.modules)))"
+@pytest.mark.parametrize("package", ["kommerce.contracts", "kommerce.contracts.events"])
+def test_a_package_itself_loads_no_contract(package: str) -> None:
+    script = f"import json, sys; import {package}; print(json.dumps(sorted(sys.modules)))"
     loaded = json.loads(subprocess.run([sys.executable, "-c", script], check=True,
                                        capture_output=True, text=True).stdout)
-    assert [name for name in loaded if name.startswith("kommerce.contracts.")] == []
+    assert [name for name in loaded if name.startswith(package + ".")] == []
     assert "pydantic" not in loaded

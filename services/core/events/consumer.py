@@ -7,7 +7,7 @@ changes nothing the second time.
 
 Failures are sorted into three kinds:
 
-* **poison** - the bytes are not an envelope, or the payload fails validation: it will
+* **poison** - the bytes are not an envelope, or the payload fails its contract: it will
   never succeed, so it goes straight to ``<topic>.dlq`` with the error;
 * **transient** - the database, Redis, the bus or a called service is unreachable: retried
   with backoff for as long as it takes, never dead-lettered (an outage must not lose events);
@@ -29,6 +29,7 @@ from opentelemetry import context as otel_context
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from kommerce.contracts.events.base import InvalidPayload
 from services.core.db import Database
 from services.core.events.bus import (
     EventBus,
@@ -64,7 +65,9 @@ class PoisonEvent(Exception):
 
 
 def is_poison(exc: BaseException) -> bool:
-    return isinstance(exc, PoisonEvent | InvalidEvent | pydantic.ValidationError)
+    """Whether ``exc`` says the event can never be handled: not an envelope, or a payload
+    its contract (:mod:`kommerce.contracts.events`) refuses."""
+    return isinstance(exc, PoisonEvent | InvalidEvent | InvalidPayload | pydantic.ValidationError)
 
 
 @dataclass
