@@ -92,9 +92,11 @@ class ProductChanged(EventPayload):
     @field_validator("description", "attributes", "images", "variants", mode="before")
     @classmethod
     def _null_is_empty(cls, value: Any, info: ValidationInfo) -> Any:
-        if value is None:
-            return {"description": "", "attributes": {}}.get(info.field_name, [])
-        return value
+        if value is not None:
+            return value
+        if info.field_name == "description":
+            return ""
+        return {} if info.field_name == "attributes" else []
 
 
 class ProductDeleted(EventPayload):
