@@ -8,7 +8,7 @@ from kommerce.operator_cli import run_operator
 from kommerce.rollout_cli import rollout_app
 from kommerce.serve_cli import serve
 from kommerce.testbed_cli import testbed_app
-from kommerce.up_cli import down, restart, status, up
+from kommerce.up_cli import down, restart, status, supervise, up
 
 app = typer.Typer(
     help="Kommerce: an operator-driven commerce platform on Kubernetes.",
@@ -22,6 +22,7 @@ app.command("up")(up)
 app.command("status")(status)
 app.command("restart")(restart)
 app.command("down")(down)
+app.command("supervise")(supervise)
 app.command("serve")(serve)
 
 

@@ -29,7 +29,15 @@ from kommerce.platform.launcher import ADMIN_EMAIL, Platform, Started, StartErro
 from kommerce.platform.real_node import ClusterNode
 from kommerce.platform.seed import describe_error
 from kommerce.platform.state import PlatformState, process_start_time, started_by_hand
-from kommerce.platform.supervisor import PLATFORM_LOG, Supervisor, request_restart
+from kommerce.platform.supervisor import (
+    PLATFORM_LOG,
+    Supervisor,
+    hold_supervisor_lock,
+    load_launch_specs,
+    request_restart,
+)
+from kommerce.platform.watchdog import NAME as WATCHDOG
+from kommerce.platform.watchdog import start_watchdog
 from kommerce.testbed.cache import REPO_ROOT
 
 #: soft_wrap: URLs and paths stay on one line to copy, whatever the terminal's width.
@@ -79,15 +87,26 @@ def up(
         console.print(f"[red]✗ start-up failed: {escape(describe_error(error))}[/red]")
         console.print(f"  everything started was stopped; logs in {data_dir / 'logs'}")
         raise typer.Exit(1) from None
+    lock = hold_supervisor_lock(platform.data_dir)
+    if lock is None:  # only if another `kommerce supervise` raced in; Platform refused one
+        platform.stop()
+        console.print(f"[red]✗ another supervisor took {data_dir}; stopped[/red]")
+        raise typer.Exit(1)
     _report(started, platform, detach)
-    started.state.supervisor_pid = os.getpid()
-    started.state.supervisor_started = process_start_time(os.getpid())
-    started.state.save()
+    _record_supervisor(started.state)
+    start_watchdog(started.state, platform.processes, platform.logs)
     stopping = _stop_on_signals()
     if ready_pipe is not None:
         _hand_over(ready_pipe, platform.logs / PLATFORM_LOG)
     _supervise(platform, stopping,
                echo=None if detach else (lambda line: console.print(line, markup=False)))
+    os.close(lock)
+
+
+def _record_supervisor(state: PlatformState) -> None:
+    state.supervisor_pid = os.getpid()
+    state.supervisor_started = process_start_time(os.getpid())
+    state.save()
 
 
 def _fork_detached() -> int:
@@ -184,6 +203,64 @@ def _supervise(platform: Platform, stopping: Callable[[], bool],
     supervisor.note("stopped")
 
 
+def supervise(
+    data_dir: Path = DATA_DIR_OPTION,
+    detach: bool = typer.Option(False, "--detach", "-d",
+                                help="Exit once it supervises; `kommerce down` stops it all."),
+) -> None:
+    """Take over supervising a running platform whose supervisor is gone (its watchdog does
+    this on its own within a second; this is for when the watchdog is gone too). Runs until
+    `kommerce down`, restarting what dies, then stops everything."""
+    data_dir = data_dir.resolve()
+    if PlatformState.load(data_dir) is None:
+        console.print(f"[red]✗ nothing runs from {data_dir} (no state file)[/red]")
+        raise typer.Exit(1)
+    ready_pipe = _fork_detached() if detach else None  # only the child returns
+    lock = hold_supervisor_lock(data_dir)
+    # Read after taking the lock: a supervisor that took over just before wrote itself in.
+    state = PlatformState.load(data_dir)
+    if lock is None or state is None or state.supervisor_running():
+        console.print(f"[red]✗ {data_dir} is supervised already"
+                      + (f" (pid {state.supervisor_pid})" if state else "") + "[/red]")
+        raise typer.Exit(1)
+    stopping = _stop_on_signals()
+    previous = state.supervisor_pid
+    state.supervisor_takeovers += 1
+    _record_supervisor(state)
+    logs = data_dir / "logs"
+    processes = load_launch_specs(data_dir, [p.name for p in state.processes if p.supervised])
+    supervisor = Supervisor(state, processes, logs=logs,
+                            echo=None if detach else (lambda line: console.print(line,
+                                                                                 markup=False)))
+    supervisor.note(f"took over from the supervisor pid {previous}, which is gone "
+                    f"(takeover {state.supervisor_takeovers})")
+    if ready_pipe is not None:
+        _hand_over(ready_pipe, logs / PLATFORM_LOG)
+    supervisor.run(stopping)
+    supervisor.note("stopping ...")
+    stubborn = _stop_everything(state)
+    if stubborn:
+        supervisor.note(f"would not stop: {', '.join(stubborn)}")
+        raise typer.Exit(1)
+    supervisor.note("stopped")
+    os.close(lock)
+
+
+def _stop_everything(state: PlatformState) -> list[str]:
+    """Stop what ``state`` names, newest first, and clear what a real node's containers
+    leave; without the Platform that started it (a supervisor that took over, or
+    ``down`` with no supervisor), this is all there is to do. The names that would not
+    stop; the state file goes once nothing is left."""
+    stubborn = state.stop_all()
+    if state.node_workdir:  # no-op when the node was stopped cleanly
+        from kommerce.testbed.node import clean_up_node_leftovers
+
+        clean_up_node_leftovers(Path(state.node_workdir))
+    if not stubborn:
+        state.remove()
+    return stubborn
+
+
 def status(
     data_dir: Path = DATA_DIR_OPTION,
     as_json: bool = typer.Option(False, "--json", help="Machine-readable output."),
@@ -205,7 +282,8 @@ def status(
     if as_json:
         print(json.dumps({"running": any(row["running"] for row in rows), "ready": all_ready,
                           "gateway_url": state.gateway_url, "kubeconfig": state.kubeconfig,
-                          "supervisor": {"pid": state.supervisor_pid, "running": supervised},
+                          "supervisor": {"pid": state.supervisor_pid, "running": supervised,
+                                         "takeovers": state.supervisor_takeovers},
                           "processes": rows}, indent=2))
     else:
         table = Table("process", "pid", "port")
@@ -229,9 +307,11 @@ def status(
             if record.running():
                 console.print(f"also {record.name}, pid {record.pid}: `kommerce down` stops "
                               "it too")
-        console.print(f"supervised by pid {state.supervisor_pid}" if supervised else
-                      "[red]no supervisor runs: a process that dies stays down "
-                      "(`kommerce down`, then `kommerce up`)[/red]")
+        takeovers = (f" (it took over {state.supervisor_takeovers} time(s) from one that "
+                     "died)" if state.supervisor_takeovers else "")
+        console.print(f"supervised by pid {state.supervisor_pid}{takeovers}" if supervised
+                      else "[red]no supervisor runs: a process that dies stays down "
+                           "(`kommerce supervise --detach` takes over)[/red]")
     if not all_ready:
         raise typer.Exit(1)
 
@@ -264,7 +344,8 @@ def restart(
         raise typer.Exit(2)
     if not state.supervisor_running():
         console.print(f"[red]✗ no supervisor runs for {data_dir} (its `kommerce up` is "
-                      "gone); `kommerce down`, then `kommerce up`[/red]")
+                      "gone, and its watchdog too); `kommerce supervise --detach` takes "
+                      "over[/red]")
         raise typer.Exit(1)
     old_pid, began = record.pid, time.monotonic()
     request_restart(data_dir, service)
@@ -295,25 +376,41 @@ def down(data_dir: Path = DATA_DIR_OPTION) -> None:
             console.print(f"nothing runs from {data_dir}")
         return
     with console.status("stopping"):
-        if state.supervisor_running():
-            # The supervisor goes first, so it restarts nothing that is being stopped: on
-            # SIGTERM it stops everything itself, and the loop below only confirms.
-            _stop_supervisor(state)
+        # The supervisor goes first, so it restarts nothing that is being stopped: on
+        # SIGTERM it stops everything itself, and what follows only confirms. With none
+        # running, its watchdog goes first, and holding the lock keeps a supervisor it may
+        # have started a moment ago from taking over.
+        lock = _stop_supervision(data_dir, state)
         # The supervisor's latest view (it renews pids on restarts); gone once it stopped
         # everything.
         latest = PlatformState.load(data_dir) or state
-        stubborn = latest.stop_all()
-        if latest.node_workdir:  # no-op when the supervisor stopped the node itself
-            from kommerce.testbed.node import clean_up_node_leftovers
-
-            clean_up_node_leftovers(Path(latest.node_workdir))
+        stubborn = _stop_everything(latest)
+        if lock is not None:
+            os.close(lock)
     for record in reversed(latest.processes):
         if record.name not in stubborn:
             console.print(f"  [green]✓[/green] {record.name} stopped")
     if stubborn:
         console.print(f"[red]would not stop: {', '.join(stubborn)}[/red]")
         raise typer.Exit(1)
-    latest.remove()
+
+
+def _stop_supervision(data_dir: Path, state: PlatformState,
+                      timeout: float = 150.0) -> int | None:
+    """Stop the supervisor, or with none its watchdog, and hold the supervisor lock so no
+    supervisor takes over while ``down`` stops the rest (None: it could not be had)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if state.supervisor_running():
+            _stop_supervisor(state)
+        elif (watchdog := state.record(WATCHDOG)) is not None:
+            watchdog.stop()
+        if (lock := hold_supervisor_lock(data_dir)) is not None:
+            return lock
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(0.2)  # a supervisor is taking over: it writes itself in, then is stopped
+        state = PlatformState.load(data_dir) or state
 
 
 def _stop_started_by_hand(data_dir: Path) -> list[str]:

@@ -87,7 +87,8 @@ def start_cluster(platform: Platform, console: Console) -> Path:
         finally:
             # ControlPlane keeps its processes private; their pids let `down` stop them.
             _record(platform, getattr(plane, "_processes", []),
-                    {"kube-apiserver": plane.apiserver_port, "etcd": plane.etcd_port})
+                    {"kube-apiserver": plane.apiserver_port, "etcd": plane.etcd_port},
+                    supervised=True)
     console.print(f"  [green]✓[/green] Kubernetes control plane at {plane.server} "
                   f"({time.monotonic() - began:.1f} s)")
 
@@ -229,10 +230,17 @@ def user_kubeconfig(plane: ControlPlane, path: Path | None = None) -> Path:
     return path
 
 
-def _record(platform: Platform, processes: list[ServerProcess], ports: dict[str, int]) -> None:
+def _record(platform: Platform, processes: list[ServerProcess], ports: dict[str, int], *,
+            supervised: bool = False) -> None:
+    """Track ``processes``; ``supervised`` ones are restarted by the supervisor when they
+    die (the control plane's: etcd keeps its data in the cluster folder, the others hold
+    no state of their own)."""
     known = {record.pid for record in platform.state.processes}
     for process in processes:
         if process.pid is None or process.pid in known:
             continue
+        if supervised:
+            platform.processes[process.name] = process
         platform.track(ProcessRecord.of(process.name, process.pid,
-                                        ports.get(process.name, 0), process.log_path))
+                                        ports.get(process.name, 0), process.log_path,
+                                        supervised=supervised))

@@ -175,6 +175,8 @@ class PlatformState:
     #: detached ``up`` left behind), and its kernel start time.
     supervisor_pid: int | None = None
     supervisor_started: int | None = None
+    #: How often a supervisor took over from one that had died (``kommerce supervise``).
+    supervisor_takeovers: int = 0
     kubeconfig: str | None = None
     #: The real node's folder when ``up --cluster`` runs one: `kommerce down` clears what
     #: its containers leave (mounts, network namespaces, rules) if the supervisor could not.

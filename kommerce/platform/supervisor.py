@@ -2,10 +2,11 @@
 
 The supervisor is the ``up`` process itself: the foreground one, or with ``--detach`` the
 child it forks and leaves running (see ``up_cli``). So every data server, service, the
-gateway and, with ``--cluster``, the operator is its own child, and it learns how each one
-ended from the kernel (an exit code, or the signal that killed it) instead of guessing from
-a pid. The cluster's own servers (etcd, the apiserver, the controllers, kwok) are reported
-when they stop, not restarted: the cluster is rebuilt from the manifests on each ``up``.
+gateway and, with ``--cluster`` on kwok, the control plane (etcd, the apiserver, the
+controllers, kwok) and the operator is its own child, and it learns how each one ended from
+the kernel (an exit code, or the signal that killed it) instead of guessing from a pid. A
+real node's processes (its control plane, containerd, the kubelet) are reported when they
+stop, not restarted: the node is built anew on each ``up``.
 
 A process that dies is started again with the same command line, environment and port
 (the others hold its address), after a delay that doubles with each death that follows a
@@ -13,16 +14,26 @@ restart closely (a crash loop), up to a cap; after a number of such deaths in a 
 given up on and reported failed, until ``kommerce restart <name>`` asks for it again. Each
 death and restart is a line in the platform's log (``logs/platform.log``) and in the
 process's own log, and is counted in the state file, which ``kommerce status`` shows.
+
+The supervisor can die too (``kill -9``, the OOM killer). Its children run on (each leads a
+session of its own), and what it needs to start any of them again is on disk: the state
+file, and each process's command line and environment in ``launch/<name>.json`` (readable
+by the owner alone: the environment holds the services' keys). So a new supervisor
+(``kommerce supervise``, which the watchdog of ``watchdog.py`` runs when the supervisor is
+gone) takes over where the old one stopped. One lock file in the data folder, held for as
+long as a supervisor runs, keeps a second one from taking over beside it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import json
 import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Iterable, Mapping, MutableMapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +44,61 @@ from kommerce.testbed.process import ServerProcess
 PLATFORM_LOG = "platform.log"
 #: ``kommerce restart`` leaves a ``restart-<name>`` file here for the supervisor to act on.
 CONTROL_DIR = "control"
+#: How to start each supervised process again, for a supervisor that did not start it.
+LAUNCH_DIR = "launch"
+#: Held (``flock``) by the running supervisor; the kernel lets go of it when that dies.
+LOCK_FILE = "supervisor.lock"
+
+
+def hold_supervisor_lock(data_dir: Path) -> int | None:
+    """The descriptor of the data folder's supervisor lock, now held by this process (keep
+    it open for as long as it supervises), or None when another supervisor holds it."""
+    descriptor = os.open(data_dir / LOCK_FILE, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(descriptor)
+        return None
+    return descriptor
+
+
+def supervisor_lock_free(data_dir: Path) -> bool:
+    """Whether no supervisor holds the lock (one that is taking over holds it already)."""
+    descriptor = hold_supervisor_lock(data_dir)
+    if descriptor is None:
+        return False
+    os.close(descriptor)
+    return True
+
+
+def save_launch_specs(data_dir: Path, processes: Mapping[str, ServerProcess]) -> None:
+    """Write how each process is started, for a supervisor that takes over."""
+    folder = data_dir / LAUNCH_DIR
+    folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for name, process in processes.items():
+        path = folder / f"{name}.json"
+        scratch = path.with_suffix(".tmp")
+        descriptor = os.open(scratch, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(descriptor, "w") as spec:
+            json.dump({"argv": process.argv, "env": process.env, "log": str(process.log_path),
+                       "cwd": str(process.cwd) if process.cwd is not None else None}, spec)
+        scratch.replace(path)
+
+
+def load_launch_specs(data_dir: Path, names: Iterable[str]) -> dict[str, ServerProcess]:
+    """The processes of ``names`` as :func:`save_launch_specs` wrote them (not started);
+    a name without a readable spec is left out, so it is reported, not restarted."""
+    found = {}
+    for name in names:
+        try:
+            spec = json.loads((data_dir / LAUNCH_DIR / f"{name}.json").read_text())
+        except (OSError, ValueError):
+            continue
+        process = ServerProcess(name, spec["argv"], log_path=Path(spec["log"]),
+                                cwd=Path(spec["cwd"]) if spec["cwd"] else None)
+        process.env = spec["env"]  # as it was, not merged into this process's environment
+        found[name] = process
+    return found
 
 
 @dataclass(frozen=True)
@@ -110,6 +176,8 @@ class Supervisor:
                          if record.supervised and record.name in processes}
         self._reported: set[str] = set()
         self.control = Path(state.data_dir) / CONTROL_DIR
+        save_launch_specs(Path(state.data_dir),
+                          {name: child.process for name, child in self.children.items()})
 
     def run(self, stopping: Callable[[], bool], interval: float = 0.5) -> None:
         """Supervise until ``stopping()`` says so (a signal handler sets it)."""
@@ -142,6 +210,7 @@ class Supervisor:
         """None while it runs; otherwise how it ended."""
         popen = child.popen
         if popen is None:
+            # Started by a supervisor before this one: not our child, so no exit status.
             return None if child.record.running() else "stopped (exit status unknown)"
         code = popen.poll()
         return None if code is None else describe_exit(code)

@@ -1,8 +1,8 @@
 """The operator of ``kommerce up --cluster`` is one of the platform's processes: supervised
-(killed, it is started again and reconciles again), its log in ``logs/`` beside the
-services', and no fake Pod claiming to be it. An operator started by hand per the README
-(``kommerce operator --standalone`` with the cluster's ``KUBECONFIG``) is stopped by
-``kommerce down``.
+(killed, it is started again and reconciles again, as are etcd and the apiserver), its log
+in ``logs/`` beside the services', and no fake Pod claiming to be it. An operator started by
+hand per the README (``kommerce operator --standalone`` with the cluster's ``KUBECONFIG``)
+is stopped by ``kommerce down``.
 
 The cluster is started the way ``up --cluster --node kwok`` starts it (``start_cluster``;
 on a real node the operator is a Pod instead) on a platform of its own without the
@@ -63,7 +63,7 @@ def _service_ready(kubeconfig: Path, name: str) -> bool:
                for c in (found.get("status") or {}).get("conditions") or [])
 
 
-def test_the_clusters_operator_is_supervised_logs_beside_the_services_and_shows_no_fake_pod(
+def test_the_clusters_operator_and_control_plane_are_supervised_and_no_fake_pod_shows(
         platform: Platform) -> None:
     kubeconfig = start_cluster(platform, platform.console)
     record = platform.state.record(OPERATOR_NAME)
@@ -86,7 +86,11 @@ def test_the_clusters_operator_is_supervised_logs_beside_the_services_and_shows_
     assert saved is not None and (saved.record(OPERATOR_NAME) or record).pid == record.pid
     log = Path(record.log).read_text()
     assert f"{OPERATOR_NAME} (pid {killed}) killed by SIGKILL" in log
-    # And it reconciles: a CommerceService applied now becomes Ready.
+
+    # The control plane is supervised too: etcd, then the apiserver, killed and back.
+    for name in ("etcd", "kube-apiserver"):
+        _kill_and_wait_restarted(supervisor, platform, name)
+    # And the operator reconciles through it all: a CommerceService applied now is Ready.
     _kubectl(kubeconfig, "apply", "-f", "-", stdin=json.dumps({
         "apiVersion": "kommerce.io/v1alpha1", "kind": "CommerceService",
         "metadata": {"name": "after-restart"},
@@ -95,6 +99,16 @@ def test_the_clusters_operator_is_supervised_logs_beside_the_services_and_shows_
                  "routes": [{"pathPrefix": "/api/after-restart"}]}}))
     wait_until(lambda: _service_ready(kubeconfig, "after-restart"), timeout=60,
                what="a CommerceService reconciled by the restarted operator", interval=0.5)
+
+
+def _kill_and_wait_restarted(supervisor: Supervisor, platform: Platform, name: str) -> None:
+    record = platform.state.record(name)
+    assert record is not None and record.supervised and record.ready(), record
+    killed = record.pid
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: (supervisor.tick(), record.pid != killed and record.ready())[1],
+               timeout=90, what=f"{name} started again and ready", interval=0.2)
+    assert record.last_exit == "killed by SIGKILL", record
 
 
 def test_down_stops_an_operator_started_by_hand_against_the_cluster(

@@ -1,7 +1,8 @@
 """``kommerce up --detach`` keeps its processes running: a process killed with SIGKILL (a
 service, the gateway, PostgreSQL, Redis) is started again, ``kommerce status`` shows the
 restart, the shop serves again and orders caught mid-saga finish, all without ``down`` and
-``up``; ``kommerce restart`` restarts one process; one that keeps dying is given up on.
+``up``; ``kommerce restart`` restarts one process; one that keeps dying is given up on; a
+killed supervisor is replaced by one that takes over, and ``down`` still stops everything.
 
 One platform for the module (it takes a minute to start on a busy machine), in a data
 folder of its own: these tests kill its processes, which would disturb the session-wide
@@ -22,9 +23,19 @@ from typing import Any
 
 import pytest
 
-from kommerce.platform.supervisor import PLATFORM_LOG, RestartPolicy, describe_exit
+from kommerce.platform.state import PlatformState
+from kommerce.platform.supervisor import (
+    PLATFORM_LOG,
+    RestartPolicy,
+    describe_exit,
+    hold_supervisor_lock,
+    load_launch_specs,
+    save_launch_specs,
+    supervisor_lock_free,
+)
 from kommerce.testbed.ports import wait_until
 from kommerce.testbed.postgres import SUPERUSER, postgres_bin_dir
+from kommerce.testbed.process import ServerProcess
 from tests.shop import Shop, Shopper, running_shop
 
 pytestmark = [pytest.mark.postgres, pytest.mark.redis]
@@ -261,3 +272,90 @@ def test_a_process_that_keeps_dying_is_given_up_on_and_restart_brings_it_back(
     back = process(shop, "shipping")
     assert back["ready"] and not back["failed"], back
     shop_serves(shop)
+
+
+def test_a_launch_spec_starts_the_same_process_and_only_its_owner_reads_it(
+        tmp_path: Path) -> None:
+    process = ServerProcess("svc", ["/bin/true", "--flag"], log_path=tmp_path / "svc.log",
+                            env={"KOMMERCE_SECRET": "s3cret"}, cwd=tmp_path)
+    save_launch_specs(tmp_path, {"svc": process})
+
+    loaded = load_launch_specs(tmp_path, ["svc", "never-saved"])
+    assert list(loaded) == ["svc"], "a process without a spec is reported, not restarted"
+    again = loaded["svc"]
+    assert (again.argv, again.env, again.log_path, again.cwd) == \
+        (process.argv, process.env, process.log_path, process.cwd)
+    assert (tmp_path / "launch" / "svc.json").stat().st_mode & 0o077 == 0
+
+
+def test_only_one_supervisor_holds_a_data_folder(tmp_path: Path) -> None:
+    held = hold_supervisor_lock(tmp_path)
+    assert held is not None
+    try:
+        assert hold_supervisor_lock(tmp_path) is None
+        assert not supervisor_lock_free(tmp_path)
+    finally:
+        os.close(held)
+    assert supervisor_lock_free(tmp_path)
+
+
+def wait_taken_over(shop: Shop, gone: dict[str, Any]) -> dict[str, Any]:
+    """Status's supervisor once another one than ``gone`` runs."""
+    def taken_over() -> bool:
+        now = shop.status()["supervisor"]
+        return bool(now["running"]) and now["pid"] != gone["pid"]
+
+    wait_until(taken_over, timeout=RESTART_TIMEOUT, what="a supervisor took over",
+               interval=0.5)
+    return dict(shop.status()["supervisor"])
+
+
+def test_a_killed_supervisor_is_replaced_by_one_that_restarts_what_dies_and_down_stops_all(
+        shop: Shop) -> None:
+    """Last in the module: it ends with ``kommerce down``."""
+    first = shop.status()["supervisor"]
+    beside = shop.kommerce("supervise", "--detach", check=False)
+    assert beside.returncode == 1 and "is supervised already" in beside.stdout, beside.stdout
+    os.kill(first["pid"], signal.SIGKILL)
+
+    second = wait_taken_over(shop, first)
+    assert second["takeovers"] == first["takeovers"] + 1, second
+    log = (shop.data_dir / "logs" / PLATFORM_LOG).read_text()
+    assert f"the supervisor (pid {first['pid']}) is gone" in log, log[-2000:]
+    assert f"took over from the supervisor pid {first['pid']}, which is gone" in log
+    assert "it took over 1 time(s)" in shop.kommerce("status").stdout
+
+    # What the first one started, the second restarts, though it is not its parent.
+    order = kill_hard(shop, "order")
+    restarted = wait_restarted(shop, "order", order)
+    assert restarted["last_exit"] == "stopped (exit status unknown)", restarted
+    assert restarted["restarts"] == order["restarts"] + 1, restarted
+    shop_serves(shop)
+
+    # The watchdog is supervised like the rest, and the restarted one keeps watch.
+    watchdog = kill_hard(shop, "watchdog")
+    wait_restarted(shop, "watchdog", watchdog)
+    os.kill(second["pid"], signal.SIGKILL)
+    third = wait_taken_over(shop, second)
+    assert third["takeovers"] == first["takeovers"] + 2, third
+
+    # Both gone at once: nothing takes over until someone runs `kommerce supervise`.
+    watchdog = process(shop, "watchdog")
+    os.kill(watchdog["pid"], signal.SIGKILL)
+    os.kill(third["pid"], signal.SIGKILL)
+    wait_until(lambda: not shop.status()["supervisor"]["running"], timeout=30,
+               what="the supervisor gone", interval=0.2)
+    assert "`kommerce supervise --detach` takes over" in \
+        shop.kommerce("status", check=False).stdout
+    shop.kommerce("supervise", "--detach")
+    fourth = shop.status()["supervisor"]
+    assert fourth["running"] and fourth["takeovers"] == first["takeovers"] + 3, fourth
+    wait_restarted(shop, "watchdog", watchdog)
+    shop_serves(shop)
+
+    pids = [p["pid"] for p in shop.status()["processes"]] + [fourth["pid"]]
+    shop.kommerce("down")
+    assert not PlatformState.path(shop.data_dir).exists()
+    still = [pid for pid in pids if Path(f"/proc/{pid}").exists()
+             and Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"]
+    assert still == [], f"still running after down: {still}"
