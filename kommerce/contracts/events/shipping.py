@@ -27,8 +27,8 @@ class ShipmentEvent(EventPayload):
     DESCRIBES: ClassVar[str] = "a shipment event"
 
     shipment_id: uuid.UUID
-    order_id: str = Field(min_length=1, description="The order's id (a payment made "
-                          "outside checkout has no order of the order service's).")
+    order_id: str = Field(min_length=1, description="The order's id (a shipment made "
+                          "outside checkout names no order of the order service's).")
     owner: str | None = None
     status: str
     carrier: str | None = None
