@@ -35,7 +35,7 @@ def prepare() -> None:
     }
     # The real node and the image it runs: only where a node can run (root, packages).
     if (reason := node_unavailable_reason()) is None:
-        steps["real node: kubelet, kube-proxy, CoreDNS, pause"] = node_binaries
+        steps["real node: kubelet, kube-proxy, CoreDNS, pause, metrics-server"] = node_binaries
         steps["real node: the image, from the Dockerfile"] = kommerce_image_archive
     table = Table("step", "seconds")
     for name, action in steps.items():

@@ -22,13 +22,15 @@ import yaml
 
 from kommerce.testbed.cache import say, step
 from kommerce.testbed.gobuild import go_binaries, go_module_dir
-from kommerce.testbed.pki import ClusterPKI, create_pki
+from kommerce.testbed.pki import ClusterPKI, create_pki, issue_certificate
 from kommerce.testbed.ports import LOOPBACK, free_port, port_open, wait_until
 from kommerce.testbed.process import ServerProcess
 
 KUBERNETES_VERSION = "v1.35.4"  # pinned in gomod/kube/go.mod
 ETCD_VERSION = "v3.6.16"  # pinned in gomod/etcd/go.mod
 KWOK_VERSION = "v0.7.0"  # pinned in gomod/kwok/go.mod
+#: The name the apiserver presents to aggregated API servers it proxies to.
+FRONT_PROXY_CLIENT = "front-proxy-client"
 ISTIO_API_VERSION = "v1.31.4"
 SERVICE_CIDR = "10.96.0.0/16"
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
@@ -178,6 +180,7 @@ class ControlPlane:
             f"--kubelet-certificate-authority={self.pki.ca.cert}",
             "--kubelet-preferred-address-types=InternalIP",
             "--endpoint-reconciler-type=lease",
+            *self._aggregation_flags(),
         ] if real_node else [
             f"--bind-address={LOOPBACK}",
             "--authorization-mode=RBAC",
@@ -202,6 +205,24 @@ class ControlPlane:
         ])
         wait_until(self._apiserver_ready, timeout=120, what="kube-apiserver", interval=0.25,
                    alive=apiserver.exit_problem)
+
+    def _aggregation_flags(self) -> list[str]:
+        """The aggregation layer, for the real node's metrics-server (``metrics.k8s.io``):
+        the apiserver proxies to it as ``front-proxy-client`` and names the caller in
+        headers it trusts only from that certificate. The apiserver dials the metrics
+        server's endpoint directly (it runs on the host, not behind kube-proxy)."""
+        assert self.pki is not None
+        front = issue_certificate(self.pki.ca, "front-proxy-client", FRONT_PROXY_CLIENT)
+        return [
+            f"--requestheader-client-ca-file={self.pki.ca.cert}",
+            f"--requestheader-allowed-names={FRONT_PROXY_CLIENT}",
+            "--requestheader-username-headers=X-Remote-User",
+            "--requestheader-group-headers=X-Remote-Group",
+            "--requestheader-extra-headers-prefix=X-Remote-Extra-",
+            f"--proxy-client-cert-file={front.cert}",
+            f"--proxy-client-key-file={front.key}",
+            "--enable-aggregator-routing=true",
+        ]
 
     def _apiserver_ready(self) -> bool:
         import ssl

@@ -78,6 +78,8 @@ def node_binaries() -> dict[str, Path]:
     })
     binaries |= go_binaries("coredns", {"coredns": "kommerce.local/testbed/coredns"})
     binaries |= go_binaries("pause", {"pause": "kommerce.local/testbed/pause"})
+    binaries |= go_binaries("metrics-server",
+                            {"metrics-server": "sigs.k8s.io/metrics-server/cmd/metrics-server"})
     return binaries
 
 
@@ -113,7 +115,7 @@ class RealNode:
         if reason := node_unavailable_reason():
             raise NodeUnavailable(reason)
         started = time.monotonic()
-        with step("real node binaries (kubelet, kube-proxy, CoreDNS, pause)"):
+        with step("real node binaries (kubelet, kube-proxy, CoreDNS, pause, metrics-server)"):
             self.binaries = node_binaries()
         try:
             self._prepare_host()
@@ -133,6 +135,7 @@ class RealNode:
             self._start_kubelet()
             self._start_kube_proxy()
             self._start_coredns()
+            self._start_metrics_server()
             wait_until(self._node_ready, timeout=120, what=f"node {NODE_NAME}", interval=0.5)
         except BaseException:
             self.stop()
@@ -360,6 +363,44 @@ state = "{RUN_DIR / 'state'}"
         wait_until(lambda: port_open(ready), timeout=60, what="CoreDNS",
                    alive=coredns.exit_problem)
 
+    def _start_metrics_server(self) -> None:
+        """metrics-server on the host, registered as ``metrics.k8s.io`` so HPAs get the
+        Pods' CPU: it reads each kubelet's resource metrics (over TLS, trusting the
+        cluster's CA) and serves them through the apiserver's aggregation layer."""
+        assert self.plane.pki is not None
+        kubeconfig = self._client_kubeconfig("metrics-server", "system:metrics-server",
+                                             "system:masters")
+        port = free_port()
+        server = self._spawn("metrics-server", [
+            self.binaries["metrics-server"],
+            f"--kubeconfig={kubeconfig}",
+            f"--authentication-kubeconfig={kubeconfig}",
+            f"--authorization-kubeconfig={kubeconfig}",
+            f"--bind-address={NODE_IP}",
+            f"--secure-port={port}",
+            f"--cert-dir={self.workdir / 'metrics-server-certs'}",
+            "--kubelet-use-node-status-port",
+            "--kubelet-preferred-address-types=InternalIP",
+            f"--kubelet-certificate-authority={self.plane.pki.ca.cert}",
+            # Short, so an HPA test waits seconds for a first value; the resolution must
+            # exceed the kubelet request timeout.
+            "--metric-resolution=10s",
+            "--kubelet-request-timeout=5s",
+            "--v=1",
+        ])
+        wait_until(lambda: port_open(port, host=NODE_IP), timeout=60, what="metrics-server",
+                   alive=server.exit_problem)
+        self.plane.kubectl("apply", "--server-side", "--field-manager=kommerce-testbed",
+                           "-f", "-", input_text=yaml.safe_dump_all(
+                               metrics_api_manifests(NODE_IP, port)))
+        wait_until(self._metrics_api_available, timeout=60, what="the metrics.k8s.io API",
+                   interval=0.5, alive=server.exit_problem)
+
+    def _metrics_api_available(self) -> bool:
+        service = self.plane.kubectl_json("get", "apiservice", METRICS_API)
+        return any(c["type"] == "Available" and c["status"] == "True"
+                   for c in service.get("status", {}).get("conditions", []))
+
     # -- state ---------------------------------------------------------------------------
 
     def _node(self) -> dict[str, Any] | None:
@@ -385,6 +426,32 @@ state = "{RUN_DIR / 'state'}"
         except (RuntimeError, subprocess.TimeoutExpired) as error:
             say(f"node clean-up: {error}")
         time.sleep(1)
+
+
+METRICS_API = "v1beta1.metrics.k8s.io"
+
+
+def metrics_api_manifests(host: str, port: int) -> list[dict[str, Any]]:
+    """The APIService for ``metrics.k8s.io`` and the selector-less Service whose endpoint
+    is the metrics-server on the host."""
+    meta = {"name": "metrics-server", "namespace": "kube-system",
+            "labels": {"app.kubernetes.io/name": "metrics-server"}}
+    return [
+        {"apiVersion": "v1", "kind": "Service", "metadata": meta,
+         "spec": {"ports": [{"name": "https", "port": 443, "targetPort": port}]}},
+        {"apiVersion": "v1", "kind": "Endpoints", "metadata": meta,
+         "subsets": [{"addresses": [{"ip": host}],
+                      "ports": [{"name": "https", "port": port}]}]},
+        {"apiVersion": "apiregistration.k8s.io/v1", "kind": "APIService",
+         "metadata": {"name": METRICS_API},
+         "spec": {"group": "metrics.k8s.io", "version": "v1beta1",
+                  "service": {"name": "metrics-server", "namespace": "kube-system",
+                              "port": 443},
+                  # Its serving certificate is self-signed in its cert dir; the link is
+                  # the host's own bridge address.
+                  "insecureSkipTLSVerify": True,
+                  "groupPriorityMinimum": 100, "versionPriority": 100}},
+    ]
 
 
 def create_bridge() -> None:

@@ -415,3 +415,75 @@ def test_the_breaker_policy_trips_on_failing_payment_pods_and_reloads_live(
     wait_until(lambda: status(failing) in ("CONFIRMED", "CANCELLED"), timeout=180,
                what="the order placed while payment failed to settle", interval=2)
     assert _order_pod(node_shop)["status"]["containerStatuses"][0]["restartCount"] == restarts
+
+
+# -- autoscaling on the Pods' real CPU ------------------------------------------------------
+
+def _pod_cpu_millicores(shop: NodeShop, selector: str) -> dict[str, float]:
+    """Each Pod's CPU as metrics-server reports it (through the apiserver's aggregation
+    layer, the way the HPA controller reads it)."""
+    listing = shop.json("get", "--raw",
+                        f"/apis/metrics.k8s.io/v1beta1/namespaces/{SHOP_NAMESPACE}/pods"
+                        f"?labelSelector={selector}")
+    cpu: dict[str, float] = {}
+    for pod in listing["items"]:
+        total = 0.0
+        for container in pod["containers"]:
+            value = container["usage"]["cpu"]  # "12345678n", "15m" or "1"
+            total += (float(value[:-1]) / 1e6 if value.endswith("n") else
+                      float(value[:-1]) if value.endswith("m") else float(value) * 1000)
+        cpu[pod["metadata"]["name"]] = total
+    return cpu
+
+
+def test_an_hpa_scales_a_service_up_on_real_cpu_under_load_and_back_down(
+        node_shop: NodeShop) -> None:
+    """The search service under a search loop: metrics-server reports its Pods' CPU from
+    the kubelet, its HPA (rendered by the operator) adds a Pod, which becomes Ready and
+    serves; with the load gone it goes back to one. Its scale-down window is shortened for
+    the test (the sample waits five minutes) and restored after."""
+    name = "search-service"
+    selector = f"app.kubernetes.io/instance={name}"
+    original = node_shop.json("get", "commerceservice", name, "-n",
+                              SHOP_NAMESPACE)["spec"]["autoscaling"]
+    quick = {"minReplicas": 1, "maxReplicas": 2, "behavior": {
+        "scaleUp": {"stabilizationWindowSeconds": 0},
+        "scaleDown": {"stabilizationWindowSeconds": 0,
+                      "policies": [{"type": "Pods", "value": 1, "periodSeconds": 15}]}}}
+    node_shop.kubectl("patch", "commerceservice", name, "-n", SHOP_NAMESPACE, "--type",
+                      "merge", "-p", json.dumps({"spec": {"autoscaling": quick}}))
+    try:
+        wait_until(lambda: _pod_cpu_millicores(node_shop, selector) != {}, timeout=90,
+                   what=f"metrics of {name}'s Pods", interval=2)
+
+        def replicas() -> tuple[int, int]:
+            status = node_shop.json("get", "deployment", name, "-n", SHOP_NAMESPACE)["status"]
+            return int(status.get("replicas", 0)), int(status.get("readyReplicas", 0))
+
+        assert replicas() == (1, 1), replicas()
+        load = Traffic(f"{node_shop.service_url(name)}/search?q=shoes&limit=20", workers=4,
+                       fresh_connections=False)
+        with load.running():
+            wait_until(lambda: replicas() == (2, 2), timeout=240,
+                       what=f"{name} scaled to 2 Ready Pods under load", interval=2)
+            busy = _pod_cpu_millicores(node_shop, selector)
+            # The new Pod serves: the Service balances the loop's requests onto it too.
+            time.sleep(5)
+        assert load.failures() == [], load.failures()[:5]
+        hpa = node_shop.json("get", "hpa", name, "-n", SHOP_NAMESPACE)
+        cpu = next(m for m in hpa["status"]["currentMetrics"]
+                   if m["resource"]["name"] == "cpu")["resource"]["current"]
+        assert cpu["averageUtilization"] > 0, hpa["status"]
+        print(f"under load: Pod CPU {busy} millicores; HPA saw {cpu}")
+
+        wait_until(lambda: replicas() == (1, 1), timeout=240,
+                   what=f"{name} back to one Pod without load", interval=2)
+        events = node_shop.kubectl("get", "events", "-n", SHOP_NAMESPACE, "--field-selector",
+                                   f"involvedObject.kind=HorizontalPodAutoscaler,"
+                                   f"involvedObject.name={name}").stdout
+        assert "New size: 2; reason: cpu resource utilization" in events, events
+        assert "New size: 1" in events, events
+    finally:
+        node_shop.kubectl("patch", "commerceservice", name, "-n", SHOP_NAMESPACE, "--type",
+                          "merge", "-p", json.dumps({"spec": {"autoscaling": {
+                              **quick, **original, "behavior": original.get("behavior")}}}))
