@@ -1,15 +1,23 @@
-"""SQL for payments, refunds, the audit log and webhook bookkeeping."""
+"""SQL for payments, refunds, customers and saved methods, the audit log and webhook
+bookkeeping: module functions on the caller's session, which owns the transaction."""
 
 from __future__ import annotations
 
 import uuid
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from services.payment.models import AuditEntry, Payment, Refund, WebhookEvent
+from services.payment.models import (
+    AuditEntry,
+    Customer,
+    Payment,
+    Refund,
+    SavedPaymentMethod,
+    WebhookEvent,
+)
 
 
 async def payment_by_key(session: AsyncSession, key: str, *,
@@ -83,6 +91,16 @@ async def touch(session: AsyncSession, payment: Payment) -> None:
     await session.flush()
 
 
+def add_refund(session: AsyncSession, refund: Refund) -> None:
+    session.add(refund)
+
+
+async def reload(session: AsyncSession, row: Refund) -> None:
+    """Write ``row`` and read back what the database filled in (ids, timestamps)."""
+    await session.flush()
+    await session.refresh(row)
+
+
 async def refund_by_key(session: AsyncSession, key: str) -> Refund | None:
     return (await session.execute(
         select(Refund).where(Refund.idempotency_key == key))).scalar_one_or_none()
@@ -106,3 +124,61 @@ async def first_delivery(session: AsyncSession, event_id: str, event_type: str) 
         insert(WebhookEvent).values(event_id=event_id, event_type=event_type)
         .on_conflict_do_nothing().returning(WebhookEvent.event_id))
     return inserted.first() is not None
+
+
+# -- customers and saved payment methods ---------------------------------------------------
+
+
+async def customer(session: AsyncSession, owner: str) -> Customer | None:
+    return await session.get(Customer, owner)
+
+
+async def claim_customer(session: AsyncSession, owner: str,
+                         provider_customer_id: str) -> Customer:
+    """The shopper's customer, inserted with ``provider_customer_id`` unless one exists (a
+    concurrent first save made it)."""
+    await session.execute(
+        insert(Customer).values(owner=owner, provider_customer_id=provider_customer_id)
+        .on_conflict_do_nothing())
+    found = await session.get(Customer, owner)
+    assert found is not None
+    return found
+
+
+async def customer_of_saved(session: AsyncSession, owner: str,
+                            payment_method: str) -> str | None:
+    """The provider's customer id a saved card of ``owner``'s is charged on (Stripe requires
+    it); None for a one-off method."""
+    saved = await session.get(SavedPaymentMethod, payment_method)
+    if saved is None or saved.owner != owner:
+        return None
+    found = await session.get(Customer, owner)
+    return found.provider_customer_id if found else None
+
+
+async def saved_method(session: AsyncSession, payment_method: str) -> SavedPaymentMethod | None:
+    return await session.get(SavedPaymentMethod, payment_method)
+
+
+async def claim_saved_method(session: AsyncSession, payment_method: str, owner: str, *,
+                             brand: str | None, last4: str | None) -> SavedPaymentMethod:
+    """The saved method with this id, inserted for ``owner`` unless it exists; the caller
+    checks whose it is."""
+    await session.execute(
+        insert(SavedPaymentMethod).values(id=payment_method, owner=owner, brand=brand,
+                                          last4=last4)
+        .on_conflict_do_nothing())
+    saved = await session.get(SavedPaymentMethod, payment_method)
+    assert saved is not None
+    return saved
+
+
+async def saved_methods(session: AsyncSession, owner: str) -> list[SavedPaymentMethod]:
+    query = (select(SavedPaymentMethod).where(SavedPaymentMethod.owner == owner)
+             .order_by(SavedPaymentMethod.created_at))
+    return list((await session.execute(query)).scalars())
+
+
+async def delete_saved_method(session: AsyncSession, payment_method: str) -> None:
+    await session.execute(delete(SavedPaymentMethod)
+                          .where(SavedPaymentMethod.id == payment_method))

@@ -19,8 +19,6 @@ import uuid
 from typing import Any
 
 import stripe
-from sqlalchemy import delete, select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kommerce.contracts.events.payment import EVENT_FOR_STATUS, PaymentEvent
@@ -31,13 +29,7 @@ from services.core.metrics import counter
 from services.payment import repository
 from services.payment.events import Publisher
 from services.payment.gateway import ChargeResult, ChargeStatus, PaymentGateway
-from services.payment.models import (
-    AuditEntry,
-    Customer,
-    Payment,
-    Refund,
-    SavedPaymentMethod,
-)
+from services.payment.models import AuditEntry, Payment, Refund, SavedPaymentMethod
 from services.payment.schemas import ChargeIn, RefundIn
 from services.payment.settings import PaymentSettings
 
@@ -106,7 +98,8 @@ class PaymentService:
             if payment.status not in ("pending", "requires_action"):
                 return payment, None, created
             # Read in the claim's transaction: one round trip less on every checkout.
-            customer = await self._customer_of_saved(session, owner, body.payment_method)
+            customer = await repository.customer_of_saved(session, owner,
+                                                          body.payment_method)
         result = await self.gateway.charge(
             amount=body.amount, currency=body.currency, payment_method=body.payment_method,
             idempotency_key=f"charge-{payment.id}", customer=customer,
@@ -144,16 +137,6 @@ class PaymentService:
                 await self._record_charge(session, payment, result, principal.user_id)
         return payment
 
-    @staticmethod
-    async def _customer_of_saved(session: AsyncSession, owner: str,
-                                 payment_method: str) -> str | None:
-        """A saved card is charged on its customer (Stripe requires it); a one-off is not."""
-        saved = await session.get(SavedPaymentMethod, payment_method)
-        if saved is None or saved.owner != owner:
-            return None
-        customer = await session.get(Customer, owner)
-        return customer.provider_customer_id if customer else None
-
     # -- saved payment methods ---------------------------------------------------------------
 
     async def save_method(self, principal: Principal,
@@ -161,26 +144,18 @@ class PaymentService:
         """Attach a tokenized method to the shopper's customer (made on first use)."""
         owner = principal.user_id
         async with self.database.session() as session:
-            customer = await session.get(Customer, owner)
+            customer = await repository.customer(session, owner)
         if customer is None:
             provider_id = await self.gateway.create_customer(
                 email=None, idempotency_key=f"customer-{owner}")
             async with self.database.session() as session, session.begin():
-                await session.execute(
-                    insert(Customer).values(owner=owner, provider_customer_id=provider_id)
-                    .on_conflict_do_nothing())
-                customer = await session.get(Customer, owner)
-                assert customer is not None
+                customer = await repository.claim_customer(session, owner, provider_id)
         card = await self.gateway.attach(customer=customer.provider_customer_id,
                                          payment_method=payment_method,
                                          idempotency_key=f"attach-{owner}-{payment_method}")
         async with self.database.session() as session, session.begin():
-            await session.execute(
-                insert(SavedPaymentMethod).values(id=card.id, owner=owner, brand=card.brand,
-                                                  last4=card.last4)
-                .on_conflict_do_nothing())
-            saved = await session.get(SavedPaymentMethod, card.id)
-            assert saved is not None
+            saved = await repository.claim_saved_method(session, card.id, owner,
+                                                        brand=card.brand, last4=card.last4)
             if saved.owner != owner:
                 raise NotFound("no such payment method", code="payment_method_not_found")
             await repository.audit(session, None, "payment_method_saved", owner,
@@ -190,21 +165,17 @@ class PaymentService:
 
     async def saved_methods(self, principal: Principal) -> list[SavedPaymentMethod]:
         async with self.database.session() as session:
-            rows = await session.execute(
-                select(SavedPaymentMethod).where(SavedPaymentMethod.owner == principal.user_id)
-                .order_by(SavedPaymentMethod.created_at))
-            return list(rows.scalars())
+            return await repository.saved_methods(session, principal.user_id)
 
     async def remove_method(self, principal: Principal, payment_method: str) -> None:
         async with self.database.session() as session:
-            saved = await session.get(SavedPaymentMethod, payment_method)
+            saved = await repository.saved_method(session, payment_method)
         if saved is None or saved.owner != principal.user_id:
             raise NotFound("no such payment method", code="payment_method_not_found")
         await self.gateway.detach(payment_method=payment_method,
                                   idempotency_key=f"detach-{payment_method}")
         async with self.database.session() as session, session.begin():
-            await session.execute(delete(SavedPaymentMethod)
-                                  .where(SavedPaymentMethod.id == payment_method))
+            await repository.delete_saved_method(session, payment_method)
             await repository.audit(session, None, "payment_method_removed",
                                    principal.user_id, {"payment_method": payment_method})
 
@@ -299,7 +270,7 @@ class PaymentService:
             refund = Refund(payment_id=payment.id, idempotency_key=key,
                             provider_refund_id=result.refund_id, amount=amount,
                             status=result.status, reason=body.reason)
-            session.add(refund)
+            repository.add_refund(session, refund)
             payment.refunded_amount += amount
             payment.status = ("refunded" if payment.refunded_amount == payment.amount
                               else "partially_refunded")
@@ -309,8 +280,7 @@ class PaymentService:
                 "reason": body.reason, "refunded_total": payment.refunded_amount})
             await self._announce(session, payment)
             REFUNDS_TOTAL.labels(kind="full" if amount == payment.amount else "partial").inc()
-            await session.flush()
-            await session.refresh(refund)
+            await repository.reload(session, refund)
         return refund, True
 
     async def audit_trail(self, payment_id: uuid.UUID) -> list[AuditEntry]:

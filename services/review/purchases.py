@@ -22,13 +22,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import exists, func, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kommerce.contracts.events.order import OrderStatusChanged
 from services.core.http import ServiceClient, UpstreamUnavailable
-from services.review.models import Purchase, Review
+from services.review import repository
 
 #: Order statuses that mean the shopper has paid (the saga's states after the charge).
 PURCHASED_STATUSES = frozenset({"PAID", "SHIPMENT_CREATED", "CONFIRMED", "DELIVERED"})
@@ -83,21 +81,6 @@ async def products_of_variants(product: ServiceClient, variant_ids: Iterable[uui
     return {p for p in found if p is not None}
 
 
-async def lock_pairs(session: AsyncSession, user_id: str,
-                     product_ids: Iterable[uuid.UUID]) -> None:
-    """Serialise purchase recording and review writing per (user, product); sorted, so two
-    transactions locking several pairs cannot deadlock."""
-    for product_id in sorted(set(product_ids)):
-        await session.execute(select(func.pg_advisory_xact_lock(
-            func.hashtextextended(f"review-purchase:{user_id}:{product_id}", 0))))
-
-
-async def has_purchased(session: AsyncSession, user_id: str, product_id: uuid.UUID) -> bool:
-    return bool((await session.execute(select(exists().where(
-        Purchase.user_id == user_id, Purchase.product_id == product_id,
-        Purchase.active.is_(True))))).scalar_one())
-
-
 async def apply_order_update(session: AsyncSession, change: OrderUpdate,
                              event_id: uuid.UUID) -> int:
     """Record or withdraw the order's purchases and re-derive the flag on the owner's
@@ -107,26 +90,9 @@ async def apply_order_update(session: AsyncSession, change: OrderUpdate,
     purchased = change.status in PURCHASED_STATUSES
     if not purchased and change.status not in WITHDRAWN_STATUSES:
         return 0
-    await lock_pairs(session, change.owner, change.product_ids)
-    rows = [{"order_id": change.order_id, "product_id": product_id, "user_id": change.owner,
-             "active": purchased, "event_id": event_id} for product_id in change.product_ids]
-    statement = insert(Purchase).values(rows)
-    if purchased:
-        # The first record stands: a cancelled order's purchases stay withdrawn.
-        statement = statement.on_conflict_do_nothing(
-            index_elements=[Purchase.order_id, Purchase.product_id])
-    else:
-        statement = statement.on_conflict_do_update(
-            index_elements=[Purchase.order_id, Purchase.product_id],
-            set_={"active": False, "event_id": event_id, "updated_at": func.now()})
-    await session.execute(statement)
-    verified = exists().where(Purchase.user_id == Review.user_id,
-                              Purchase.product_id == Review.product_id,
-                              Purchase.active.is_(True))
-    result = await session.execute(
-        update(Review)
-        .where(Review.user_id == change.owner, Review.product_id.in_(change.product_ids),
-               Review.verified_purchase.is_distinct_from(verified))
-        .values(verified_purchase=verified)
-        .execution_options(synchronize_session=False))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    await repository.lock_pairs(session, change.owner, change.product_ids)
+    # The first record of a purchase stands: a cancelled order's purchases stay withdrawn.
+    await repository.record_purchases(session, change.order_id, change.owner,
+                                      change.product_ids, active=purchased,
+                                      event_id=event_id)
+    return await repository.rederive_verified(session, change.owner, change.product_ids)

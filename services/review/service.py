@@ -20,8 +20,6 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -39,9 +37,9 @@ from services.core.errors import Conflict, Forbidden, NotFound
 from services.core.events.envelope import EventEnvelope
 from services.core.events.outbox import add_event
 from services.core.metrics import counter
-from services.review.models import Review, Vote
+from services.review import repository
+from services.review.models import Review
 from services.review.moderation import ReviewStatus, may_moderate, screen
-from services.review.purchases import has_purchased, lock_pairs
 from services.review.schemas import (
     ModerationIn,
     RatingSummary,
@@ -58,6 +56,10 @@ REVIEWS = counter("reviews_total", "Reviews written, by the screen's verdict", [
 
 def review_out(review: Review) -> ReviewOut:
     return ReviewOut.model_validate(review, from_attributes=True)
+
+
+def _page(rows: list[Review], total: int, page: int, size: int) -> ReviewPage:
+    return ReviewPage(items=[review_out(r) for r in rows], total=total, page=page, size=size)
 
 
 class ReviewService:
@@ -82,11 +84,10 @@ class ReviewService:
         try:
             async with self.database.session() as session, session.begin():
                 # Locked against a purchase being recorded this instant (see purchases).
-                await lock_pairs(session, author.user_id, [product_id])
-                review.verified_purchase = await has_purchased(session, author.user_id,
-                                                               product_id)
-                session.add(review)
-                await session.flush()
+                await repository.lock_pairs(session, author.user_id, [product_id])
+                review.verified_purchase = await repository.has_purchased(
+                    session, author.user_id, product_id)
+                await repository.add_review(session, review)
                 await self._publish(session, REVIEW_CREATED, review)
                 if verdict.status is ReviewStatus.APPROVED:
                     await self._approved_set_changed(session, review, approved_now=True)
@@ -141,8 +142,7 @@ class ReviewService:
                 raise Forbidden("only the author or an admin can delete a review",
                                 code="not_the_author")
             counted = review.status == ReviewStatus.APPROVED
-            await session.delete(review)
-            await session.flush()
+            await repository.delete_review(session, review)
             if counted:
                 await self._publish_rating(session, review.product_id)
         await self._drop_summary(review.product_id, counted)
@@ -172,27 +172,21 @@ class ReviewService:
                 raise NotFound(f"there is no published review {review_id}")
             if review.user_id == voter.user_id:
                 raise Forbidden("you cannot vote on your own review", code="own_review")
-            statement = insert(Vote).values(review_id=review_id, user_id=voter.user_id,
-                                            helpful=helpful)
-            statement = statement.on_conflict_do_update(
-                index_elements=[Vote.review_id, Vote.user_id],
-                set_={"helpful": statement.excluded.helpful})
-            await session.execute(statement)
-            await self._recount_votes(session, review)
+            await repository.put_vote(session, review_id, voter.user_id, helpful)
+            await repository.recount_votes(session, review)
         return review_out(review)
 
     async def withdraw_vote(self, review_id: uuid.UUID, voter: Principal) -> None:
         async with self.database.session() as session, session.begin():
             review = await self._locked(session, review_id)
-            await session.execute(delete(Vote).where(Vote.review_id == review_id,
-                                                     Vote.user_id == voter.user_id))
-            await self._recount_votes(session, review)
+            await repository.delete_vote(session, review_id, voter.user_id)
+            await repository.recount_votes(session, review)
 
     # -- reading ----------------------------------------------------------------------------
 
     async def get(self, review_id: uuid.UUID, caller: Principal | None) -> ReviewOut:
         async with self.database.session() as session:
-            review = await session.get(Review, review_id)
+            review = await repository.review(session, review_id)
         visible = review is not None and (
             review.status == ReviewStatus.APPROVED
             or (caller is not None and (caller.user_id == review.user_id
@@ -203,13 +197,17 @@ class ReviewService:
 
     async def list_for_product(self, product_id: uuid.UUID, sort: ReviewSort, page: int,
                                size: int) -> ReviewPage:
-        where = (Review.product_id == product_id, Review.status == ReviewStatus.APPROVED)
-        return await self._page(where, _ORDER[sort], page, size)
+        async with self.database.session() as session:
+            rows, total = await repository.approved_page(session, product_id, sort,
+                                                         offset=(page - 1) * size, limit=size)
+        return _page(rows, total, page, size)
 
     async def queue(self, status: ReviewStatus, page: int, size: int) -> ReviewPage:
         """The moderation queue: oldest first, so nothing waits forever."""
-        return await self._page((Review.status == status,),
-                                (Review.created_at.asc(), Review.id), page, size)
+        async with self.database.session() as session:
+            rows, total = await repository.oldest_page(session, status.value,
+                                                       offset=(page - 1) * size, limit=size)
+        return _page(rows, total, page, size)
 
     async def summary(self, product_id: uuid.UUID) -> RatingSummary:
         data = await self.cache.get_or_load(
@@ -219,43 +217,19 @@ class ReviewService:
 
     # -- helpers ----------------------------------------------------------------------------
 
-    async def _page(self, where: tuple[Any, ...], order: tuple[Any, ...], page: int,
-                    size: int) -> ReviewPage:
-        async with self.database.session() as session:
-            total = (await session.execute(
-                select(func.count()).select_from(Review).where(*where))).scalar_one()
-            rows = (await session.execute(
-                select(Review).where(*where).order_by(*order)
-                .offset((page - 1) * size).limit(size))).scalars().all()
-        return ReviewPage(items=[review_out(r) for r in rows], total=total, page=page,
-                          size=size)
-
     async def _locked(self, session: AsyncSession, review_id: uuid.UUID) -> Review:
-        review = (await session.execute(
-            select(Review).where(Review.id == review_id).with_for_update())).scalar_one_or_none()
+        review = await repository.review(session, review_id, for_update=True)
         if review is None:
             raise NotFound(f"there is no review {review_id}")
         return review
 
-    async def _recount_votes(self, session: AsyncSession, review: Review) -> None:
-        helpful, unhelpful = (await session.execute(
-            select(func.count().filter(Vote.helpful.is_(True)),
-                   func.count().filter(Vote.helpful.is_(False)))
-            .where(Vote.review_id == review.id))).one()
-        await session.execute(update(Review).where(Review.id == review.id).values(
-            helpful_count=helpful, unhelpful_count=unhelpful))
-        review.helpful_count, review.unhelpful_count = helpful, unhelpful
-
     async def _load_summary(self, product_id: uuid.UUID,
                             session: AsyncSession | None = None) -> dict[str, Any]:
-        statement = (select(Review.rating, func.count()).where(
-            Review.product_id == product_id, Review.status == ReviewStatus.APPROVED)
-            .group_by(Review.rating))
         if session is None:
             async with self.database.session() as own:
-                rows = (await own.execute(statement)).all()
+                rows = await repository.approved_ratings(own, product_id)
         else:
-            rows = (await session.execute(statement)).all()
+            rows = await repository.approved_ratings(session, product_id)
         distribution = {str(star): 0 for star in range(1, 6)}
         for rating, count in rows:
             distribution[str(rating)] = count
@@ -288,10 +262,3 @@ class ReviewService:
         if changed:
             await self.cache.invalidate(str(product_id))
 
-
-_ORDER: dict[ReviewSort, tuple[Any, ...]] = {
-    ReviewSort.NEWEST: (Review.created_at.desc(), Review.id),
-    ReviewSort.HELPFUL: (Review.helpful_count.desc(), Review.created_at.desc(), Review.id),
-    ReviewSort.RATING_DESC: (Review.rating.desc(), Review.created_at.desc(), Review.id),
-    ReviewSort.RATING_ASC: (Review.rating.asc(), Review.created_at.desc(), Review.id),
-}

@@ -13,8 +13,6 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kommerce.contracts.events.shipping import (
@@ -27,6 +25,7 @@ from kommerce.contracts.events.shipping import (
 from services.core.auth import Principal
 from services.core.db import Database
 from services.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from services.shipping import repository
 from services.shipping.events import Publisher
 from services.shipping.models import Shipment, TrackingEvent
 from services.shipping.rates import (
@@ -84,7 +83,7 @@ class ShippingService:
         # One transaction from the repeat check to the insert: a retried request is found
         # before any rate is quoted, and a new shipment costs five round trips, not nine.
         async with self.database.session() as session, session.begin():
-            existing = await session.get(Shipment, body.id)
+            existing = await repository.shipment(session, body.id)
             if existing is not None:
                 return self._repeat(existing, body), False
             offers = await self.rates(body.address.country, body.parcels, body.currency,
@@ -97,16 +96,15 @@ class ShippingService:
                      "ship_to": body.address.model_dump(),
                      "service_level": chosen.service_level,
                      "billable_weight_grams": chosen.billable_weight_grams}
-            shipment = await session.scalar(
-                insert(Shipment).values(
-                    id=body.id, order_id=body.order_id, owner=body.owner, status="created",
-                    carrier=chosen.carrier, service_level=chosen.service_level.value,
-                    tracking_number=tracking, amount=chosen.amount, currency=chosen.currency,
-                    address=body.address.model_dump(),
-                    parcels=[p.model_dump() for p in body.parcels], label=label)
-                .on_conflict_do_nothing(index_elements=[Shipment.id]).returning(Shipment))
+            shipment = await repository.insert_shipment(session, {
+                "id": body.id, "order_id": body.order_id, "owner": body.owner,
+                "status": "created", "carrier": chosen.carrier,
+                "service_level": chosen.service_level.value, "tracking_number": tracking,
+                "amount": chosen.amount, "currency": chosen.currency,
+                "address": body.address.model_dump(),
+                "parcels": [p.model_dump() for p in body.parcels], "label": label})
             if shipment is None:  # a concurrent request with this id committed first
-                existing = await session.get(Shipment, body.id)
+                existing = await repository.shipment(session, body.id)
                 assert existing is not None
                 return self._repeat(existing, body), False
             await self._publish(session, SHIPMENT_CREATED, shipment)
@@ -139,14 +137,11 @@ class ShippingService:
             shipment = await self._locked(session, shipment_id)
             if shipment.status == "cancelled":
                 raise Conflict("the shipment was cancelled", code="shipment_cancelled")
-            added = await session.execute(
-                insert(TrackingEvent).values(
-                    shipment_id=shipment.id, status=body.status.value,
-                    description=body.description, location=body.location,
-                    occurred_at=body.occurred_at)
-                .on_conflict_do_nothing(constraint="uq_tracking_events_scan")
-                .returning(TrackingEvent.id))
-            if added.first() is None or shipment.status in FINAL:
+            added = await repository.add_scan(
+                session, shipment.id, status=body.status.value,
+                description=body.description, location=body.location,
+                occurred_at=body.occurred_at)
+            if not added or shipment.status in FINAL:
                 return shipment
             if PROGRESS[body.status.value] >= PROGRESS.get(shipment.status, 0):
                 shipment.status = body.status.value
@@ -162,19 +157,14 @@ class ShippingService:
     async def detail(self, principal: Principal,
                      shipment_id: uuid.UUID) -> tuple[Shipment, list[TrackingEvent]]:
         async with self.database.session() as session:
-            shipment = await session.get(Shipment, shipment_id)
+            shipment = await repository.shipment(session, shipment_id)
             if shipment is None or not (shipment.owner == principal.user_id
                                         or principal.roles & PRIVILEGED_ROLES):
                 raise NotFound("no such shipment", code="shipment_not_found")
-            events = (await session.execute(
-                select(TrackingEvent).where(TrackingEvent.shipment_id == shipment_id)
-                .order_by(TrackingEvent.occurred_at, TrackingEvent.id))).scalars()
-            return shipment, list(events)
+            return shipment, await repository.tracking_events(session, shipment_id)
 
     async def _locked(self, session: AsyncSession, shipment_id: uuid.UUID) -> Shipment:
-        result = await session.execute(
-            select(Shipment).where(Shipment.id == shipment_id).with_for_update())
-        shipment: Shipment | None = result.scalar_one_or_none()
+        shipment = await repository.shipment(session, shipment_id, for_update=True)
         if shipment is None:
             raise NotFound("no such shipment", code="shipment_not_found")
         return shipment
