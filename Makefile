@@ -35,10 +35,13 @@ deps:
 	@bash scripts/install-deps.sh
 
 # Style, the import rules between the layers (pyproject.toml's [tool.importlinter]), the
-# CRDs against the models they are generated from, and the lock against pyproject.toml.
+# types of kommerce/ ([tool.mypy]: the contracts strict, the rest checked; operators/ and
+# services/ not yet), the CRDs against the models they are generated from, and the lock
+# against pyproject.toml.
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache --no-logo
+	$(VENV)/bin/mypy kommerce
 	$(PYTHON) -m operators.crdgen --check
 	$(PYTHON) scripts/check_lock.py
 

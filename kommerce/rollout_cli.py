@@ -9,9 +9,11 @@ promoting again after a failed pre-promotion check runs the checks again.
 
 from __future__ import annotations
 
+import functools
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NoReturn, ParamSpec, TypeVar
 
 import typer
 from rich.console import Console
@@ -22,6 +24,9 @@ from operators.bluegreen.spec import RESOURCE, Color, RolloutPhase
 from operators.istio import ISTIO_API_VERSION
 from operators.kube import Kube, KubeError
 from operators.workloads import deployment_progress
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 rollout_app = typer.Typer(
     help="Blue-green rollouts: see where a release stands, promote it, abort it.",
@@ -69,7 +74,7 @@ def _context_namespace(kubeconfig: str | None) -> str:
     return str((active or {}).get("context", {}).get("namespace") or "default")
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     errors.print(message)
     raise typer.Exit(1)
 
@@ -122,16 +127,16 @@ def _table(*columns: str) -> Table:
     return table
 
 
-def _api_errors(command: Any) -> Any:
+def _api_errors(command: Callable[P, R]) -> Callable[P, R]:
     """Turn an API failure into kubectl's one-line error and exit code 1."""
-    def wrapped(*args: Any, **kwargs: Any) -> Any:
+    def wrapped(*args: P.args, **kwargs: P.kwargs) -> R:
         try:
             return command(*args, **kwargs)
         except KubeError as error:
             _fail(f"Error from server ({error.status}): {error.message}")
-    wrapped.__name__, wrapped.__doc__ = command.__name__, command.__doc__
-    wrapped.__wrapped__ = command  # type: ignore[attr-defined]
-    return wrapped
+    # The name, the help text and ``__wrapped__``, which typer follows to the options.
+    return functools.update_wrapper(wrapped, command, assigned=("__name__", "__doc__"),
+                                    updated=())
 
 
 @rollout_app.command("status")

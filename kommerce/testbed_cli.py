@@ -49,7 +49,7 @@ def prepare() -> None:
 
 @testbed_app.command()
 def cluster(
-    workdir: Path = typer.Option(None, help="Folder for certificates, etcd data and logs."),
+    workdir: Path | None = typer.Option(None, help="Folder for certificates, etcd data and logs."),
 ) -> None:
     """Start the local Kubernetes control plane and keep it running until Ctrl-C."""
     from kommerce.testbed.kube import ControlPlane

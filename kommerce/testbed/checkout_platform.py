@@ -133,6 +133,7 @@ class StripeRecorder:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"  # keep-alive, as Stripe's API is
+            upstream: http.client.HTTPConnection | None = None
 
             def _forward(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
@@ -165,7 +166,7 @@ class StripeRecorder:
 
             def _ask_upstream(self, body: bytes | None,
                               headers: dict[str, str]) -> tuple[int, bytes, str | None]:
-                if getattr(self, "upstream", None) is None:
+                if self.upstream is None:
                     self.upstream = http.client.HTTPConnection(recorder_host, recorder_port,
                                                                timeout=30)
                 self.upstream.request(self.command, self.path, body=body, headers=headers)
@@ -173,7 +174,7 @@ class StripeRecorder:
                 return answer.status, answer.read(), answer.getheader("Content-Type")
 
             def _close_upstream(self) -> None:
-                if getattr(self, "upstream", None) is not None:
+                if self.upstream is not None:
                     self.upstream.close()
                     self.upstream = None
 
@@ -289,12 +290,15 @@ class CheckoutPlatform:
         return self.services[name]
 
     def token(self, subject: str, *roles: str) -> dict[str, str]:
+        from pydantic import SecretStr
+
         from services.core.auth import TokenService
         from services.core.settings import ServiceSettings
 
         settings = ServiceSettings(
-            service_name="user", jwt_private_key=keys.private_key(self.key_dir, "user"),
-            jwt_jwks=str(self.key_dir / "secrets" / "jwks.json"))  # type: ignore[arg-type]
+            service_name="user",
+            jwt_private_key=SecretStr(keys.private_key(self.key_dir, "user")),
+            jwt_jwks=str(self.key_dir / "secrets" / "jwks.json"))
         issued = TokenService(settings).issue_access(subject, roles)
         return {"Authorization": f"Bearer {issued.token}"}
 

@@ -195,11 +195,11 @@ def pause_image_archive(pause_binary: Path, name: str) -> Path:
                          **_blob(layout, manifest),
                          "annotations": {"io.containerd.image.name": name,
                                          "org.opencontainers.image.ref.name": name}}
-        for member, data in (("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"})),
+        for member, text in (("oci-layout", json.dumps({"imageLayoutVersion": "1.0.0"})),
                              ("index.json", json.dumps({"schemaVersion": 2,
                                                         "manifests": [manifest_desc]}))):
             info = tarfile.TarInfo(member)
-            info.size = len(data.encode())
-            layout.addfile(info, io.BytesIO(data.encode()))
+            info.size = len(text.encode())
+            layout.addfile(info, io.BytesIO(text.encode()))
     partial.rename(target)
     return target

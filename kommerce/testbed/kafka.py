@@ -140,8 +140,8 @@ class KafkaBroker:
         config = self._write_config()
         log4j = self.data_dir / "log4j2.properties"
         log4j.write_text(LOG4J2_PROPERTIES)
-        java = [java_binary(), *JVM_OPTIONS, f"-Dlog4j2.configurationFile={log4j}",
-                "-cp", f"{libs}/*"]
+        java: list[str | Path] = [java_binary(), *JVM_OPTIONS,
+                                  f"-Dlog4j2.configurationFile={log4j}", "-cp", f"{libs}/*"]
         if not (self.log_dir / "meta.properties").exists():
             self._format_storage(java, config)
         self._process = ServerProcess(
