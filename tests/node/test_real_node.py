@@ -422,9 +422,9 @@ def test_the_breaker_policy_trips_on_failing_payment_pods_and_reloads_live(
 def _pod_cpu_millicores(shop: NodeShop, selector: str) -> dict[str, float]:
     """Each Pod's CPU as metrics-server reports it (through the apiserver's aggregation
     layer, the way the HPA controller reads it)."""
-    listing = shop.json("get", "--raw",
-                        f"/apis/metrics.k8s.io/v1beta1/namespaces/{SHOP_NAMESPACE}/pods"
-                        f"?labelSelector={selector}")
+    listing = json.loads(shop.kubectl(
+        "get", "--raw", f"/apis/metrics.k8s.io/v1beta1/namespaces/{SHOP_NAMESPACE}/pods"
+                        f"?labelSelector={selector}").stdout)
     cpu: dict[str, float] = {}
     for pod in listing["items"]:
         total = 0.0
@@ -460,7 +460,9 @@ def test_an_hpa_scales_a_service_up_on_real_cpu_under_load_and_back_down(
             status = node_shop.json("get", "deployment", name, "-n", SHOP_NAMESPACE)["status"]
             return int(status.get("replicas", 0)), int(status.get("readyReplicas", 0))
 
-        assert replicas() == (1, 1), replicas()
+        # Earlier tests' load may have scaled it up; with no load it comes back to one.
+        wait_until(lambda: replicas() == (1, 1), timeout=240,
+                   what=f"{name} at one Pod before the load", interval=2)
         load = Traffic(f"{node_shop.service_url(name)}/search?q=shoes&limit=20", workers=4,
                        fresh_connections=False)
         with load.running():
