@@ -116,3 +116,15 @@ def label_value(text: str) -> str:
     """``text`` cut to a valid label value (63 characters, alphanumeric at both ends)."""
     cut = text[:DNS_LABEL_MAX]
     return re.sub(r"^[^A-Za-z0-9]+|[^A-Za-z0-9]+$", "", re.sub(r"[^-A-Za-z0-9_.]", "-", cut))
+
+
+def image_version(image: str) -> str:
+    """The image's tag as a label value (``kommerce:1.2.0`` -> ``1.2.0``), or ``""``.
+
+    A digest-only reference has no readable version, so no label rather than a hash.
+    """
+    reference = image.split("@", 1)[0]
+    name_part = reference.rsplit("/", 1)[-1]
+    if ":" not in name_part:
+        return ""
+    return label_value(name_part.rsplit(":", 1)[1])

@@ -30,6 +30,7 @@ import logging
 import os
 import threading
 from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -50,7 +51,6 @@ from operators.bluegreen.render import (
     KIND,
     RETRY_ANNOTATION,
     ROLLOUT_LABEL,
-    TargetService,
     color_deployment_name,
     preview_service_name,
     render,
@@ -63,6 +63,7 @@ from operators.bluegreen.spec import (
     RolloutPhase,
 )
 from operators.circuitbreaker.render import PolicyRef, policy_for_target
+from operators.commerceservice.render import render as render_service
 from operators.commerceservice.spec import RESOURCE as SERVICE
 from operators.commerceservice.spec import CommerceServiceSpec
 from operators.conditions import degraded, not_ready, progressing, set_conditions
@@ -73,6 +74,7 @@ from operators.metrics import reconcile_timer
 from operators.runtime import BOOKKEEPING, kube
 from operators.schema import InvalidSpec, parse_spec
 from operators.shardlayout.lookup import shard_layout_named
+from operators.shardlayout.spec import ShardLayoutSpec
 from operators.workloads import deployment_progress
 
 IN_FLIGHT = {RolloutPhase.PENDING.value, RolloutPhase.PROGRESSING.value,
@@ -230,8 +232,10 @@ def _apply(namespace: str, name: str, uid: str, target: TargetService,
            writes: FlipWrites) -> list[dict[str, Any]]:
     """Apply the plan, traffic objects first; returns them as the server now holds them."""
     assert decision.plan is not None
-    rendered = render(name, namespace, uid, target, decision.plan,
-                      breaker=policy_for_target(policies, target.name))
+    base = render_service(target.name, namespace, target.spec, target.uid,
+                          breaker=policy_for_target(policies, target.name),
+                          shard_layout=target.shard_layout)
+    rendered = render(name, uid, base, decision.plan)
     traffic = []
     for manifest in rendered.traffic:
         traffic.append(kube().apply(manifest))
@@ -271,6 +275,16 @@ def _moved_at(traffic: Iterable[dict[str, Any]], fallback: datetime) -> datetime
                     and entry.get("time") and not entry.get("subresource"):
                 times.append(datetime.fromisoformat(str(entry["time"])))
     return max(times, default=fallback)
+
+
+@dataclass(frozen=True)
+class TargetService:
+    """The CommerceService a rollout releases: what its children are rendered from."""
+
+    name: str
+    uid: str
+    spec: CommerceServiceSpec
+    shard_layout: ShardLayoutSpec | None = None
 
 
 def _target(body: dict[str, Any] | None) -> TargetService | None:

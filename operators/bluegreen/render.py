@@ -37,12 +37,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from operators.bluegreen.spec import Color
-from operators.circuitbreaker.spec import CircuitBreakerPolicySpec
-from operators.commerceservice.render import image_version
-from operators.commerceservice.render import render as render_service
-from operators.commerceservice.spec import CommerceServiceSpec
-from operators.meta import LABEL_VERSION, owner_reference
-from operators.shardlayout.spec import ShardLayoutSpec
+from operators.meta import LABEL_VERSION, image_version, owner_reference
 
 KIND = "BlueGreenRollout"
 COLOR_LABEL = "kommerce.io/color"
@@ -70,16 +65,6 @@ def color_deployment_name(service: str, color: Color) -> str:
 def preview_service_name(service: str) -> str:
     """The Service in front of the colour that does not take traffic."""
     return f"{service}-preview"
-
-
-@dataclass(frozen=True)
-class TargetService:
-    """The CommerceService a rollout releases, as the renderer needs it."""
-
-    name: str
-    uid: str
-    spec: CommerceServiceSpec
-    shard_layout: ShardLayoutSpec | None = None
 
 
 @dataclass(frozen=True)
@@ -210,15 +195,13 @@ def _by_kind(children: Sequence[dict[str, Any]], kind: str) -> dict[str, Any]:
     return next(child for child in children if child["kind"] == kind)
 
 
-def render(rollout: str, namespace: str, uid: str, target: TargetService, plan: ColorPlan,
-           *, breaker: CircuitBreakerPolicySpec | None = None) -> RolloutRender:
-    """What the rollout applies for ``plan``: a Deployment per colour that has an image, the
-    preview Service (selecting the colour without traffic) and, once the rollout carries
-    traffic, the CommerceService's Service, DestinationRule and VirtualService pointed at
-    ``plan.traffic``. ``breaker`` is the policy governing the service, merged exactly as the
-    CommerceService would merge it."""
-    base = render_service(target.name, namespace, target.spec, target.uid, breaker=breaker,
-                          shard_layout=target.shard_layout)
+def render(rollout: str, uid: str, base: Sequence[dict[str, Any]],
+           plan: ColorPlan) -> RolloutRender:
+    """What the rollout applies for ``plan``, from ``base``, the CommerceService's own
+    children as its operator renders them (with the breaker policy governing it merged in):
+    a Deployment per colour that has an image, the preview Service (selecting the colour
+    without traffic) and, once the rollout carries traffic, the CommerceService's Service,
+    DestinationRule and VirtualService pointed at ``plan.traffic``."""
     deployments = [
         color_deployment(_by_kind(base, "Deployment"), rollout, uid, color, image,
                          plan.replicas[color])

@@ -35,7 +35,6 @@ from operators.meta import (
 from operators.units import parse_duration
 
 KIND = "CircuitBreakerPolicy"
-BREAKERS_DIR = "/etc/kommerce/circuit-breakers"
 
 
 @dataclass(frozen=True)

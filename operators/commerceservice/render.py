@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from kommerce.contracts.breaker import BREAKERS_CONFIGMAP
+from kommerce.contracts.mounts import BREAKERS_DIR, ROUTE_TABLE_DIR, SECRETS_DIR, SHARD_MAP_DIR
 from kommerce.contracts.route_table import (
     ROUTE_TABLE_CONFIGMAP,
     ROUTE_TABLE_KEY,
@@ -31,7 +32,6 @@ from kommerce.contracts.route_table import (
     RouteTable,
 )
 from kommerce.contracts.shard_map import SHARD_MAP_KEY
-from operators.circuitbreaker.render import BREAKERS_DIR
 from operators.circuitbreaker.spec import CircuitBreakerPolicySpec
 from operators.commerceservice.spec import (
     CONNECTION_ENV,
@@ -53,7 +53,7 @@ from operators.meta import (
     MANAGED_BY,
     PART_OF,
     check_resource_name,
-    label_value,
+    image_version,
     object_meta,
     owner_reference,
     selector_labels,
@@ -66,11 +66,6 @@ from operators.shardlayout.spec import ShardLayoutSpec, shard_map_name
 
 KIND = "CommerceService"
 CONTAINER_PORT_NAME = "http"
-
-CONFIG_ROOT = "/etc/kommerce"
-ROUTE_TABLE_DIR = f"{CONFIG_ROOT}/gateway"
-SHARD_MAP_DIR = f"{CONFIG_ROOT}/shard-map"
-SECRETS_DIR = f"{CONFIG_ROOT}/secrets"
 
 CHILD_KINDS: tuple[tuple[str, str], ...] = (
     ("v1", "ServiceAccount"),
@@ -113,18 +108,6 @@ class _Child:
     def metadata(self, annotations: dict[str, str] | None = None) -> dict[str, Any]:
         return object_meta(self.name, self.namespace, self.labels,
                            [owner_reference(KIND, self.name, self.uid)], annotations)
-
-
-def image_version(image: str) -> str:
-    """The image's tag as a label value (``kommerce:1.2.0`` -> ``1.2.0``), or ``""``.
-
-    A digest-only reference has no readable version, so no label rather than a hash.
-    """
-    reference = image.split("@", 1)[0]
-    name_part = reference.rsplit("/", 1)[-1]
-    if ":" not in name_part:
-        return ""
-    return label_value(name_part.rsplit(":", 1)[1])
 
 
 def render(name: str, namespace: str, spec: CommerceServiceSpec | Mapping[str, Any], uid: str,

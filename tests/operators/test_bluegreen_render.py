@@ -21,7 +21,6 @@ from operators.bluegreen.render import (
     ROLLOUT_LABEL,
     ColorPlan,
     RolloutRender,
-    TargetService,
     render,
 )
 from operators.bluegreen.spec import Color
@@ -31,16 +30,18 @@ from operators.commerceservice.spec import CommerceServiceSpec
 
 SERVICE_UID = "5b0e1f52-0000-4000-8000-000000000001"
 ROLLOUT_UID = "5b0e1f52-0000-4000-8000-000000000002"
-SERVICE = TargetService("product-service", SERVICE_UID, CommerceServiceSpec.model_validate({
+SERVICE = CommerceServiceSpec.model_validate({
     "component": "product", "image": "kommerce:0.1.0",
-    "routes": [{"pathPrefix": "/api/products"}, {"pathPrefix": "/api/categories"}]}))
+    "routes": [{"pathPrefix": "/api/products"}, {"pathPrefix": "/api/categories"}]})
 BLUE, GREEN = Color.BLUE, Color.GREEN
 
 
 def _render(traffic: Color | None = BLUE, **options: Any) -> RolloutRender:
+    """The rollout's render over the CommerceService's own (``options``: its keywords)."""
     plan = ColorPlan(images={BLUE: "kommerce:0.1.0", GREEN: "kommerce:0.2.0"},
                      replicas={BLUE: 3, GREEN: 0}, preview=GREEN, traffic=traffic)
-    return render("product-service", "shop", ROLLOUT_UID, SERVICE, plan, **options)
+    base = render_service("product-service", "shop", SERVICE, SERVICE_UID, **options)
+    return render("product-service", ROLLOUT_UID, base, plan)
 
 
 def _kind(rendered: RolloutRender, kind: str) -> dict[str, Any]:
@@ -62,7 +63,7 @@ def test_each_colour_is_the_services_pod_template_with_its_own_image_label_and_s
         assert template["spec"]["topologySpreadConstraints"][0]["labelSelector"][
             "matchLabels"][COLOR_LABEL] == color
         assert deployment["metadata"]["labels"][ROLLOUT_LABEL] == "product-service"
-    own = next(m for m in render_service("product-service", "shop", SERVICE.spec, SERVICE_UID)
+    own = next(m for m in render_service("product-service", "shop", SERVICE, SERVICE_UID)
                if m["kind"] == "Deployment")
     assert blue["spec"]["template"]["spec"]["containers"][0]["env"] == \
         own["spec"]["template"]["spec"]["containers"][0]["env"]
@@ -128,7 +129,7 @@ def test_rendered_objects_pass_the_real_kubernetes_and_istio_schemas(api_schemas
 
 
 def test_a_released_service_keeps_its_deployment_at_zero_and_leaves_traffic_objects() -> None:
-    children = render_service("product-service", "shop", SERVICE.spec, SERVICE_UID)
+    children = render_service("product-service", "shop", SERVICE, SERVICE_UID)
     kept = hand_over(children, "product-service")
     assert {m["kind"] for m in kept} & HANDED_OVER_KINDS == set()
     deployment = next(m for m in kept if m["kind"] == "Deployment")
