@@ -36,7 +36,7 @@ from starlette.types import Receive, Scope, Send
 from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_exponential
 
 from services.core import migrations as core_migrations
-from services.core.auth import TokenService
+from services.core.auth import TOKENS, TokenService
 from services.core.cache import Cache, NearCache
 from services.core.db import Database
 from services.core.errors import ERROR_RESPONSES, install_error_handlers
@@ -57,6 +57,7 @@ from services.core.migrations import Migrations
 from services.core.reload import WatchedFile
 from services.core.settings import ServiceSettings
 from services.core.shardmap import ShardMapWatcher
+from services.core.state import AppState
 from services.core.tracing import fastapi_telemetry, setup_tracing
 from services.core.transient import is_transient
 
@@ -173,7 +174,7 @@ def create_service_app(
                 http=HttpClients(user_agent=f"kommerce-{settings.service_name}"),
                 metrics=metrics, tracer_provider=tracer_provider,
             )
-            app.state.runtime = runtime
+            RUNTIME.put(app, runtime)
             checks: list[ReadinessCheck] = []
             stack.push_async_callback(runtime.http.aclose)
 
@@ -254,7 +255,7 @@ def create_service_app(
         telemetry=fastapi_telemetry(tracer_provider),  # type: ignore[arg-type]
     )
     app.state.settings = settings
-    app.state.tokens = tokens
+    TOKENS.put(app, tokens)
     app.state.tracer_provider = tracer_provider
     install_error_handlers(app)
     if settings.cors_origins:
@@ -362,6 +363,24 @@ async def _stop_tasks(runtime: ServiceRuntime) -> None:
             await task
 
 
+def lazy_app(create_app: Callable[[], FastAPI],
+             module_globals: dict[str, Any]) -> Callable[[str], FastAPI]:
+    """A module ``__getattr__`` that builds the module's ``app`` on first access (for
+    ``uvicorn services.<name>.app:app``) and keeps it, so importing the module reads no
+    settings and opens nothing::
+
+        __getattr__ = lazy_app(create_app, globals())
+    """
+
+    def __getattr__(name: str) -> FastAPI:
+        if name == "app":
+            module_globals["app"] = built = create_app()
+            return built
+        raise AttributeError(name)
+
+    return __getattr__
+
+
 def serve(app: FastAPI) -> None:
     """Run ``app`` with uvicorn on the settings' host and port: a service's entry point.
 
@@ -381,8 +400,12 @@ def serve(app: FastAPI) -> None:
 # -- dependencies ----------------------------------------------------------------------------
 
 
+#: What the running service holds, set by the lifespan.
+RUNTIME = AppState[ServiceRuntime]("runtime")
+
+
 def get_runtime(request: Request) -> ServiceRuntime:
-    return request.app.state.runtime  # type: ignore[no-any-return]
+    return RUNTIME.of(request)
 
 
 def get_cache(request: Request) -> Cache:

@@ -52,6 +52,7 @@ from services.core.signing import (
     service_kid,
     trusted_key_of,
 )
+from services.core.state import AppState
 
 log = logging.getLogger(__name__)
 
@@ -304,8 +305,12 @@ class Principal(BaseModel):
         return role in self.roles
 
 
+#: The app's token service, set by :func:`services.core.app.create_service_app`.
+TOKENS = AppState[TokenService]("tokens")
+
+
 def token_service_of(request: Request) -> TokenService:
-    return request.app.state.tokens  # type: ignore[no-any-return]
+    return TOKENS.of(request)
 
 
 def _bearer(request: Request) -> str | None:

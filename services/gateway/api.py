@@ -15,6 +15,7 @@ from starlette.requests import ClientDisconnect
 
 from kommerce.contracts.route_table import KNOWN_METHODS
 from services.core.app import get_runtime
+from services.core.state import AppState
 from services.gateway.proxy import (
     ProxiedResponse,
     client_response_headers,
@@ -42,8 +43,12 @@ class _MetricsRoute:
     path: str
 
 
+#: Built with the app (see :mod:`.app`).
+GATEWAY = AppState[Gateway]("gateway")
+
+
 def get_gateway(request: Request) -> Gateway:
-    return request.app.state.gateway  # type: ignore[no-any-return]
+    return GATEWAY.of(request)
 
 
 async def forward(request: Request) -> Response:

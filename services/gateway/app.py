@@ -17,6 +17,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.core.app import ServiceRuntime, create_service_app, serve
+from services.core.auth import TOKENS
 from services.core.health import ReadinessCheck
 from services.core.revocation import RevocationList
 from services.gateway import api
@@ -69,8 +70,8 @@ def create_app(settings: GatewaySettings | None = None) -> FastAPI:
         readiness_checks=[ReadinessCheck("routes", routes_ready)],
         title="kommerce gateway", description=DESCRIPTION,
     )
-    gateway = Gateway(settings, app.state.tokens)  # the core's verifier, not a second one
-    app.state.gateway = gateway
+    # The core's verifier, not a second one.
+    gateway = api.GATEWAY.put(app, Gateway(settings, TOKENS.of_app(app)))
     return app
 
 

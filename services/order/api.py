@@ -5,9 +5,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Header, Query, Response, status
 
 from services.core.auth import CurrentUser, OptionalUser, Principal
+from services.core.state import AppState
 from services.order.cart import Cart, guest_owner, new_guest_token
 from services.order.schemas import (
     CancelIn,
@@ -26,11 +27,9 @@ from services.order.service import CartService, OrderService
 router = APIRouter()
 
 
-async def orders_of(request: Request) -> OrderService:
-    return request.app.state.orders  # type: ignore[no-any-return]
-
-
-Orders = Annotated[OrderService, Depends(orders_of)]
+#: Built by the app's lifespan (see :mod:`.app`).
+ORDERS = AppState[OrderService]("orders")
+Orders = Annotated[OrderService, Depends(ORDERS)]
 IdempotencyKey = Annotated[str, Header(
     alias="Idempotency-Key", min_length=1, max_length=200, pattern=r"^[A-Za-z0-9_.:-]+$",
     description="Chosen by the client per checkout; a repeat returns the first order.")]
@@ -79,11 +78,9 @@ async def cancel(order_id: uuid.UUID, orders: Orders, user: CurrentUser,
 CART_TOKEN_HEADER = "X-Cart-Token"
 
 
-async def carts_of(request: Request) -> CartService:
-    return request.app.state.carts  # type: ignore[no-any-return]
-
-
-Carts = Annotated[CartService, Depends(carts_of)]
+#: Built by the app's lifespan (see :mod:`.app`).
+CARTS = AppState[CartService]("carts")
+Carts = Annotated[CartService, Depends(CARTS)]
 CartToken = Annotated[str | None, Header(
     alias=CART_TOKEN_HEADER, min_length=16, max_length=64, pattern=r"^[A-Za-z0-9_-]+$",
     description="A guest's cart token, as issued in this header by an earlier response.")]

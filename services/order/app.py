@@ -20,7 +20,8 @@ from fastapi import FastAPI
 
 from kommerce.contracts.events.payment import PAYMENT_TOPIC
 from kommerce.contracts.events.shipping import SHIPPING_TOPIC
-from services.core.app import Consume, ServiceRuntime, create_service_app
+from services.core.app import Consume, ServiceRuntime, create_service_app, lazy_app
+from services.core.state import AppState
 from services.order import api, events
 from services.order.cart import CartStore
 from services.order.models import MIGRATIONS
@@ -34,6 +35,10 @@ from services.order.settings import OrderSettings
 DESCRIPTION = """Checkout as a saga — reserve stock, charge, create the shipment, confirm —
 with compensation in reverse order on any failure; order history and a status timeline.
 Amounts are integers in the currency's minor unit."""
+
+
+#: The saga's orchestrator, for tests and tools that drive it directly.
+ORCHESTRATOR = AppState[Orchestrator]("orchestrator")
 
 
 def policy_from(settings: OrderSettings) -> SagaPolicy:
@@ -72,12 +77,12 @@ def create_app(settings: OrderSettings | None = None, participants: Participants
                                     settings.service_name, policy_from(settings),
                                     inline_concurrency=settings.saga_inline_concurrency)
         holder["orchestrator"] = orchestrator
-        app.state.orchestrator = orchestrator
-        orders = OrderService(runtime.require_database(), orchestrator, prices)
-        app.state.orders = orders
-        app.state.carts = CartService(
+        ORCHESTRATOR.put(app, orchestrator)
+        orders = api.ORDERS.put(app, OrderService(runtime.require_database(), orchestrator,
+                                                  prices))
+        api.CARTS.put(app, CartService(
             CartStore(runtime.require_cache().redis, settings.cache_key_prefix,
-                      settings.cart_ttl_seconds), prices, orders)
+                      settings.cart_ttl_seconds), prices, orders))
         timers = asyncio.create_task(
             orchestrator.run_timers(settings.saga_timer_interval_seconds), name="saga-timers")
         try:
@@ -98,10 +103,5 @@ def create_app(settings: OrderSettings | None = None, participants: Participants
     )
 
 
-def __getattr__(name: str) -> FastAPI:
-    """``services.order.app:app`` for uvicorn, built on first access from the environment
-    (so importing this module has no side effects)."""
-    if name == "app":
-        globals()["app"] = built = create_app()
-        return built
-    raise AttributeError(name)
+#: ``services.order.app:app`` for uvicorn, built on first access from the environment.
+__getattr__ = lazy_app(create_app, globals())

@@ -16,6 +16,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Header, Query, Request, Response, status
 
 from services.core.auth import AdminUser, CurrentUser, Principal, require_role
+from services.core.state import AppState
 from services.payment.models import Payment
 from services.payment.schemas import (
     AuditEntryOut,
@@ -40,11 +41,9 @@ def shown(payment: Payment, reader: Principal) -> PaymentOut:
     return out
 
 
-async def payments_of(request: Request) -> PaymentService:
-    return request.app.state.payments  # type: ignore[no-any-return]
-
-
-Payments = Annotated[PaymentService, Depends(payments_of)]
+#: Built by the app's lifespan (see :mod:`.app`).
+PAYMENTS = AppState[PaymentService]("payments")
+Payments = Annotated[PaymentService, Depends(PAYMENTS)]
 #: The order saga (or another service): the only caller that may charge.
 ServiceCaller = Annotated[Principal, Depends(require_role("service"))]
 IdempotencyKey = Annotated[str, Header(

@@ -10,9 +10,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.core.app import ServiceRuntime, create_service_app
+from services.core.app import ServiceRuntime, create_service_app, lazy_app
+from services.core.events.publisher import Publisher
 from services.payment import api
-from services.payment.events import Publisher
 from services.payment.gateway import PaymentGateway, SandboxGateway, StripeGateway
 from services.payment.models import MIGRATIONS
 from services.payment.service import PaymentService
@@ -39,8 +39,8 @@ def create_app(settings: PaymentSettings | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI, runtime: ServiceRuntime) -> AsyncIterator[None]:
-        app.state.payments = PaymentService(runtime.require_database(), chosen,
-                                            Publisher(settings.service_name), settings)
+        api.PAYMENTS.put(app, PaymentService(runtime.require_database(), chosen,
+                                             Publisher(settings.service_name), settings))
         try:
             yield
         finally:
@@ -53,10 +53,5 @@ def create_app(settings: PaymentSettings | None = None,
     )
 
 
-def __getattr__(name: str) -> FastAPI:
-    """``services.payment.app:app`` for uvicorn, built on first access from the environment
-    (so importing this module has no side effects)."""
-    if name == "app":
-        globals()["app"] = built = create_app()
-        return built
-    raise AttributeError(name)
+#: ``services.payment.app:app`` for uvicorn, built on first access from the environment.
+__getattr__ = lazy_app(create_app, globals())

@@ -25,9 +25,9 @@ from kommerce.contracts.events.payment import EVENT_FOR_STATUS, PaymentEvent
 from services.core.auth import Principal
 from services.core.db import Database
 from services.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
+from services.core.events.publisher import Publisher
 from services.core.metrics import counter
 from services.payment import repository
-from services.payment.events import Publisher
 from services.payment.gateway import ChargeResult, ChargeStatus, PaymentGateway
 from services.payment.models import AuditEntry, Payment, Refund, SavedPaymentMethod
 from services.payment.schemas import ChargeIn, RefundIn

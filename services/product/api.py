@@ -12,10 +12,11 @@ import re
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Query, Request, Response, status
+from fastapi import APIRouter, Depends, Query, Response, status
 
 from services.core.auth import AdminUser, CurrentUser, Principal, require_role
 from services.core.errors import Forbidden, Unprocessable
+from services.core.state import AppState
 from services.product.inventory import InventoryService
 from services.product.repository import ProductFilter
 from services.product.schemas import (
@@ -45,14 +46,11 @@ _SLUG = re.compile(SLUG_PATTERN)
 _ATTRIBUTE_FILTER = re.compile(r"^([a-z][a-z0-9_]{0,62}):([^\x00]{1,200})$")
 
 
-# Async on purpose: FastAPI runs a plain ``def`` dependency in a worker thread, which costs
-# more than the whole cached read.
-async def catalog_of(request: Request) -> CatalogService:
-    return request.app.state.catalog  # type: ignore[no-any-return]
-
-
-async def inventory_of(request: Request) -> InventoryService:
-    return request.app.state.inventory  # type: ignore[no-any-return]
+#: Built by the app's lifespan (see :mod:`.app`).
+# (An AppState is an async dependency: FastAPI would run a plain ``def`` one in a worker
+# thread, which costs more than the whole cached read.)
+CATALOG = AppState[CatalogService]("catalog")
+INVENTORY = AppState[InventoryService]("inventory")
 
 
 async def checkout_or_admin(principal: CurrentUser) -> Principal:
@@ -63,8 +61,8 @@ async def checkout_or_admin(principal: CurrentUser) -> Principal:
     return principal
 
 
-Catalog = Annotated[CatalogService, Depends(catalog_of)]
-Inventory = Annotated[InventoryService, Depends(inventory_of)]
+Catalog = Annotated[CatalogService, Depends(CATALOG)]
+Inventory = Annotated[InventoryService, Depends(INVENTORY)]
 #: Only the checkout (the order service's own identity) holds, sells or frees stock.
 Checkout = Annotated[Principal, Depends(require_role("service"))]
 CheckoutOrAdmin = Annotated[Principal, Depends(checkout_or_admin)]

@@ -13,11 +13,12 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.core.app import ServiceRuntime, create_service_app
+from services.core.app import ServiceRuntime, create_service_app, lazy_app
+from services.core.events.publisher import Publisher
 from services.core.health import ReadinessCheck
 from services.core.middleware import CachedRoute
+from services.core.state import AppState
 from services.product import api
-from services.product.events import Publisher
 from services.product.inventory import InventoryService
 from services.product.models import MIGRATIONS
 from services.product.repository import ShardRouter
@@ -29,6 +30,10 @@ log = logging.getLogger(__name__)
 DESCRIPTION = """Catalog (categories, products, variants, prices), inventory with
 reservations that never oversell, a Redis cache-aside for product reads, and routing by the
 ShardLayout's shard map. Amounts are integers in the currency's minor unit."""
+
+
+#: The shard router, for ``/ready`` checks and tests.
+SHARDS = AppState[ShardRouter]("shards")
 
 
 class ProductComponents:
@@ -55,7 +60,9 @@ class ProductComponents:
         publisher = Publisher(settings.service_name)
         catalog = CatalogService(shards, cache, publisher, settings)
         inventory = InventoryService(shards, catalog, publisher, settings)
-        app.state.shards, app.state.catalog, app.state.inventory = shards, catalog, inventory
+        SHARDS.put(app, shards)
+        api.CATALOG.put(app, catalog)
+        api.INVENTORY.put(app, inventory)
         self.catalog = catalog
         sweeper = asyncio.create_task(
             inventory.run_sweeper(settings.reservation_sweep_interval_seconds),
@@ -91,10 +98,5 @@ def create_app(settings: ProductSettings | None = None) -> FastAPI:
     )
 
 
-def __getattr__(name: str) -> FastAPI:
-    """``services.product.app:app`` for uvicorn, built on first access from the environment
-    (so importing this module has no side effects)."""
-    if name == "app":
-        globals()["app"] = built = create_app()
-        return built
-    raise AttributeError(name)
+#: ``services.product.app:app`` for uvicorn, built on first access from the environment.
+__getattr__ = lazy_app(create_app, globals())

@@ -52,9 +52,9 @@ from kommerce.contracts.events.product import (
 )
 from services.core.auth import Principal
 from services.core.errors import Conflict, NotFound, Unprocessable
+from services.core.events.publisher import Publisher
 from services.core.transient import is_transient
 from services.product import repository as repo
-from services.product.events import Publisher
 from services.product.models import Reservation, ReservationLine
 from services.product.repository import LOCAL_SHARD, Shard, ShardRouter
 from services.product.schemas import ReservationIn, ReservationLineOut, ReservationOut

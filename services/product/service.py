@@ -44,8 +44,8 @@ from kommerce.contracts.events.product import Money as EventMoney
 from services.core.cache import Cache
 from services.core.db import Database
 from services.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
+from services.core.events.publisher import Publisher
 from services.product import repository as repo
-from services.product.events import Publisher
 from services.product.models import Category, Product, SkuClaim, Variant
 from services.product.repository import ProductFilter, Shard, ShardRouter
 from services.product.schemas import (

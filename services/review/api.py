@@ -12,6 +12,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query, Request, Response, status
 
 from services.core.auth import AdminUser, CurrentUser, OptionalUser
+from services.core.state import AppState
 from services.review.moderation import ReviewStatus
 from services.review.schemas import (
     ModerationIn,
@@ -31,8 +32,12 @@ Page = Annotated[int, Query(ge=1, le=10_000)]
 Size = Annotated[int, Query(ge=1, le=100)]
 
 
+#: Built by the app's lifespan (see :mod:`.app`).
+REVIEWS = AppState[ReviewService]("reviews")
+
+
 def _service(request: Request) -> ReviewService:
-    return request.app.state.reviews  # type: ignore[no-any-return]
+    return REVIEWS.of(request)
 
 
 # Each product-scoped route is also served under /reviews/products/..., so that it is

@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.core.app import Consume, ServiceRuntime, create_service_app
+from services.core.app import Consume, ServiceRuntime, create_service_app, lazy_app
 from services.core.http import ServiceClient
 from services.core.transient import RetryLater
 from services.review import api, events
@@ -32,7 +32,7 @@ def create_app(settings: ReviewSettings | None = None) -> FastAPI:
     @asynccontextmanager
     async def components(app: FastAPI, runtime: ServiceRuntime) -> AsyncIterator[None]:
         cache = runtime.require_cache().scoped("rating", settings.rating_cache_ttl_seconds)
-        app.state.reviews = ReviewService(runtime.require_database(), cache, settings)
+        api.REVIEWS.put(app, ReviewService(runtime.require_database(), cache, settings))
         if settings.product_service_url is not None:
             holder["product"] = runtime.http.client("product", settings.product_service_url)
         yield
@@ -50,9 +50,5 @@ def create_app(settings: ReviewSettings | None = None) -> FastAPI:
     )
 
 
-def __getattr__(name: str) -> FastAPI:
-    """``services.review.app:app`` for uvicorn, built on first access from the environment."""
-    if name == "app":
-        globals()["app"] = built = create_app()
-        return built
-    raise AttributeError(name)
+#: ``services.review.app:app`` for uvicorn, built on first access from the environment.
+__getattr__ = lazy_app(create_app, globals())

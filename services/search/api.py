@@ -16,6 +16,7 @@ from fastapi import APIRouter, Query, Request, Response, status
 from services.core.auth import AdminUser, OptionalUser
 from services.core.errors import InvalidRequest
 from services.core.pci import FreeText
+from services.core.state import AppState
 from services.search.backend import SearchQuery, SortOrder
 from services.search.schemas import (
     MAX_RESULT_WINDOW,
@@ -34,12 +35,17 @@ SEARCH_WORDS = ("Words to look for; empty browses the filtered catalog. A card n
                 "them is masked.")
 
 
+#: Built by the app's lifespan (see :mod:`.app`).
+SEARCH = AppState[SearchService]("search")
+INDEXER = AppState[SearchIndexer]("indexer")
+
+
 def _service(request: Request) -> SearchService:
-    return request.app.state.search  # type: ignore[no-any-return]
+    return SEARCH.of(request)
 
 
 def _indexer(request: Request) -> SearchIndexer:
-    return request.app.state.indexer  # type: ignore[no-any-return]
+    return INDEXER.of(request)
 
 
 @router.get("/search", response_model=SearchPage)

@@ -17,11 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from kommerce.contracts.events.product import CATALOG_EVENTS
 from kommerce.contracts.events.review import RATING_CHANGED
-from services.core.app import Consume, ServiceRuntime, create_service_app
+from services.core.app import Consume, ServiceRuntime, create_service_app, lazy_app
 from services.core.db import Database
 from services.core.events.consumer import EventHandlers
 from services.core.events.envelope import EventEnvelope
 from services.core.health import ReadinessCheck
+from services.core.state import AppState
 from services.core.transient import RetryLater, is_transient
 from services.search import api
 from services.search.backend import SearchBackend
@@ -35,6 +36,8 @@ from services.search.settings import SearchSettings
 log = logging.getLogger(__name__)
 
 FILL_RETRY_MAX_SECONDS = 30.0
+#: The start-up fill's task, for tests that wait for it.
+FILL_IF_EMPTY = AppState[asyncio.Task[None]]("fill_if_empty")
 
 DESCRIPTION = """Catalog search with facets, autocomplete, typo tolerance and analytics,
 kept in sync from the product service's events, with ratings from the review service's.
@@ -69,13 +72,13 @@ class SearchComponents:
         try:
             await backend.start()
             self.indexer = SearchIndexer(database, backend)
-            app.state.indexer = self.indexer
-            app.state.search = SearchService(database, backend)
+            api.INDEXER.put(app, self.indexer)
+            api.SEARCH.put(app, SearchService(database, backend))
             # In the background: the service answers (from whatever it has) meanwhile, and
             # a product service that is not up yet is waited for rather than failing start.
             fill = asyncio.create_task(self._fill_if_empty(self.indexer, runtime),
                                        name="search-fill-if-empty")
-            app.state.fill_if_empty = fill
+            FILL_IF_EMPTY.put(app, fill)
             yield
         finally:
             if fill is not None:
@@ -141,9 +144,5 @@ def create_app(settings: SearchSettings | None = None) -> FastAPI:
     )
 
 
-def __getattr__(name: str) -> FastAPI:
-    """``services.search.app:app`` for uvicorn, built on first access from the environment."""
-    if name == "app":
-        globals()["app"] = built = create_app()
-        return built
-    raise AttributeError(name)
+#: ``services.search.app:app`` for uvicorn, built on first access from the environment.
+__getattr__ = lazy_app(create_app, globals())

@@ -6,9 +6,10 @@ from __future__ import annotations
 import uuid
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request, Response, status
+from fastapi import APIRouter, Depends, Response, status
 
 from services.core.auth import CurrentUser
+from services.core.state import AppState
 from services.shipping.schemas import (
     QuoteOut,
     RatesIn,
@@ -23,11 +24,9 @@ from services.shipping.service import ShippingService
 router = APIRouter()
 
 
-async def shipping_of(request: Request) -> ShippingService:
-    return request.app.state.shipping  # type: ignore[no-any-return]
-
-
-Shipping = Annotated[ShippingService, Depends(shipping_of)]
+#: Built by the app's lifespan (see :mod:`.app`).
+SHIPPING = AppState[ShippingService]("shipping")
+Shipping = Annotated[ShippingService, Depends(SHIPPING)]
 
 
 @router.post("/rates", tags=["rates"], summary="Offers for a parcel set, cheapest first")

@@ -14,7 +14,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from services.core.app import ServiceRuntime, create_service_app
+from services.core.app import ServiceRuntime, create_service_app, lazy_app
+from services.core.events.publisher import Publisher
 from services.shipping import api
 from services.shipping.carriers import (
     CarrierCredentials,
@@ -22,7 +23,6 @@ from services.shipping.carriers import (
     UpsCarrier,
     UspsCarrier,
 )
-from services.shipping.events import Publisher
 from services.shipping.models import MIGRATIONS
 from services.shipping.rates import Carrier, default_table_carrier
 from services.shipping.service import ShippingService
@@ -55,8 +55,8 @@ def create_app(settings: ShippingSettings | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI, runtime: ServiceRuntime) -> AsyncIterator[None]:
         everyone = [*configured_carriers(settings, runtime), *chosen]
-        app.state.shipping = ShippingService(runtime.require_database(), everyone,
-                                             Publisher(settings.service_name), settings)
+        api.SHIPPING.put(app, ShippingService(runtime.require_database(), everyone,
+                                              Publisher(settings.service_name), settings))
         yield
 
     return create_service_app(
@@ -65,9 +65,5 @@ def create_app(settings: ShippingSettings | None = None,
     )
 
 
-def __getattr__(name: str) -> FastAPI:
-    """``services.shipping.app:app`` for uvicorn, built on first access from the environment."""
-    if name == "app":
-        globals()["app"] = built = create_app()
-        return built
-    raise AttributeError(name)
+#: ``services.shipping.app:app`` for uvicorn, built on first access from the environment.
+__getattr__ = lazy_app(create_app, globals())

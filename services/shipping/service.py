@@ -25,8 +25,8 @@ from kommerce.contracts.events.shipping import (
 from services.core.auth import Principal
 from services.core.db import Database
 from services.core.errors import Conflict, Forbidden, NotFound, Unprocessable
+from services.core.events.publisher import Publisher
 from services.shipping import repository
-from services.shipping.events import Publisher
 from services.shipping.models import Shipment, TrackingEvent
 from services.shipping.rates import (
     Carrier,

@@ -25,6 +25,7 @@ from services.core.auth import (
 from services.core.db import SessionDep
 from services.core.errors import Unauthorized
 from services.core.signing import public_jwk
+from services.core.state import AppState
 from services.user.models import Address, User
 from services.user.replay import RegistrationReplay, fingerprint
 from services.user.schemas import (
@@ -50,6 +51,9 @@ from services.user.throttle import LoginThrottle
 
 # -- dependencies ---------------------------------------------------------------------------
 
+#: Built by the app's lifespan (see :mod:`.app`).
+LOGIN_THROTTLE = AppState[LoginThrottle]("login_throttle")
+
 
 def _settings(runtime: Runtime) -> UserSettings:
     settings = runtime.settings
@@ -58,7 +62,7 @@ def _settings(runtime: Runtime) -> UserSettings:
 
 
 def get_accounts(request: Request, session: SessionDep, runtime: Runtime) -> Accounts:
-    throttle: LoginThrottle = request.app.state.login_throttle
+    throttle = LOGIN_THROTTLE.of(request)
     return Accounts(session, runtime.tokens, _settings(runtime), throttle,
                     revocation_list_of(request))
 

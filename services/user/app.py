@@ -30,11 +30,11 @@ log = logging.getLogger(__name__)
 async def user_lifespan(app: FastAPI, runtime: ServiceRuntime) -> AsyncIterator[None]:
     settings = runtime.settings
     assert isinstance(settings, UserSettings) and runtime.redis is not None
-    app.state.login_throttle = LoginThrottle(
+    api.LOGIN_THROTTLE.put(app, LoginThrottle(
         runtime.redis, prefix=settings.cache_key_prefix,
         max_per_account=settings.login_max_failures_per_email,
         max_per_address=settings.login_max_failures_per_ip,
-        window_seconds=settings.login_failure_window_seconds)
+        window_seconds=settings.login_failure_window_seconds))
     if settings.bootstrap_admin_email and settings.bootstrap_admin_password:
         async with runtime.require_database().session() as session:
             admin = await ensure_admin(
