@@ -41,9 +41,11 @@ class ServiceSpec:
         return f"KOMMERCE_{self.name.upper()}_SERVICE_URL"
 
     def missing(self) -> str | None:
-        """What this checkout lacks to run it, or None. Every service has the same rooms
-        (STYLE.md): ``__main__`` to run and ``app`` with ``create_app``; a package still
-        being written may lack either, and is then left out rather than failing the start."""
+        """What this checkout lacks to run it, or None. Every service package has
+        ``__main__`` (what ``python -m`` runs) and ``app`` with ``create_app`` (next to
+        ``api``, ``service``, ``repository``, ``models``, ``schemas``, ``events``,
+        ``settings`` and ``migrations/``; see :mod:`services.core`); a package still being
+        written may lack either, and is then left out rather than failing the start."""
         if importlib.util.find_spec(self.module) is None:
             return f"no package {self.module}"
         for part in ("__main__", "app"):

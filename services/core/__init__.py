@@ -1,16 +1,41 @@
 """The shared service core: one copy of everything every Kommerce service needs.
 
-A service is ``app.py`` (``create_app()`` → :func:`services.core.app.create_service_app`)
-→ ``api.py`` (routers) → ``service.py`` → ``repository.py`` → ``models.py``, plus a
-``migrations/`` folder of revision files only. Import from the modules themselves; this
-package re-exports nothing, so importing one piece never drags in the others.
+Every service under ``services/`` has the same rooms:
+
+* ``__main__.py`` — ``python -m services.<name>``: :func:`services.core.app.serve`
+  (search's is a command group with ``serve``);
+* ``app.py`` — ``create_app()`` on :func:`services.core.app.create_service_app`, a lifespan
+  hook that builds the service's objects and puts them on ``app.state`` through
+  :class:`~services.core.state.AppState` slots, and the module-level ``app`` for uvicorn
+  (:func:`services.core.app.lazy_app`);
+* ``api.py`` — routes only, and the slots its routes depend on;
+* ``service.py`` — the rules, no FastAPI and no SQL;
+* ``repository.py`` — the SQL, as module functions on the caller's session (user's is a
+  class over its session);
+* ``models.py`` (tables), ``schemas.py`` (request and response models), ``settings.py``
+  (a ``ServiceSettings`` subclass), ``migrations/`` (Alembic revisions);
+* ``events.py`` — what it publishes and consumes: the names and payloads are the contracts in
+  :mod:`kommerce.contracts.events`, publishing goes through the core's ``Publisher``.
+
+What a service adds beyond that lives in modules named for it: order's ``saga.py``,
+``orchestrator.py``, ``participants.py`` and ``saga_rows.py`` (asyncpg fast paths), product's
+``inventory.py``, shipping's ``carriers.py`` and ``rates.py``, search's engines, review's
+``moderation.py`` and ``purchases.py``, payment's ``gateway.py``. The gateway has no
+database, so no repository, models or migrations. Two leftovers: order has no
+``repository.py`` yet (its queries are in ``service.py``, ``orchestrator.py`` and
+``events.py``), and product's category queries are still in its ``service.py``.
+
+Import from the modules themselves; this package re-exports nothing, so importing one piece
+never drags in the others.
 
 ========================  ==================================================================
 module                    what a service author uses
 ========================  ==================================================================
 ``settings``              ``ServiceSettings`` (subclass it; env prefix ``KOMMERCE_``)
 ``app``                   ``create_service_app``, ``Consume``, ``ServiceRuntime``,
-                          dependencies ``Runtime``, ``CacheDep``
+                          ``lazy_app``, ``serve``; dependencies ``Runtime``, ``CacheDep``
+``state``                 ``AppState[T](name)``: one typed ``app.state`` attribute; ``put``
+                          in the lifespan, a dependency (or ``of(request)``) in routes
 ``db``                    ``new_metadata`` (per-service ``Base``), ``Database``,
                           ``create_engine``, ``SessionDep``
 ``migrations``            ``Migrations(branch, versions_dir, metadata)``, ``upgrade``;
@@ -19,7 +44,9 @@ module                    what a service author uses
                           ``invalidate_prefix``; ``scoped(name, near=True)`` keeps
                           in-process copies (``NearCache``)
 ``events.envelope``       ``EventEnvelope.new(type, source=, key=, payload=)``
-``events.outbox``         ``add_event(session, envelope)`` (the one way to publish)
+``events.publisher``      ``Publisher(source).publish(session, type, key, payload)``: into
+                          the outbox, in the caller's transaction
+``events.outbox``         ``add_event(session, envelope)``, what ``Publisher`` calls
 ``events.consumer``       ``EventHandlers`` (``@handlers.on("type")``), ``PoisonEvent``
 ``transient``             ``RetryLater``, ``is_transient``
 ``auth``                  ``TokenService``, ``hash_password``/``verify_password``,
