@@ -74,7 +74,7 @@ def try_everything(shop: Shop) -> Attempts:
         "password": "correct-horse-battery-staple",
         "full_name": f"Ada {grouped(tried.pan('register'))}"})
     tried.answers["profile"] = api.patch("/users/me", headers=auth, json={
-        "full_name": tried.pan("profile", "5", 16)})
+        "full_name": tried.pan("profile", "51", 16)})
     address = {"recipient_name": "Ada Lovelace", "line1": "12 St James Square",
                "city": "London", "postal_code": "SW1Y 4JH", "country": "GB"}
     tried.answers["address"] = api.post("/users/me/addresses", headers=auth, json={
@@ -299,7 +299,7 @@ def test_a_number_found_around_a_card_number_still_names_its_attempt() -> None:
     attempts = Attempts()
     pan = attempts.pan("order-path")
     assert _ours({"access log": {pan + "404"}}, attempts) == {"access log": ["order-path"]}
-    assert _ours({"access log": {a_card_number("5")}}, attempts) == {}
+    assert _ours({"access log": {a_card_number("51")}}, attempts) == {}
 
 
 def _ours(found: dict[str, set[str]], attempts: Attempts) -> dict[str, list[str]]:
