@@ -10,6 +10,9 @@ operator, a service and a test can import it without pulling in the other side:
                        service's HTTP client)
 ``shard_map``          the product catalog's shard map and its hash (ShardLayout →
                        product service)
+``release``            the release a BlueGreenRollout declares on its CommerceService
+                       (rollout operator → CommerceService operator), and the colours
+``mounts``             where a Pod finds what the operators write for it
 ``events``             every event between services: names, topics, versioned payloads
 =====================  ==========================================================
 

@@ -11,6 +11,7 @@ import pytest
 
 CONTRACTS = ("kommerce.contracts", "kommerce.contracts.route_table",
              "kommerce.contracts.breaker", "kommerce.contracts.shard_map",
+             "kommerce.contracts.mounts", "kommerce.contracts.release",
              *(f"kommerce.contracts.events.{name}"
                for name in ("base", "order", "payment", "product", "review", "shipping",
                             "user")))
