@@ -13,23 +13,15 @@ from fastapi import FastAPI
 from services.core.app import ServiceRuntime, create_service_app, lazy_app
 from services.core.events.publisher import Publisher
 from services.payment import api
-from services.payment.gateway import PaymentGateway, SandboxGateway, StripeGateway
 from services.payment.models import MIGRATIONS
+from services.payment.providers import PaymentGateway, gateway_from_settings
+from services.payment.providers.stripe import StripeGateway
 from services.payment.service import PaymentService
 from services.payment.settings import PaymentSettings
 
 DESCRIPTION = """Stripe PaymentIntents confirmed with tokenized payment methods, refunds,
 signed webhooks and an append-only audit log. Only a card's brand and last four digits are
 ever stored. Amounts are integers in the currency's minor unit."""
-
-
-def gateway_from_settings(settings: PaymentSettings) -> PaymentGateway:
-    if settings.payment_backend == "stripe":
-        if settings.stripe_api_key is None:
-            raise ValueError("payment_backend=stripe needs stripe_api_key")
-        return StripeGateway(settings.stripe_api_key.get_secret_value(),
-                             api_base=settings.stripe_api_base)
-    return SandboxGateway(state_path=settings.sandbox_state_path)
 
 
 def create_app(settings: PaymentSettings | None = None,

@@ -28,8 +28,8 @@ from services.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, 
 from services.core.events.publisher import Publisher
 from services.core.metrics import counter
 from services.payment import repository
-from services.payment.gateway import ChargeResult, ChargeStatus, PaymentGateway
 from services.payment.models import AuditEntry, Payment, Refund, SavedPaymentMethod
+from services.payment.providers import ChargeResult, ChargeStatus, PaymentGateway
 from services.payment.schemas import ChargeIn, RefundIn
 from services.payment.settings import PaymentSettings
 

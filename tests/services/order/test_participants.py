@@ -31,7 +31,7 @@ from services.order.saga import Step as S
 from services.order.saga_rows import SagaOrder
 from services.order.settings import OrderSettings
 from services.payment.app import create_app as create_payment_app
-from services.payment.gateway import SandboxGateway
+from services.payment.providers.sandbox import SandboxGateway
 from services.product.app import create_app as create_product_app
 from services.shipping.app import create_app as create_shipping_app
 from services.shipping.settings import ShippingSettings

@@ -15,7 +15,8 @@ from fastapi import FastAPI
 from services.core.auth import TokenService
 from services.core.db import Database
 from services.payment.app import create_app
-from services.payment.gateway import PaymentGateway, SandboxGateway
+from services.payment.providers import PaymentGateway
+from services.payment.providers.sandbox import SandboxGateway
 from services.payment.settings import PaymentSettings
 from tests.services.support import running, unique
 

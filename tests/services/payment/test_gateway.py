@@ -17,13 +17,9 @@ import stripe
 
 from kommerce.testbed.stripe_mock import StripeMock
 from services.core.errors import DomainError, InvalidRequest, Unprocessable
-from services.payment.gateway import (
-    TEST_CARDS,
-    ChargeStatus,
-    GatewayError,
-    SandboxGateway,
-    StripeGateway,
-)
+from services.payment.providers import ChargeStatus, GatewayError
+from services.payment.providers.sandbox import TEST_CARDS, SandboxGateway
+from services.payment.providers.stripe import StripeGateway
 
 
 class RecordingHTTPClient(stripe.AIOHTTPClient):

@@ -18,7 +18,7 @@ from schemathesis.python import asgi
 from services.core.auth import TokenService
 from services.payment import api
 from services.payment.app import create_app
-from services.payment.gateway import SandboxGateway
+from services.payment.providers.sandbox import SandboxGateway
 from tests.services.fuzz import fuzz_operation, operation_ids, operations
 
 from .conftest import payment_settings

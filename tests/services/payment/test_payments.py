@@ -18,8 +18,8 @@ from sqlalchemy import func, select, text
 from sqlalchemy.exc import DBAPIError
 
 from services.core.events.tables import outbox
-from services.payment.gateway import SandboxGateway
 from services.payment.models import AuditEntry, Payment, WebhookEvent
+from services.payment.providers.sandbox import SandboxGateway
 from tests.services.payment.conftest import WEBHOOK_SECRET, Service, start_service
 from tests.services.support import unique
 

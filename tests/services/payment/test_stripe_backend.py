@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from services.payment.gateway import StripeGateway
+from services.payment.providers.stripe import StripeGateway
 from tests.services.payment.conftest import Service, start_service
 from tests.services.payment.test_gateway import RecordingHTTPClient
 
