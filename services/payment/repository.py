@@ -87,7 +87,7 @@ async def claim_payment(session: AsyncSession,
 async def touch(session: AsyncSession, payment: Payment) -> None:
     """Write the payment's changes, stamped with the database's clock, in one UPDATE (the
     mapper's ``eager_defaults`` then reads the stamp back)."""
-    payment.updated_at = func.now()  # type: ignore[assignment]
+    payment.updated_at = func.now()
     await session.flush()
 
 

@@ -105,8 +105,9 @@ class PaymentService:
             idempotency_key=f"charge-{payment.id}", customer=customer,
             metadata={"order_id": body.order_id, "payment_id": str(payment.id)})
         async with self.database.session() as session, session.begin():
-            payment = await repository.payment_by_key(session, key, for_update=True)
-            assert payment is not None
+            locked = await repository.payment_by_key(session, key, for_update=True)
+            assert locked is not None
+            payment = locked
             if payment.status in ("pending", "requires_action"):
                 await self._record_charge(session, payment, result, principal.user_id)
         return payment, result.client_secret, created
