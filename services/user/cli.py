@@ -12,7 +12,7 @@ import asyncio
 import typer
 
 from services.core.db import Database
-from services.user.repository import UserRepository
+from services.user import repository
 from services.user.schemas import Role, normalise_email
 from services.user.service import Administration
 from services.user.settings import UserSettings
@@ -31,7 +31,7 @@ async def _grant(email: str, role: Role) -> bool:
     try:
         async with database.session() as session:
             async with session.begin():
-                user = await UserRepository(session).by_email(email)
+                user = await repository.user_by_email(session, email)
             if user is None:
                 return False
             await Administration(session, settings).grant(user.id, role)

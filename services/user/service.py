@@ -41,10 +41,9 @@ from services.core.errors import (
 from services.core.events.outbox import add_event
 from services.core.metrics import counter
 from services.core.revocation import RevocationList
-from services.user import events
+from services.user import events, repository
 from services.user.models import Address, RefreshFamily, User
 from services.user.replay import RegistrationReplay
-from services.user.repository import UserRepository
 from services.user.schemas import (
     AddressCreate,
     AddressUpdate,
@@ -116,10 +115,6 @@ class Accounts:
     throttle: LoginThrottle
     revocations: RevocationList | None = None
 
-    @property
-    def repository(self) -> UserRepository:
-        return UserRepository(self.session)
-
     async def register_once(self, email: str, password: str, full_name: str | None,
                             replay: RegistrationReplay) -> tuple[User, bool]:
         """:meth:`register` under an Idempotency-Key: the account and whether it was made
@@ -127,7 +122,7 @@ class Accounts:
         user_id = await replay.claim()
         if user_id is not None:
             async with self.session.begin():
-                user = await self.repository.get(user_id)
+                user = await repository.user(self.session, user_id)
             if user is None:
                 raise _account_gone()
             return user, True
@@ -144,9 +139,9 @@ class Accounts:
         password_hash = await hash_password(password)
         try:
             async with self.session.begin():
-                if await self.repository.by_email(email) is not None:
+                if await repository.user_by_email(self.session, email) is not None:
                     raise _email_taken()
-                user = await self.repository.add(User(
+                user = await repository.add_user(self.session, User(
                     email=email, password_hash=password_hash, full_name=full_name,
                     roles=["customer"], preferences=Preferences().model_dump()))
                 await add_event(self.session, events.user_registered(
@@ -165,13 +160,13 @@ class Accounts:
         rehashed = (await hash_password(password)
                     if password_needs_rehash(user.password_hash) else None)
         async with self.session.begin():
-            user = await self.repository.get(user.id, lock=True)
-            if user is None:
+            locked = await repository.user(self.session, user.id, for_update=True)
+            if locked is None:
                 raise _account_gone()
             if rehashed is not None:
-                user.password_hash = rehashed
-            await self.repository.purge_dead_families(user.id, _now())
-            return await self._new_session(user)
+                locked.password_hash = rehashed
+            await repository.purge_dead_families(self.session, locked.id, _now())
+            return await self._new_session(locked)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Rotate: the presented token is spent and a new one of the same family returned.
@@ -186,7 +181,8 @@ class Accounts:
             raise Unauthorized("the refresh token has no session", code="token_invalid")
         reused = False
         async with self.session.begin():
-            family = await self.repository.family(claims.fam, user_id, lock=True)
+            family = await repository.family(self.session, claims.fam, user_id,
+                                             for_update=True)
             if family is None:
                 REFRESHES.labels("unknown").inc()
                 raise Unauthorized("the refresh token is not recognised; log in again",
@@ -204,7 +200,7 @@ class Accounts:
                     REFRESHES.labels("session_expired").inc()
                     raise Unauthorized("this session is too old; log in again",
                                        code="session_expired")
-                user = await self.repository.get(user_id)
+                user = await repository.user(self.session, user_id)
                 if user is None:
                     raise _account_gone()
                 pair, refresh = self._issue(user, family.id)
@@ -230,7 +226,8 @@ class Accounts:
         if not claims.fam:
             raise Unauthorized("the refresh token has no session", code="token_invalid")
         async with self.session.begin():
-            await self.repository.revoke_families(_subject(claims.sub), "logout", claims.fam)
+            await repository.revoke_families(self.session, _subject(claims.sub), "logout",
+                                             claims.fam)
         # Listed even when the session had already ended: a retried logout whose first
         # attempt failed to reach Redis repairs the list.
         await end_sessions(self.revocations, self.settings, [claims.fam])
@@ -244,7 +241,7 @@ class Accounts:
     async def logout_everywhere(self, user_id: uuid.UUID) -> int:
         """End every session of the user; returns how many were live."""
         async with self.session.begin():
-            ended = await self.repository.revoke_families(user_id, "logout_all")
+            ended = await repository.revoke_families(self.session, user_id, "logout_all")
         await end_sessions(self.revocations, self.settings, ended)
         return len(ended)
 
@@ -256,7 +253,7 @@ class Accounts:
         stolen access token would be an unlimited password oracle.
         """
         async with self.session.begin():
-            user = await self.repository.get(user_id)
+            user = await repository.user(self.session, user_id)
         if user is None:
             raise _account_gone()
         problems = password_problems(new, user.email)
@@ -270,12 +267,12 @@ class Accounts:
                                  code="wrong_current_password") from exc
         new_hash = await hash_password(new)
         async with self.session.begin():
-            user = await self.repository.get(user_id, lock=True)
+            user = await repository.user(self.session, user_id, for_update=True)
             if user is None:
                 raise _account_gone()
             user.password_hash = new_hash
             user.updated_at = _now()
-            ended = await self.repository.revoke_families(user_id, "password_changed")
+            ended = await repository.revoke_families(self.session, user_id, "password_changed")
             pair = await self._new_session(user)
         await end_sessions(self.revocations, self.settings, ended)
         return pair
@@ -283,7 +280,7 @@ class Accounts:
     async def _check_password(self, email: str, password: str, client_address: str) -> User:
         await self.throttle.attempt(email, client_address)
         async with self.session.begin():
-            user = await self.repository.by_email(email)
+            user = await repository.user_by_email(self.session, email)
         if user is None:
             await verify_password(await _dummy_password_hash(), password)
             LOGINS.labels("failure").inc()
@@ -297,7 +294,7 @@ class Accounts:
     async def _new_session(self, user: User) -> TokenPair:
         pair, refresh = self._issue(user, family=None)
         assert refresh.claims.fam is not None
-        await self.repository.add_family(RefreshFamily(
+        await repository.add_family(self.session, RefreshFamily(
             id=refresh.claims.fam, user_id=user.id, current_jti=refresh.claims.jti,
             expires_at=_expiry(refresh)))
         return pair
@@ -335,7 +332,7 @@ class Profiles:
 
     async def get(self, user_id: uuid.UUID) -> User:
         async with self.session.begin():
-            user = await UserRepository(self.session).get(user_id)
+            user = await repository.user(self.session, user_id)
         if user is None:
             raise _account_gone()
         return user
@@ -367,7 +364,7 @@ class Profiles:
         return user
 
     async def _locked(self, user_id: uuid.UUID) -> User:
-        user = await UserRepository(self.session).get(user_id, lock=True)
+        user = await repository.user(self.session, user_id, for_update=True)
         if user is None:
             raise _account_gone()
         return user
@@ -392,13 +389,9 @@ class AddressBook:
     session: AsyncSession
     settings: UserSettings
 
-    @property
-    def repository(self) -> UserRepository:
-        return UserRepository(self.session)
-
     async def list(self, user_id: uuid.UUID) -> Sequence[Address]:
         async with self.session.begin():
-            return await self.repository.addresses(user_id)
+            return await repository.addresses(self.session, user_id)
 
     async def get(self, user_id: uuid.UUID, address_id: uuid.UUID) -> Address:
         async with self.session.begin():
@@ -407,15 +400,15 @@ class AddressBook:
     async def create(self, user_id: uuid.UUID, new: AddressCreate) -> Address:
         async with self.session.begin():
             await self._lock_book(user_id)
-            count = await self.repository.count_addresses(user_id)
+            count = await repository.count_addresses(self.session, user_id)
             limit = self.settings.max_addresses_per_user
             if count >= limit:
                 raise Conflict(f"an address book holds at most {limit} addresses; delete one "
                                "first", code="address_book_full", details={"limit": limit})
             make_default = new.is_default or count == 0
             if make_default:
-                await self.repository.clear_default_address(user_id)
-            return await self.repository.add_address(Address(
+                await repository.clear_default_address(self.session, user_id)
+            return await repository.add_address(self.session, Address(
                 user_id=user_id, is_default=make_default,
                 **new.model_dump(exclude={"is_default"})))
 
@@ -432,7 +425,7 @@ class AddressBook:
             for name, value in changes.items():
                 setattr(address, name, value)
             if make_default and not address.is_default:
-                await self.repository.clear_default_address(user_id)
+                await repository.clear_default_address(self.session, user_id)
                 address.is_default = True
             address.updated_at = _now()
             return address
@@ -442,19 +435,19 @@ class AddressBook:
             await self._lock_book(user_id)
             address = await self._address(user_id, address_id)
             was_default = address.is_default
-            await self.repository.delete_address(address)
+            await repository.delete_address(self.session, address)
             if was_default:
-                successor = await self.repository.most_recent_address(user_id)
+                successor = await repository.most_recent_address(self.session, user_id)
                 if successor is not None:
                     successor.is_default = True
                     successor.updated_at = _now()
 
     async def _lock_book(self, user_id: uuid.UUID) -> None:
-        if await self.repository.get(user_id, lock=True) is None:
+        if await repository.user(self.session, user_id, for_update=True) is None:
             raise _account_gone()
 
     async def _address(self, user_id: uuid.UUID, address_id: uuid.UUID) -> Address:
-        address = await self.repository.address(user_id, address_id)
+        address = await repository.address(self.session, user_id, address_id)
         if address is None:
             raise NotFound("no such address in your address book", code="address_not_found")
         return address
@@ -468,15 +461,11 @@ class Administration:
     settings: UserSettings
     revocations: RevocationList | None = None
 
-    @property
-    def repository(self) -> UserRepository:
-        return UserRepository(self.session)
-
     async def page(self, *, limit: int, offset: int,
                    email_contains: str | None) -> tuple[Sequence[User], int]:
         async with self.session.begin():
-            return await self.repository.page(limit=limit, offset=offset,
-                                              email_contains=email_contains)
+            return await repository.users_page(self.session, limit=limit, offset=offset,
+                                               email_contains=email_contains)
 
     async def get(self, user_id: uuid.UUID) -> User:
         async with self.session.begin():
@@ -484,7 +473,7 @@ class Administration:
 
     async def grant(self, user_id: uuid.UUID, role: Role) -> User:
         async with self.session.begin():
-            user = await self._user(user_id, lock=True)
+            user = await self._user(user_id, for_update=True)
             if role not in user.roles:
                 user.roles = sorted({*user.roles, role})
                 await _publish_update(self.session, self.settings, user, ["roles"])
@@ -502,17 +491,17 @@ class Administration:
                            code="cannot_demote_self")
         ended: list[str] = []
         async with self.session.begin():
-            user = await self._user(user_id, lock=True)
+            user = await self._user(user_id, for_update=True)
             if role in user.roles:
                 user.roles = sorted(set(user.roles) - {role})
-                ended = await self.repository.revoke_families(user_id, "role_revoked")
+                ended = await repository.revoke_families(self.session, user_id, "role_revoked")
                 await _publish_update(self.session, self.settings, user, ["roles"])
         await end_sessions(self.revocations, self.settings, ended)
         log.info("revoked role %s from user %s", role, user_id)
         return user
 
-    async def _user(self, user_id: uuid.UUID, *, lock: bool = False) -> User:
-        user = await self.repository.get(user_id, lock=lock)
+    async def _user(self, user_id: uuid.UUID, *, for_update: bool = False) -> User:
+        user = await repository.user(self.session, user_id, for_update=for_update)
         if user is None:
             raise NotFound("no such user", code="user_not_found")
         return user
@@ -524,14 +513,13 @@ async def ensure_admin(session: AsyncSession, settings: UserSettings, email: str
     if ``password`` is its password. An existing account with another password is left
     alone (returns None): whoever registered the address first must not become admin just
     because an operator later configured it."""
-    repository = UserRepository(session)
     async with session.begin():
-        user = await repository.by_email(email)
+        user = await repository.user_by_email(session, email)
     if user is None:
         password_hash = await hash_password(password)
         try:
             async with session.begin():
-                user = await repository.add(User(
+                user = await repository.add_user(session, User(
                     email=email, password_hash=password_hash,
                     full_name=None, roles=["admin", "customer"],
                     preferences=Preferences().model_dump()))
@@ -540,7 +528,7 @@ async def ensure_admin(session: AsyncSession, settings: UserSettings, email: str
             return user
         except IntegrityError:  # another replica seeded it first
             async with session.begin():
-                user = await repository.by_email(email)
+                user = await repository.user_by_email(session, email)
             if user is None:
                 raise
     if not await verify_password(user.password_hash, password):
