@@ -23,21 +23,13 @@ from typing import Any
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kommerce.contracts.events.review import (
-    RATING_CHANGED,
-    REVIEW_APPROVED,
-    REVIEW_CREATED,
-    RatingChanged,
-    ReviewEvent,
-)
 from services.core.auth import Principal
 from services.core.cache import Cache
 from services.core.db import Database
 from services.core.errors import Conflict, Forbidden, NotFound
-from services.core.events.envelope import EventEnvelope
 from services.core.events.outbox import add_event
 from services.core.metrics import counter
-from services.review import repository
+from services.review import events, repository
 from services.review.models import Review
 from services.review.moderation import ReviewStatus, may_moderate, screen
 from services.review.schemas import (
@@ -88,7 +80,8 @@ class ReviewService:
                 review.verified_purchase = await repository.has_purchased(
                     session, author.user_id, product_id)
                 await repository.add_review(session, review)
-                await self._publish(session, REVIEW_CREATED, review)
+                await add_event(session, events.review_created(
+                    review, source=self.settings.service_name))
                 if verdict.status is ReviewStatus.APPROVED:
                     await self._approved_set_changed(session, review, approved_now=True)
         except IntegrityError as exc:
@@ -129,7 +122,8 @@ class ReviewService:
             affects_rating = counted_before != counted_after or (
                 counted_after and old_rating != review.rating)
             if counted_after and not counted_before:
-                await self._publish(session, REVIEW_APPROVED, review)
+                await add_event(session, events.review_approved(
+                    review, source=self.settings.service_name))
             if affects_rating:
                 await self._publish_rating(session, review.product_id)
         await self._drop_summary(review.product_id, affects_rating)
@@ -158,7 +152,8 @@ class ReviewService:
             review.moderation_reason = moderation.reason
             review.updated_at = datetime.now(UTC)
             if moderation.decision is ReviewStatus.APPROVED:
-                await self._publish(session, REVIEW_APPROVED, review)
+                await add_event(session, events.review_approved(
+                    review, source=self.settings.service_name))
             affects_rating = ReviewStatus.APPROVED in (current, moderation.decision)
             if affects_rating:
                 await self._publish_rating(session, review.product_id)
@@ -242,21 +237,14 @@ class ReviewService:
     async def _approved_set_changed(self, session: AsyncSession, review: Review,
                                     approved_now: bool) -> None:
         if approved_now:
-            await self._publish(session, REVIEW_APPROVED, review)
+            await add_event(session, events.review_approved(
+                review, source=self.settings.service_name))
         await self._publish_rating(session, review.product_id)
 
     async def _publish_rating(self, session: AsyncSession, product_id: uuid.UUID) -> None:
         summary = await self._load_summary(product_id, session)
-        await add_event(session, EventEnvelope.new(
-            RATING_CHANGED, source=self.settings.service_name, key=str(product_id),
-            payload=RatingChanged.model_validate(summary).wire()))
-
-    async def _publish(self, session: AsyncSession, event_type: str, review: Review) -> None:
-        await add_event(session, EventEnvelope.new(
-            event_type, source=self.settings.service_name, key=str(review.product_id),
-            payload=ReviewEvent(review_id=review.id, product_id=review.product_id,
-                                user_id=review.user_id, rating=review.rating,
-                                status=review.status).wire()))
+        await add_event(session, events.rating_changed(
+            product_id, summary, source=self.settings.service_name))
 
     async def _drop_summary(self, product_id: uuid.UUID, changed: bool) -> None:
         if changed:
