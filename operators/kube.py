@@ -20,6 +20,8 @@ from operators.meta import FIELD_MANAGER
 from operators.metrics import API_REQUESTS
 
 Manifest = dict[str, Any]
+# A JSON patch (RFC 6902): named here because inside ``Kube`` the name ``list`` is its method.
+PatchOperations = list[dict[str, Any]]
 POOL_SIZE = 32
 
 # Kinds the operator reads or writes, and their REST plurals. A fixed table instead of
@@ -82,9 +84,11 @@ class Kube:
         try:
             if kubeconfig is not None:
                 raise config.ConfigException("a kubeconfig was given")
-            config.load_incluster_config(client_configuration=configuration)
+            config.load_incluster_config(  # type: ignore[no-untyped-call]  # untyped in kubernetes
+                client_configuration=configuration)
         except config.ConfigException:
-            config.load_kube_config(config_file=kubeconfig, client_configuration=configuration)
+            config.load_kube_config(  # type: ignore[no-untyped-call]  # untyped in kubernetes
+                config_file=kubeconfig, client_configuration=configuration)
         # One connection per handler thread, so parallel reconciles never queue on the pool.
         configuration.connection_pool_maxsize = POOL_SIZE
         return cls(client.ApiClient(configuration))
@@ -99,7 +103,7 @@ class Kube:
         )
         response = self.api.call_api(method, url, header_params=headers, body=serialized_body,
                                      _request_timeout=30)
-        raw = response.read()
+        raw: bytes = response.read()  # type: ignore[no-untyped-call]  # untyped in kubernetes
         if response.status == 404 and verb in ("GET", "DELETE"):
             return None
         if response.status >= 400:
@@ -125,7 +129,8 @@ class Kube:
              label_selector: str | None = None) -> list[Manifest]:
         query = [("labelSelector", label_selector)] if label_selector else []
         result = self._call("GET", resource_path(api_version, kind, namespace), query=query)
-        return (result or {}).get("items", [])
+        items: list[Manifest] = (result or {}).get("items", [])
+        return items
 
     def delete(self, api_version: str, kind: str, namespace: str | None, name: str) -> bool:
         """Delete with background propagation; False when it was already gone."""
@@ -150,7 +155,7 @@ class Kube:
             raise
 
     def patch_json(self, api_version: str, kind: str, namespace: str | None, name: str,
-                   operations: list[dict[str, Any]]) -> Manifest:
+                   operations: PatchOperations) -> Manifest:
         """A JSON patch (RFC 6902) under the operator's field manager: for the one repair
         server-side apply cannot make, replacing a list a hand edit reshaped."""
         path = resource_path(api_version, kind, namespace, name)

@@ -13,11 +13,8 @@ import threading
 from collections.abc import Callable, Sequence
 from functools import cache
 
-from operators.commerceservice.render import (
-    ROUTE_TABLE_CONFIGMAP,
-    RoutedService,
-    render_route_table,
-)
+from kommerce.contracts.route_table import ROUTE_TABLE_CONFIGMAP
+from operators.commerceservice.render import RoutedService, render_route_table
 from operators.kube import KubeError
 from operators.runtime import kube
 

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterable, Mapping
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from prometheus_client import start_http_server
@@ -63,18 +64,20 @@ class LeanDiffBaseStorage(kopf.StatusDiffBaseStorage):
     the same essence for a fraction of the work.
     """
 
-    def build(self, *, body: Any, extra_fields: Any = None) -> Any:
+    def build(self, *, body: kopf.Body,
+              extra_fields: Iterable[kopf.FieldSpec] | None = None) -> kopf.BodyEssence:
         if extra_fields:
             return super().build(body=body, extra_fields=extra_fields)
         metadata = body.get("metadata") or {}
         lean = {key: value for key, value in body.items() if key not in ("metadata", "status")}
         lean["metadata"] = {key: metadata[key] for key in ("labels", "annotations")
                             if key in metadata}
-        return super().build(body=kopf.Body(lean))
+        # The object's own top-level fields, whatever its kind: more than RawBody names.
+        return super().build(body=kopf.Body(cast(kopf.RawBody, lean)))
 
 
 @kopf.on.startup()
-def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any) -> None:
+def configure(settings: kopf.OperatorSettings, logger: kopf.Logger, **_: Any) -> None:
     try:
         allowlist = check_url_allowlist()
     except ValueError as error:
@@ -101,6 +104,16 @@ def configure(settings: kopf.OperatorSettings, logger: logging.Logger, **_: Any)
     settings.peering.name = PEERING_NAME
     settings.peering.clusterwide = True
     settings.peering.mandatory = False
+
+
+def as_body(obj: Mapping[str, Any]) -> kopf.Body:
+    """The object an Event is about, as the ``kopf.Body`` that ``kopf.event`` takes: a body
+    Kopf handed over as it is, else one read from the API or a reference built here (apiVersion,
+    kind, metadata), wrapped in a view. Kopf reads only those fields of it, so the Event is
+    the same either way."""
+    if isinstance(obj, kopf.Body):
+        return obj
+    return kopf.Body(cast(kopf.RawBody, obj))  # JSON from the API server: no static shape
 
 
 def serve_metrics(port: int) -> None:

@@ -7,7 +7,7 @@ revision) need the same judgement, so it lives here once.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -42,7 +42,8 @@ class DeploymentProgress:
 
 
 def _condition(status: Mapping[str, Any], type_: str) -> Mapping[str, Any] | None:
-    for condition in status.get("conditions") or ():
+    conditions: Iterable[Mapping[str, Any]] = status.get("conditions") or ()
+    for condition in conditions:
         if condition.get("type") == type_:
             return condition
     return None

@@ -56,6 +56,7 @@ from operators.bluegreen.spec import (
     RolloutPhase,
 )
 from operators.conditions import (
+    Condition,
     ConditionUpdate,
     degraded,
     not_ready,
@@ -462,9 +463,9 @@ def _status(step: _Step) -> BlueGreenRolloutStatus:
     plan_preview = (step.active or step.target or step.spec.active_color).other
     return BlueGreenRolloutStatus(
         observed_generation=generation,
-        conditions=set_conditions(
+        conditions=[Condition.model_validate(condition) for condition in set_conditions(
             [c.wire() for c in step.previous.conditions or []], _conditions(step),
-            observed_generation=generation, now=step.now),
+            observed_generation=generation, now=step.now)],
         phase=step.phase,
         reason=step.reason,
         message=step.message[:4096],

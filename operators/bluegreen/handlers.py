@@ -71,7 +71,7 @@ from operators.indexes import BreakerPolicies, policies_in
 from operators.kube import PLURALS, KubeError
 from operators.meta import API_VERSION, FIELD_MANAGER, LABEL_MANAGED_BY, MANAGED_BY
 from operators.metrics import reconcile_timer
-from operators.runtime import BOOKKEEPING, kube
+from operators.runtime import BOOKKEEPING, as_body, kube
 from operators.schema import InvalidSpec, parse_spec
 from operators.shardlayout.lookup import shard_layout_named
 from operators.shardlayout.spec import ShardLayoutSpec
@@ -124,10 +124,11 @@ def _now() -> datetime:
 # -- index: which rollout releases which CommerceService --------------------------------
 
 @kopf.index(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
-def rollout_targets(namespace: str, name: str, spec: kopf.Spec, meta: kopf.Meta,
+def rollout_targets(namespace: str | None, name: str, spec: kopf.Spec, meta: kopf.Meta,
                     **_: Any) -> dict[tuple[str, str], str] | None:
     """(namespace, CommerceService) -> rollout, for events on objects named after the
     service. A rollout being deleted no longer claims anything."""
+    assert namespace is not None  # the kind is namespaced (operators/crdgen.py)
     target = (spec.get("serviceRef") or {}).get("name")
     if not target or meta.get("deletionTimestamp"):
         return None
@@ -144,9 +145,10 @@ def rollout_targets(namespace: str, name: str, spec: kopf.Spec, meta: kopf.Meta,
             or bool(status.get("scaleDownAt")))
 @kopf.timer(RESOURCE.group, RESOURCE.version, RESOURCE.plural, interval=RESYNC_SECONDS,
             initial_delay=RESYNC_SECONDS, id="resync")
-def reconcile(name: str, namespace: str,
-              breaker_policies: BreakerPolicies, **_: Any) -> None:
+def reconcile(name: str, namespace: str | None, **kwargs: Any) -> None:
     """One step of the state machine; see the module docstring for what triggers it."""
+    assert namespace is not None  # the kind is namespaced (operators/crdgen.py)
+    breaker_policies: BreakerPolicies = kwargs["breaker_policies"]
     reconcile_rollout(namespace, name, policies_in(breaker_policies, namespace))
 
 
@@ -223,7 +225,7 @@ def _reconcile(namespace: str, name: str, policies: list[PolicyRef]) -> None:
     _write_status(namespace, name, current_status, decision.status)
     writes.done("status: the flip done")
     for event in decision.events:
-        kopf.event(body, type=event.type, reason=event.reason, message=event.message)
+        kopf.event(as_body(body), type=event.type, reason=event.reason, message=event.message)
 
 
 def _apply(namespace: str, name: str, uid: str, target: TargetService,
@@ -336,18 +338,19 @@ def _report_refused(body: dict[str, Any], current: dict[str, Any], generation: i
     if any(current.get(key) != value for key, value in status.items()):
         kube().patch_status(API_VERSION, KIND, body["metadata"]["namespace"],
                             body["metadata"]["name"], status)
-        kopf.event(body, type="Warning", reason=reason, message=message)
+        kopf.event(as_body(body), type="Warning", reason=reason, message=message)
 
 
 # -- deletion: give the traffic back before the colours go ------------------------------
 
 @kopf.on.delete(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
-def hand_traffic_back(body: kopf.Body, name: str, namespace: str, spec: kopf.Spec,
+def hand_traffic_back(body: kopf.Body, name: str, namespace: str | None, spec: kopf.Spec,
                       meta: kopf.Meta, **_: Any) -> None:
     """Remove the hand-over annotations so the CommerceService renders its own Deployment,
     Service and routes again, and hold the rollout (and so its colours, which carry the
     traffic until then) until that Deployment is Available — or the progress deadline has
     passed, so a broken service cannot block the deletion forever."""
+    assert namespace is not None  # the kind is namespaced (operators/crdgen.py)
     service = str((spec.get("serviceRef") or {}).get("name") or "")
     target = kube().get(API_VERSION, SERVICE.kind, namespace, service) if service else None
     if target is None or target["metadata"].get("deletionTimestamp"):
@@ -376,12 +379,11 @@ def hand_traffic_back(body: kopf.Body, name: str, namespace: str, spec: kopf.Spe
 
 @kopf.on.event(RESOURCE.group, RESOURCE.version, RESOURCE.plural, id="bluegreen-gone")
 def release_after_deletion(event: kopf.RawEvent, name: str, namespace: str | None,
-                           spec: kopf.Spec,
-                           breaker_policies: BreakerPolicies,
-                           **_: Any) -> None:
+                           spec: kopf.Spec, **kwargs: Any) -> None:
     """A rollout gone without the hand-back above (its finalizer removed by hand) must not
     leave its CommerceService at 0 replicas: drop the hand-over annotations. A rollout that
     stood by for the same service (a conflict's loser) is reconciled now: it is next."""
+    breaker_policies: BreakerPolicies = kwargs["breaker_policies"]
     if event.get("type") != "DELETED" or namespace is None:
         return
     service = str((spec.get("serviceRef") or {}).get("name") or "")
@@ -412,9 +414,9 @@ def _rollouts_of(meta: kopf.Meta, namespace: str,
     return sorted(set(rollout_targets.get((namespace, str(meta.get("name"))), [])))
 
 
-def _on_related_event(meta: kopf.Meta, namespace: str | None,
-                      rollout_targets: kopf.Index[tuple[str, str], str],
-                      breaker_policies: BreakerPolicies, **_: Any) -> None:
+def _on_related_event(meta: kopf.Meta, namespace: str | None, **kwargs: Any) -> None:
+    rollout_targets: kopf.Index[tuple[str, str], str] = kwargs["rollout_targets"]
+    breaker_policies: BreakerPolicies = kwargs["breaker_policies"]
     if namespace is None:
         return
     for rollout in _rollouts_of(meta, namespace, rollout_targets):

@@ -21,7 +21,8 @@ from typing import Any
 
 import kopf
 
-from operators.circuitbreaker.render import BREAKERS_CONFIGMAP, PolicyRef, render_client_breakers
+from kommerce.contracts.breaker import BREAKERS_CONFIGMAP
+from operators.circuitbreaker.render import PolicyRef, render_client_breakers
 from operators.circuitbreaker.spec import RESOURCE, CircuitBreakerPolicySpec
 from operators.circuitbreaker.status import (
     POLICY_ANNOTATION,
@@ -35,7 +36,7 @@ from operators.indexes import BreakerPolicies, policies_in
 from operators.kube import KubeError
 from operators.meta import API_VERSION
 from operators.metrics import reconcile_timer
-from operators.runtime import kube
+from operators.runtime import as_body, kube
 from operators.schema import InvalidSpec, parse_spec
 
 KIND = "CircuitBreakerPolicy"
@@ -73,12 +74,13 @@ def publish(namespace: str, policies: list[PolicyRef]) -> set[str]:
 @kopf.timer(RESOURCE.group, RESOURCE.version, RESOURCE.plural, interval=RECHECK_SECONDS,
             initial_delay=RECHECK_SECONDS, id="recheck",
             when=lambda status, **_: not _is_ready(status) and not _is_merging(status))
-def reconcile(body: kopf.Body, name: str, namespace: str, spec: kopf.Spec, meta: kopf.Meta,
-              status: kopf.Status, breaker_policies: BreakerPolicies,
-              **_: Any) -> None:
+def reconcile(body: kopf.Body, name: str, namespace: str | None, spec: kopf.Spec,
+              meta: kopf.Meta, status: kopf.Status, **kwargs: Any) -> None:
     """Publish, stamp, and report. While the target's routes do not carry the policy yet
     (its reconcile is a watch round-trip away) a one-second timer looks again; a slower one
     picks up a target created after its policy."""
+    assert namespace is not None  # the kind is namespaced (operators/crdgen.py)
+    breaker_policies: BreakerPolicies = kwargs["breaker_policies"]
     generation = int(meta.get("generation") or 0)
     with reconcile_timer(KIND):
         try:
@@ -112,13 +114,13 @@ def _report(body: Mapping[str, Any], namespace: str, name: str, status: Mapping[
     if not _write_status(namespace, name, status, new_status):
         return
     if _is_ready(new_status) and not _is_ready(status):
-        kopf.event(body, type="Normal", reason="InForce",
+        kopf.event(as_body(body), type="Normal", reason="InForce",
                    message=f"circuit breaking for {target} is in force")
     problem = _degraded_reason(new_status)
     if problem is not None and problem != _degraded_reason(status):
         message = next(c["message"] for c in new_status["conditions"]
                        if c["type"] == "Degraded")
-        kopf.event(body, type="Warning", reason=problem, message=message)
+        kopf.event(as_body(body), type="Warning", reason=problem, message=message)
 
 
 def refresh_policies_of(namespace: str, service: str,
@@ -137,9 +139,9 @@ def refresh_policies_of(namespace: str, service: str,
 
 @kopf.on.event(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
 def forget_deleted_policy(event: kopf.RawEvent, namespace: str | None, uid: str | None,
-                          breaker_policies: BreakerPolicies,
-                          **_: Any) -> None:
+                          **kwargs: Any) -> None:
     """A deleted policy's settings leave the ConfigMap and its target's routes."""
+    breaker_policies: BreakerPolicies = kwargs["breaker_policies"]
     if event.get("type") != "DELETED" or namespace is None:
         return
     publish(namespace, policies_in(breaker_policies, namespace, without_uid=uid))
@@ -181,10 +183,11 @@ def _invalid(body: kopf.Body, namespace: str, name: str, status: kopf.Status, ge
 
 @kopf.on.event(SERVICE.group, SERVICE.version, SERVICE.plural, id="circuitbreaker-stamp")
 def stamp_new_service(event: kopf.RawEvent, name: str, namespace: str | None, meta: kopf.Meta,
-                      breaker_policies: BreakerPolicies, **_: Any) -> None:
+                      **kwargs: Any) -> None:
     """A CommerceService created after its policy is stamped at once, so the stamp is
     always there before anything (such as an operator restart) compares it; one deleted
     takes its policies out of force (status, Event, and its file in the ConfigMap)."""
+    breaker_policies: BreakerPolicies = kwargs["breaker_policies"]
     if namespace is None:
         return
     if event.get("type") == "DELETED":

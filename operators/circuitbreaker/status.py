@@ -15,8 +15,8 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
+from kommerce.contracts.breaker import BREAKERS_CONFIGMAP
 from operators.circuitbreaker.render import (
-    BREAKERS_CONFIGMAP,
     PolicyConflict,
     PolicyRef,
     policy_conflicts,

@@ -22,7 +22,8 @@ from operators.bluegreen.handover import (
     status_deployment_name,
     with_release_condition,
 )
-from operators.circuitbreaker.render import PolicyRef, policy_for_target
+from operators.circuitbreaker.render import policy_for_target
+from operators.circuitbreaker.spec import CircuitBreakerPolicySpec
 from operators.commerceservice.render import CHILD_KINDS, RoutedService, render, route_conflicts
 from operators.commerceservice.reports import DeploymentReports, ServiceView
 from operators.commerceservice.spec import RESOURCE, CommerceServiceSpec
@@ -45,7 +46,7 @@ from operators.meta import API_VERSION, LABEL_INSTANCE, LABEL_MANAGED_BY, MANAGE
 from operators.metrics import reconcile_timer
 from operators.repair import RepairFailed, apply_or_replace, repair
 from operators.route_tables import route_table_publisher
-from operators.runtime import kube
+from operators.runtime import as_body, kube
 from operators.schema import InvalidSpec, parse_spec
 from operators.shardlayout.lookup import shard_layout_named
 from operators.shardlayout.spec import ShardLayoutSpec
@@ -60,10 +61,11 @@ REPORTS = DeploymentReports()
 # (the CircuitBreakerPolicy index that three kinds read is in operators/indexes.py)
 
 @kopf.index(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
-def commerce_services(namespace: str, name: str, uid: str, spec: kopf.Spec,
-                      annotations: kopf.Annotations, meta: kopf.Meta,
+def commerce_services(namespace: str | None, name: str, uid: str, spec: kopf.Spec,
+                      annotations: Mapping[str, str], meta: kopf.Meta,
                       **_: Any) -> dict[str, RoutedService | None]:
     """Parsed specs by namespace: the route table and drift repair read them without a GET."""
+    assert namespace is not None  # the kind is namespaced (operators/crdgen.py)
     release = release_of(annotations)
     try:
         return {namespace: RoutedService(
@@ -110,14 +112,15 @@ def _set_routable(namespace: str, name: str, routable: bool) -> bool:
 @kopf.timer(RESOURCE.group, RESOURCE.version, RESOURCE.plural, interval=RECHECK_SECONDS,
             initial_delay=RECHECK_SECONDS, idle=RECHECK_SECONDS,
             when=lambda status, **_: _is_degraded(status))
-def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.Spec,
-              meta: kopf.Meta, status: kopf.Status,
-              commerce_services: kopf.Index[str, RoutedService | None],
-              breaker_policies: BreakerPolicies, **_: Any) -> None:
+def reconcile(body: kopf.Body, name: str, namespace: str | None, uid: str, spec: kopf.Spec,
+              meta: kopf.Meta, status: kopf.Status, **kwargs: Any) -> None:
     """Render and apply every child, prune what is no longer rendered, publish routes, and
     write status. The timer re-runs it while ``Degraded``, so a Secret created later clears
     the condition without anyone touching the resource; ``Ready`` follows the Deployment's
     own events (see :func:`_refresh_status_from_deployment`)."""
+    assert namespace is not None  # the kind is namespaced (operators/crdgen.py)
+    commerce_services: kopf.Index[str, RoutedService | None] = kwargs["commerce_services"]
+    breaker_policies: BreakerPolicies = kwargs["breaker_policies"]
     generation = int(meta.get("generation") or 0)
     with reconcile_timer(KIND):
         try:
@@ -161,7 +164,7 @@ def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.S
         publisher.attach(lambda ns: _routable_in(commerce_services, ns))
         publisher.mark_dirty(namespace)
 
-        deployment = next(m for m in applied if m["kind"] == "Deployment")
+        deployment: Manifest | None = next(m for m in applied if m["kind"] == "Deployment")
         if release is not None:
             deployment = kube().get("apps/v1", "Deployment", namespace,
                                     status_deployment_name(name, release))
@@ -274,7 +277,7 @@ def _on_child_event(event: kopf.RawEvent, body: kopf.Body, meta: kopf.Meta,
             _report_repair_failed(owner_ref, namespace, owner, str(failed))
             return
         what = "recreated" if deleted else "restored"
-        kopf.event(owner_ref, type="Normal", reason="DriftRepaired",
+        kopf.event(as_body(owner_ref), type="Normal", reason="DriftRepaired",
                    message=f"{kind} {child_name} was {'deleted' if deleted else 'edited'} "
                            f"by hand; {what} from the spec")
 
@@ -285,7 +288,7 @@ def _report_repair_failed(owner_ref: dict[str, Any], namespace: str, owner: str,
     reconcile re-runs every RECHECK_SECONDS while Degraded, applies the children again and
     clears the condition once they are what the spec renders."""
     message = f"{message}; retrying every {RECHECK_SECONDS}s"
-    kopf.event(owner_ref, type="Warning", reason=reason, message=message)
+    kopf.event(as_body(owner_ref), type="Warning", reason=reason, message=message)
     with REPORTS.lock(namespace, owner):
         view = REPORTS.view(namespace, owner, owner_ref["metadata"]["uid"]) or \
             _read_view(namespace, owner)
@@ -307,11 +310,12 @@ def _report_repair_failed(owner_ref: dict[str, Any], namespace: str, owner: str,
 # would otherwise render the whole footprint again. Valid while the index still holds the
 # same entry (a new spec is a new entry), the same breaker policy applies and the shard
 # layout it names (read again for each check; only the product service has one) is the same.
-_Footprint = tuple[RoutedService, PolicyRef | None, ShardLayoutSpec | None, list[Manifest]]
+_Footprint = tuple[RoutedService, CircuitBreakerPolicySpec | None, ShardLayoutSpec | None,
+                   list[Manifest]]
 _footprints: dict[tuple[str, str], _Footprint] = {}
 
 
-def _rendered(namespace: str, entry: RoutedService, breaker: PolicyRef | None
+def _rendered(namespace: str, entry: RoutedService, breaker: CircuitBreakerPolicySpec | None
               ) -> list[Manifest]:
     layout = shard_layout_named(namespace, entry.spec.shard_layout)
     cached = _footprints.get((namespace, entry.name))
@@ -342,10 +346,9 @@ def _released_service(meta: kopf.Meta) -> str | None:
 
 
 def _child_event_handler(event: kopf.RawEvent, body: kopf.Body, meta: kopf.Meta,
-                         namespace: str | None,
-                         commerce_services: kopf.Index[str, RoutedService | None],
-                         breaker_policies: BreakerPolicies,
-                         **_: Any) -> None:
+                         namespace: str | None, **kwargs: Any) -> None:
+    commerce_services: kopf.Index[str, RoutedService | None] = kwargs["commerce_services"]
+    breaker_policies: BreakerPolicies = kwargs["breaker_policies"]
     _on_child_event(event, body, meta, namespace, commerce_services, breaker_policies)
     if body.get("kind") == "Deployment":
         _refresh_status_from_deployment(body, meta, namespace, commerce_services)
@@ -448,7 +451,7 @@ def _announce_ready(old: Mapping[str, Any], new: Mapping[str, Any], namespace: s
     condition = find_condition(new.get("conditions"), "Ready") or {}
     message = str(condition.get("message") or
                   f"{counts[0] or 0} of {counts[1] or 0} replicas are available")
-    kopf.event(involved, type="Normal", reason="Scaled" if was_ready else "Ready",
+    kopf.event(as_body(involved), type="Normal", reason="Scaled" if was_ready else "Ready",
                message=message)
 
 

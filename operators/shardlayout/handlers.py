@@ -65,10 +65,11 @@ def _version_in_force(namespace: str, name: str) -> str | None:
 @kopf.on.update(RESOURCE.group, RESOURCE.version, RESOURCE.plural)
 @kopf.timer(RESOURCE.group, RESOURCE.version, RESOURCE.plural, interval=RECHECK_SECONDS,
             initial_delay=RECHECK_SECONDS, when=lambda status, **_: _is_degraded(status))
-def reconcile(body: kopf.Body, name: str, namespace: str, uid: str, spec: kopf.Spec,
+def reconcile(body: kopf.Body, name: str, namespace: str | None, uid: str, spec: kopf.Spec,
               meta: kopf.Meta, status: kopf.Status, **_: Any) -> None:
     """Publish the map when every shard's Secret is there; otherwise say which is missing
     and leave the map in force alone."""
+    assert namespace is not None  # the kind is namespaced (operators/crdgen.py)
     generation = int(meta.get("generation") or 0)
     now = datetime.now(UTC)
     with reconcile_timer(KIND):
