@@ -35,7 +35,9 @@ module                    what a service author uses
 ``app``                   ``create_service_app``, ``Consume``, ``ServiceRuntime``,
                           ``lazy_app``, ``serve``; dependencies ``Runtime``, ``CacheDep``
 ``state``                 ``AppState[T](name)``: one typed ``app.state`` attribute; ``put``
-                          in the lifespan, a dependency (or ``of(request)``) in routes
+                          in the lifespan, a dependency (or ``of(request)``) in routes;
+                          ``SETTINGS`` (the core's own slots: ``db.DATABASE``,
+                          ``health.READINESS_CHECKS``, ``app.RUNTIME``, ``auth.TOKENS``)
 ``db``                    ``new_metadata`` (per-service ``Base``), ``Database``,
                           ``create_engine``, ``SessionDep``
 ``migrations``            ``Migrations(branch, versions_dir, metadata)``, ``upgrade``;

@@ -38,7 +38,7 @@ from tenacity import AsyncRetrying, retry_if_exception, stop_after_delay, wait_e
 from services.core import migrations as core_migrations
 from services.core.auth import TOKENS, TokenService
 from services.core.cache import Cache, NearCache
-from services.core.db import Database
+from services.core.db import DATABASE, Database
 from services.core.errors import ERROR_RESPONSES, install_error_handlers
 from services.core.events.bus import EventBus, bus_from_settings
 from services.core.events.consumer import (
@@ -48,7 +48,7 @@ from services.core.events.consumer import (
     unless_settled,
 )
 from services.core.events.outbox import OutboxRelay
-from services.core.health import ReadinessCheck, health_router
+from services.core.health import READINESS_CHECKS, ReadinessCheck, health_router
 from services.core.http import Breakers, HttpClients
 from services.core.logging import configure_logging
 from services.core.metrics import HttpMetrics, metrics_router
@@ -57,7 +57,7 @@ from services.core.migrations import Migrations
 from services.core.reload import WatchedFile
 from services.core.settings import ServiceSettings
 from services.core.shardmap import ShardMapWatcher
-from services.core.state import AppState
+from services.core.state import SETTINGS, AppState
 from services.core.tracing import fastapi_telemetry, setup_tracing
 from services.core.transient import is_transient
 
@@ -181,7 +181,7 @@ def create_service_app(
             if uses_database:
                 runtime.database = Database.from_settings(settings)
                 stack.push_async_callback(runtime.database.dispose)
-                app.state.database = runtime.database
+                DATABASE.put(app, runtime.database)
                 checks.append(ReadinessCheck("database", runtime.database.ping))
                 if settings.migrate_on_startup:
                     await _migrate(runtime.database, migrations)
@@ -208,7 +208,7 @@ def create_service_app(
                 stack.push_async_callback(runtime.bus.stop)
                 app.state.bus = runtime.bus
                 checks.append(ReadinessCheck("bus", runtime.bus.ping))
-            app.state.readiness_checks = checks + list(readiness_checks)
+            READINESS_CHECKS.put(app, checks + list(readiness_checks))
 
             # Background loops start once everything they use is up, and stop first.
             stack.push_async_callback(_stop_tasks, runtime)
@@ -252,9 +252,9 @@ def create_service_app(
         version=settings.version,
         lifespan=lifespan,
         responses=ERROR_RESPONSES,
-        telemetry=fastapi_telemetry(tracer_provider),  # type: ignore[arg-type]
+        telemetry=fastapi_telemetry(tracer_provider),
     )
-    app.state.settings = settings
+    SETTINGS.put(app, settings)
     TOKENS.put(app, tokens)
     app.state.tracer_provider = tracer_provider
     install_error_handlers(app)
@@ -390,7 +390,7 @@ def serve(app: FastAPI) -> None:
     """
     import uvicorn  # only the process that serves needs it
 
-    settings: ServiceSettings = app.state.settings
+    settings = SETTINGS.of_app(app)
     uvicorn.run(app, host=settings.host, port=settings.port, log_config=None,
                 access_log=False, proxy_headers=True,
                 forwarded_allow_ips=settings.trusted_proxies,

@@ -27,13 +27,14 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, Protocol
 
 import jwt
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from fastapi import Depends, Request
 from pydantic import BaseModel, ConfigDict, Field
+from redis.asyncio import Redis
 
 from services.core.errors import Forbidden, Unauthorized
 from services.core.hashing import password_hash_pool
@@ -52,7 +53,7 @@ from services.core.signing import (
     service_kid,
     trusted_key_of,
 )
-from services.core.state import AppState
+from services.core.state import SETTINGS, AppState
 
 log = logging.getLogger(__name__)
 
@@ -234,19 +235,30 @@ class TokenService:
                                code="token_invalid")
 
 
+class _HasRedis(Protocol):
+    """What is read here of ``app.state.runtime`` (``services.core.app.ServiceRuntime``,
+    which imports this module)."""
+
+    @property
+    def redis(self) -> Redis | None: ...
+
+
+_RUNTIME_REDIS = AppState[_HasRedis]("runtime")
+_REVOCATIONS = AppState[RevocationList]("revocations")
+
+
 def revocation_list_of(request: Request) -> RevocationList | None:
     """The process's revocation list, over the service's Redis (None without Redis)."""
-    state = request.app.state
-    revocations: RevocationList | None = getattr(state, "revocations", None)
+    revocations = _REVOCATIONS.get(request, None)
     if revocations is None:
-        runtime = getattr(state, "runtime", None)
-        redis = getattr(runtime, "redis", None)
+        runtime = _RUNTIME_REDIS.get(request, None)
+        redis = runtime.redis if runtime is not None else None
         if redis is None:
             return None
-        settings: ServiceSettings = state.settings
+        settings = SETTINGS.of(request)
         revocations = RevocationList(redis, prefix=settings.token_revocation_prefix,
                                      timeout_seconds=settings.token_revocation_timeout_seconds)
-        state.revocations = revocations
+        _REVOCATIONS.put(request.app, revocations)
     return revocations
 
 
@@ -325,7 +337,7 @@ def _bearer(request: Request) -> str | None:
 
 async def optional_user(request: Request) -> Principal | None:
     """The caller, or None when the request carries no credentials."""
-    settings: ServiceSettings = request.app.state.settings
+    settings = SETTINGS.of(request)
     if settings.trust_gateway_headers and (user_id := request.headers.get(USER_ID_HEADER)):
         roles = request.headers.get(USER_ROLES_HEADER, "")
         return Principal(user_id=user_id,

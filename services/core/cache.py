@@ -25,11 +25,12 @@ may have been missed) and live at most ``near_ttl`` seconds even so.
 from __future__ import annotations
 
 import asyncio
+import enum
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, TypeVar
+from typing import Any, Final, TypeVar, cast
 
 import orjson
 from redis.asyncio import Redis
@@ -57,8 +58,17 @@ return 0
 """
 
 LEASE_SECONDS = 30
-_MISSING = object()
-_UNAVAILABLE = object()  # Redis did not answer: do not try to fill either
+
+
+class _Absent(enum.Enum):
+    """What :meth:`Cache._lookup` answers instead of an entry's bytes."""
+
+    MISSING = enum.auto()
+    UNAVAILABLE = enum.auto()  # Redis did not answer: do not try to fill either
+
+
+_MISSING: Final = _Absent.MISSING
+_UNAVAILABLE: Final = _Absent.UNAVAILABLE
 
 
 _EPOCH_BUCKETS = 1024  # a power of two: a key's bucket is ``hash(key) & (_EPOCH_BUCKETS - 1)``
@@ -186,7 +196,9 @@ class NearCache:
                 self._listening = False
                 self.subscribed.clear()
                 self.clear()
-                await asyncio.shield(pubsub.aclose())
+                # PubSub.aclose has no annotations; typed here, as redis documents it.
+                aclose: Callable[[], Awaitable[None]] = pubsub.aclose
+                await asyncio.shield(aclose())
             await asyncio.sleep(min(5.0, 0.1 * 2 ** min(failures, 6)))
 
 
@@ -231,7 +243,7 @@ class Cache:
         raw, _ = await self._lookup(key)
         return None if raw is _MISSING or raw is _UNAVAILABLE else orjson.loads(raw)
 
-    async def _lookup(self, key: str) -> tuple[Any, int | None]:
+    async def _lookup(self, key: str) -> tuple[bytes | _Absent, int | None]:
         """The entry's JSON bytes (or ``_MISSING``/``_UNAVAILABLE``), and the near-cache
         epoch noted before asking Redis, for storing what is read or loaded next."""
         near = self.near
@@ -244,7 +256,8 @@ class Cache:
                 return raw, None
             epoch = near.epoch(full_key)
         try:
-            raw = await self.redis.get(self.prefix + key)
+            # The core's Redis clients leave replies undecoded: bytes, never str.
+            raw = cast("bytes | None", await self.redis.get(self.prefix + key))
         except RedisError as exc:
             CACHE_ERRORS.labels(self.name, "get").inc()
             log.warning("cache get %s failed: %s", key, exc)
@@ -310,7 +323,7 @@ class Cache:
             value = await loader()
             return None if value is None else orjson.dumps(dump(value))
         if raw is not _MISSING and raw != b"null":
-            return raw  # type: ignore[no-any-return]
+            return raw
         _, data = await self._load_and_fill(key, loader, epoch, ttl, dump, cache_none=False)
         return data
 

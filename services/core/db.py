@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import (
 )
 
 from services.core.settings import ServiceSettings
+from services.core.state import AppState
 
 #: Constraint names Alembic can diff and drop reliably (unnamed ones differ per database).
 NAMING_CONVENTION = {
@@ -131,8 +132,12 @@ class Database:
         await self.engine.dispose()
 
 
+#: The service's database, put by the lifespan when the app uses one.
+DATABASE = AppState[Database]("database")
+
+
 def database_of(request: Request) -> Database:
-    database: Database | None = getattr(request.app.state, "database", None)
+    database = DATABASE.get(request, None)
     if database is None:
         raise RuntimeError("this app was created without a database")
     return database

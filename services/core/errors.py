@@ -158,8 +158,10 @@ async def _on_validation_error(_: Request, exc: Exception) -> JSONResponse:
 async def _on_http_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _STATUS_CODES.get(exc.status_code, "error" if exc.status_code < 500 else "server_error")
-    message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
-    details = exc.detail if not isinstance(exc.detail, str) else None
+    # Starlette declares a str; FastAPI's HTTPException (a subclass) carries any JSON.
+    detail: object = exc.detail
+    message = detail if isinstance(detail, str) else code.replace("_", " ")
+    details = detail if not isinstance(detail, str) else None
     return error_response(exc.status_code, code, message, details, dict(exc.headers or {}))
 
 

@@ -16,6 +16,8 @@ from dataclasses import dataclass
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
 
+from services.core.state import AppState
+
 Check = Callable[[], Awaitable[object]]
 
 
@@ -24,6 +26,10 @@ class ReadinessCheck:
     name: str
     check: Check
     timeout_seconds: float = 2.0
+
+
+#: What ``/ready`` runs, put by the lifespan (none when the app was built without one).
+READINESS_CHECKS = AppState[list[ReadinessCheck]]("readiness_checks")
 
 
 async def _run(check: ReadinessCheck) -> dict[str, object]:
@@ -67,7 +73,7 @@ def health_router() -> APIRouter:
     @router.get("/ready", summary="Readiness: every dependency answers",
                 responses={503: {"description": "a dependency failed; see 'failed'"}})
     async def ready(request: Request) -> JSONResponse:
-        checks: list[ReadinessCheck] = getattr(request.app.state, "readiness_checks", [])
+        checks: list[ReadinessCheck] = READINESS_CHECKS.get(request, [])
         ok, body = await readiness(checks)
         return JSONResponse(body, status_code=200 if ok else 503)
 

@@ -22,7 +22,7 @@ import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import httpx
@@ -150,7 +150,8 @@ class AiohttpBackedTransport(AiohttpTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         upload = None
         if not isinstance(request.stream, httpx.ByteStream):  # streamed: the gateway's
-            upload = request.stream = _WatchedUpload(request.stream)  # type: ignore[arg-type]
+            # An AsyncClient only sends async streams; httpx types the field as either kind.
+            upload = request.stream = _WatchedUpload(cast(httpx.AsyncByteStream, request.stream))
         try:
             return await super().handle_async_request(request)
         except Exception as exc:

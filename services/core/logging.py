@@ -20,7 +20,7 @@ import threading
 import time
 from contextvars import ContextVar, Token
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 
 import orjson
 
@@ -187,7 +187,7 @@ def configure_logging(service: str, level: str = "INFO", *, json: bool = True) -
     logging.logMultiprocessing = False
 
 
-class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
+class BatchingStreamHandler(logging.StreamHandler[TextIO]):
     """A stream handler that writes lines in batches instead of one write per line.
 
     With an access line per request, a ``write`` + ``flush`` per line was a system call per
@@ -222,7 +222,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
     def emit_access_line(self, line: str) -> None:
         """An access line formatted by :func:`log_access` itself (the fast path)."""
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Optional in typeshed; Handler() always sets it
             self._enqueue(line + self.terminator, batch=True)
 
     def _enqueue(self, line: str, *, batch: bool) -> None:
@@ -252,7 +252,7 @@ class BatchingStreamHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.flush()
 
     def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]
+        with self.lock:  # type: ignore[union-attr]  # Optional in typeshed; Handler() always sets it
             self._write_pending()
 
     def close(self) -> None:

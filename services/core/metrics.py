@@ -10,7 +10,7 @@ metric when a module is imported twice. ``/metrics`` serves both.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TypeVar
 
 from fastapi import APIRouter, Request
@@ -35,8 +35,9 @@ UNMATCHED_ROUTE = "<unmatched>"
 M = TypeVar("M", bound=MetricWrapperBase)
 
 
-def _get_or_create(kind: type[M], name: str, documentation: str, labelnames: Sequence[str],
-                   registry: CollectorRegistry, **kwargs: object) -> M:
+def _get_or_create(kind: type[M], name: str, registry: CollectorRegistry,
+                   create: Callable[[], M]) -> M:
+    """The metric registered as ``name`` (which must be a ``kind``), else ``create()``."""
     # prometheus_client registers counters under the name without "_total" as well.
     existing = registry._names_to_collectors.get(name)  # no public lookup
     if existing is None and name.endswith("_total"):
@@ -45,25 +46,28 @@ def _get_or_create(kind: type[M], name: str, documentation: str, labelnames: Seq
         if not isinstance(existing, kind):
             raise TypeError(f"metric {name} already registered as {type(existing).__name__}")
         return existing
-    return kind(name, documentation, labelnames=tuple(labelnames), registry=registry, **kwargs)
+    return create()
 
 
 def counter(name: str, documentation: str, labelnames: Sequence[str] = (),
             registry: CollectorRegistry = REGISTRY) -> Counter:
     """A process-wide counter, e.g. ``counter("orders_total", "Orders", ["status"])``."""
-    return _get_or_create(Counter, name, documentation, labelnames, registry)
+    return _get_or_create(Counter, name, registry, lambda: Counter(
+        name, documentation, labelnames=tuple(labelnames), registry=registry))
 
 
 def gauge(name: str, documentation: str, labelnames: Sequence[str] = (),
           registry: CollectorRegistry = REGISTRY) -> Gauge:
-    return _get_or_create(Gauge, name, documentation, labelnames, registry)
+    return _get_or_create(Gauge, name, registry, lambda: Gauge(
+        name, documentation, labelnames=tuple(labelnames), registry=registry))
 
 
 def histogram(name: str, documentation: str, labelnames: Sequence[str] = (),
               registry: CollectorRegistry = REGISTRY,
               buckets: Sequence[float] = LATENCY_BUCKETS) -> Histogram:
-    return _get_or_create(Histogram, name, documentation, labelnames, registry,
-                          buckets=tuple(buckets))
+    return _get_or_create(Histogram, name, registry, lambda: Histogram(
+        name, documentation, labelnames=tuple(labelnames), registry=registry,
+        buckets=tuple(buckets)))
 
 
 class HttpMetrics:

@@ -19,10 +19,10 @@ import hashlib
 import importlib
 import os
 import weakref
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, TypedDict
 
 import typer
 from alembic import command
@@ -35,6 +35,9 @@ from sqlalchemy.engine import Connection
 from services.core.db import Database
 from services.core.events.tables import core_metadata
 from services.core.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from alembic.runtime.environment import IncludeNameFn, NameFilterParentNames, NameFilterType
 
 ENV_DIR = Path(__file__).parent / "alembic_env"
 CORE_VERSIONS = ENV_DIR / "versions"
@@ -49,7 +52,17 @@ class Migrations:
     metadata: MetaData | None = None
 
 
-def context_options(schema: str) -> dict[str, Any]:
+class ConfigureOptions(TypedDict, total=False):
+    """What :func:`context_options` gives Alembic's ``context.configure``, typed as Alembic
+    declares those keyword arguments."""
+
+    version_table_schema: str | None
+    compare_type: bool
+    compare_server_default: bool
+    include_name: IncludeNameFn
+
+
+def context_options(schema: str) -> ConfigureOptions:
     """How the shared env configures Alembic for one service schema.
 
     The version table lives in the service schema; the schema is also first on the
@@ -64,7 +77,9 @@ def context_options(schema: str) -> dict[str, Any]:
     }
 
 
-def _not_the_version_table(name: str | None, type_: str, _parents: Mapping[str, Any]) -> bool:
+def _not_the_version_table(
+    name: str | None, type_: NameFilterType, _parents: NameFilterParentNames
+) -> bool:
     return not (type_ == "table" and name == "alembic_version")
 
 
@@ -192,10 +207,12 @@ def _database(spec: Migrations) -> Database:
     return Database.from_settings(settings)
 
 
-async def _with_database(spec: Migrations, action: Callable[[Database], object]) -> None:
+async def _with_database(
+    spec: Migrations, action: Callable[[Database], Awaitable[object]]
+) -> None:
     database = _database(spec)
     try:
-        await action(database)  # type: ignore[misc]
+        await action(database)
     finally:
         await database.dispose()
 

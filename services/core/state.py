@@ -14,7 +14,10 @@ from typing import Generic, TypeVar, cast
 
 from fastapi import FastAPI, Request
 
+from services.core.settings import ServiceSettings
+
 T = TypeVar("T")
+D = TypeVar("D")
 
 
 class AppState(Generic[T]):
@@ -34,8 +37,17 @@ class AppState(Generic[T]):
         """The value on the request's app (set by the lifespan before any request)."""
         return cast(T, getattr(request.app.state, self.name))
 
+    def get(self, request: Request, default: D) -> T | D:
+        """The value on the request's app, or ``default`` when none was put there."""
+        return cast("T | D", getattr(request.app.state, self.name, default))
+
     async def __call__(self, request: Request) -> T:
         return self.of(request)
 
     def __repr__(self) -> str:
         return f"AppState({self.name!r})"
+
+
+#: The service's settings, put by ``create_service_app`` (a service that reads fields of
+#: its own subclass names its own slot on the same attribute).
+SETTINGS = AppState[ServiceSettings]("settings")

@@ -9,19 +9,23 @@ pick up the trace and span ids from the active span.
 
 from __future__ import annotations
 
+import importlib
 import logging
 from collections.abc import Iterable, Mapping, MutableMapping
-from typing import Any
+from typing import TYPE_CHECKING
 
 from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
 from opentelemetry.trace import Tracer
 
 from services.core.logging import QUIET_PATHS, want_trace_fields
 from services.core.settings import ServiceSettings
+
+if TYPE_CHECKING:
+    from fastapi.telemetry import TelemetryConfig
 
 log = logging.getLogger(__name__)
 _global_provider_set = False
@@ -56,20 +60,21 @@ def setup_tracing(
     return provider
 
 
-def _otlp_exporter(endpoint: str | None):  # type: ignore[no-untyped-def]
+def _otlp_exporter(endpoint: str | None) -> SpanExporter:
+    # Imported by name: the package is optional, so its types may not be there to check.
     try:
-        from opentelemetry.exporter.otlp.proto.http.trace_exporter import (
-            OTLPSpanExporter,
-        )
+        module = importlib.import_module("opentelemetry.exporter.otlp.proto.http.trace_exporter")
     except ImportError as exc:  # pragma: no cover - depends on an optional package
         raise RuntimeError(
             "KOMMERCE_OTEL_EXPORTER=otlp needs the opentelemetry-exporter-otlp-proto-http "
             "package installed"
         ) from exc
-    return OTLPSpanExporter(endpoint=endpoint) if endpoint else OTLPSpanExporter()
+    exporter: SpanExporter = (module.OTLPSpanExporter(endpoint=endpoint) if endpoint
+                              else module.OTLPSpanExporter())
+    return exporter
 
 
-def fastapi_telemetry(provider: TracerProvider | None) -> dict[str, Any]:
+def fastapi_telemetry(provider: TracerProvider | None) -> TelemetryConfig:
     """``FastAPI(telemetry=...)``: spans to ``provider``, or none at all when tracing is off
     (even if another app in the process set a global provider). Metrics and logs stay with
     Prometheus and our JSON logging."""

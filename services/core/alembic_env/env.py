@@ -7,8 +7,10 @@ holding the migration lock) and the service's schema and metadata through
 
 from __future__ import annotations
 
+from typing import Any, TypedDict, Unpack
+
 from alembic import context
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection
 
 from services.core.migrations import context_options
 
@@ -17,7 +19,17 @@ schema: str = config.attributes["schema"]
 target_metadata = config.attributes.get("target_metadata")
 
 
-def _configure(**kwargs: object) -> None:
+class _RunOptions(TypedDict, total=False):
+    """The rest of ``context.configure``'s keyword arguments, per mode (``literal_binds``
+    goes through its ``**kw``)."""
+
+    connection: Connection
+    url: str | URL | None
+    literal_binds: bool
+    dialect_opts: dict[str, Any]
+
+
+def _configure(**kwargs: Unpack[_RunOptions]) -> None:
     context.configure(target_metadata=target_metadata, **context_options(schema), **kwargs)
 
 

@@ -13,9 +13,20 @@ import asyncio
 import logging
 from collections.abc import Sequence
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import CommitFailedError, KafkaError
+# What comes from aiokafka is Any to the checker.
+from aiokafka import (  # type: ignore[import-untyped]  # aiokafka: no py.typed, no stubs
+    AIOKafkaConsumer,
+    AIOKafkaProducer,
+    TopicPartition,
+)
+from aiokafka.admin import (  # type: ignore[import-untyped]  # aiokafka: no py.typed, no stubs
+    AIOKafkaAdminClient,
+    NewTopic,
+)
+from aiokafka.errors import (  # type: ignore[import-untyped]  # aiokafka: no py.typed, no stubs
+    CommitFailedError,
+    KafkaError,
+)
 
 from services.core.events.bus import (
     EventBus,

@@ -24,10 +24,11 @@ import uuid
 import weakref
 from collections.abc import Sequence
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
 import orjson
 from sqlalchemy import Row, delete, event, func, select, update
+from sqlalchemy.engine import CursorResult
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -223,12 +224,13 @@ class OutboxRelay:
     async def purge_published(self) -> int:
         """Delete rows published longer ago than the retention (they are on the bus)."""
         async with self.database.session() as session, session.begin():
-            result = await session.execute(
+            # A DELETE's result is a CursorResult (the only kind with a rowcount).
+            result = cast("CursorResult[Any]", await session.execute(
                 delete(outbox).where(
                     outbox.c.published_at < func.now() - self.retention
                 )
-            )
-        return int(result.rowcount or 0)  # type: ignore[attr-defined]
+            ))
+        return int(result.rowcount or 0)
 
     async def run(self) -> None:
         """Publish until stopped; back off while the database or bus is down."""

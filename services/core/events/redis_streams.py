@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import cast
 
 from redis.asyncio import Redis
 from redis.exceptions import ResponseError
@@ -19,6 +20,10 @@ from redis.exceptions import ResponseError
 from services.core.events.bus import EventBus, IncomingMessage, OutgoingMessage, Subscription
 
 log = logging.getLogger(__name__)
+
+#: An ``XREADGROUP`` reply as the core's clients get it (RESP2, replies not decoded):
+#: ``[[stream, [(entry_id, {field: value}), ...]], ...]``, or None when the block timed out.
+_ReadGroupReply = list[tuple[bytes, list[tuple[bytes, dict[bytes, bytes]]]]] | None
 
 
 class RedisStreamsBus(EventBus):
@@ -87,10 +92,10 @@ class RedisStreamSubscription(Subscription):
             claimed = await self._claim_abandoned(max_messages)
             if claimed:
                 return claimed
-            reply = await self.bus.redis.xreadgroup(
+            reply = cast(_ReadGroupReply, await self.bus.redis.xreadgroup(
                 self.group, self.bus.consumer, {self.stream: ">"},
                 count=max_messages, block=max(1, int(wait_seconds * 1000)),
-            )
+            ))
         except ResponseError as exc:
             # The stream or group vanished (Redis restarted without persistence): recreate.
             if "NOGROUP" in str(exc):
