@@ -26,9 +26,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
-from datetime import UTC, datetime
 
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kommerce.contracts.events.order import SAGA_COMMAND
@@ -36,7 +34,7 @@ from kommerce.contracts.events.payment import PAYMENT_FAILED, PAYMENT_SUCCEEDED
 from kommerce.contracts.events.shipping import SHIPMENT_DELIVERED, ShipmentEvent
 from services.core.events.consumer import EventHandlers
 from services.core.events.envelope import EventEnvelope
-from services.order.models import Order, OrderStatusChange
+from services.order import repository
 from services.order.orchestrator import ORDERS_TOTAL, Orchestrator, publish_status_change
 from services.order.saga import SagaState
 
@@ -92,14 +90,11 @@ def shipping_handlers(source: str) -> EventHandlers:
         order_id = _order_id(shipment)
         if order_id is None:
             return
-        order = (await session.execute(select(Order).where(Order.id == order_id)
-                                       .with_for_update())).scalar_one_or_none()
+        order = await repository.lock_order(session, order_id)
         if order is None or order.status != SagaState.CONFIRMED.value:
             return
-        previous, order.status = order.status, DELIVERED
-        order.updated_at = datetime.now(UTC)
-        session.add(OrderStatusChange(order_id=order.id, status=DELIVERED,
-                                      note=shipment.description))
+        previous = order.status
+        repository.move_order(session, order, DELIVERED, shipment.description)
         ORDERS_TOTAL.labels(status=DELIVERED).inc()
         await publish_status_change(session, order, source=source, status=DELIVERED,
                                     previous=previous, reason=None)

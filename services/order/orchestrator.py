@@ -42,7 +42,7 @@ from datetime import UTC, datetime
 from typing import Generic, Protocol, TypeVar
 
 from asyncpg import Connection
-from sqlalchemy import event, select
+from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
@@ -60,8 +60,9 @@ from services.core.events import outbox
 from services.core.events.envelope import EventEnvelope
 from services.core.events.outbox import add_event
 from services.core.metrics import counter
-from services.order import saga_rows
-from services.order.models import Order, SagaRecord
+from services.order import repository
+from services.order.models import Order
+from services.order.repository import RefusedPayment, SagaOrder
 from services.order.saga import (
     Charge,
     Command,
@@ -80,7 +81,6 @@ from services.order.saga import (
     charge_mismatch,
     start,
 )
-from services.order.saga_rows import RefusedPayment, SagaOrder
 
 log = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ async def refuse_payment(conn: Connection, refused: RefusedPayment) -> None:
                 "from %s)", event_type, order_id, reason, payment_id, intent_id, amount,
                 currency, event_id, source)
     PAYMENT_EVENTS_REJECTED.labels(reason=refused.reason).inc()
-    await saga_rows.record_refusal(conn, refused)
+    await repository.record_refusal(conn, refused)
 
 
 def _refused_report(event: EventEnvelope, reason: str) -> RefusedPayment:
@@ -204,9 +204,9 @@ class Orchestrator:
         now = utcnow()
         decision = start(str(order.id), now, self.policy)
         commands = self._commands(order, decision)
-        await saga_rows.start(await saga_rows.connection_of(session), order.id,
-                              decision.saga, now, status=order.status, note="order placed",
-                              events=commands)
+        await repository.start_saga(await repository.connection_of(session), order.id,
+                                    decision.saga, now, status=order.status,
+                                    note="order placed", events=commands)
         ORDERS_TOTAL.labels(status=order.status).inc()
         self._after_session_commit(session, commands)
 
@@ -227,7 +227,7 @@ class Orchestrator:
         recorded and alarmed (:func:`refuse_payment`) and changes nothing, as is a payload
         that is no payment event at all (:class:`~kommerce.contracts.events.payment.PaymentEvent`
         refuses it: an amount of ``"16699"`` is no amount)."""
-        conn = await saga_rows.connection_of(session)
+        conn = await repository.connection_of(session)
         try:
             payment = PaymentEvent.parse(event.payload, schema_version=event.schema_version)
         except InvalidPayload as invalid:
@@ -238,7 +238,7 @@ class Orchestrator:
                                intent_id=payment.intent_id, amount=payment.amount,
                                currency=payment.currency)
         order_id = _as_uuid(report.order_id)
-        locked = None if order_id is None else await saga_rows.lock(conn, order_id)
+        locked = None if order_id is None else await repository.lock_saga(conn, order_id)
         if locked is None:
             await refuse_payment(conn, _refused_report(event, Mismatch.UNKNOWN_ORDER))
             return None
@@ -256,8 +256,8 @@ class Orchestrator:
 
     async def _advance(self, session: AsyncSession, order_id: uuid.UUID,
                        event: SagaEvent) -> Decision | None:
-        conn = await saga_rows.connection_of(session)
-        locked = await saga_rows.lock(conn, order_id)
+        conn = await repository.connection_of(session)
+        locked = await repository.lock_saga(conn, order_id)
         if locked is None:
             return None
         saga, order = locked
@@ -277,7 +277,7 @@ class Orchestrator:
         if moved:
             events = [status_change(order, source=self.source, status=saga.state.value,
                                     previous=previous.value, reason=saga.reason), *commands]
-        await saga_rows.save(conn, order, saga, utcnow(), moved=moved, events=events)
+        await repository.save_saga(conn, order, saga, utcnow(), moved=moved, events=events)
         if moved:
             ORDERS_TOTAL.labels(status=saga.state.value).inc()
         return commands
@@ -304,7 +304,7 @@ class Orchestrator:
     async def run_command(self, session: AsyncSession, event: EventEnvelope) -> SagaEvent | None:
         """Carry out one command inside the caller's transaction (its delivery by the bus);
         see :meth:`_run`."""
-        reply, commands = await self._run(await saga_rows.connection_of(session), event)
+        reply, commands = await self._run(await repository.connection_of(session), event)
         if reply is not None:  # None: nothing was written
             self._after_session_commit(session, commands)
         return reply
@@ -318,7 +318,7 @@ class Orchestrator:
         later finds another step (or the back-off's ``resend``) awaited and does nothing.
         """
         command = SagaCommand.parse(event.payload, schema_version=event.schema_version)
-        locked = await saga_rows.lock(conn, command.order_id)
+        locked = await repository.lock_saga(conn, command.order_id)
         if locked is None:
             return None, []
         saga, order = locked
@@ -378,8 +378,8 @@ class Orchestrator:
         try:
             async with self._inline_slots:
                 # Its own transaction and no session: every statement of the step is
-                # saga_rows' (see there why).
-                async with saga_rows.transaction(self.database.engine) as conn:
+                # the repository's asyncpg one (see there why).
+                async with repository.transaction(self.database.engine) as conn:
                     reply, commands = await self._run(conn, envelope)
                 committed = True
                 if reply is not None:
@@ -416,12 +416,7 @@ class Orchestrator:
         """Tick every unsettled saga past its deadline; returns how many moved."""
         moved = 0
         async with self.database.session() as session, session.begin():
-            due = (await session.execute(
-                select(SagaRecord.order_id)
-                .where(SagaRecord.settled.is_(False), SagaRecord.deadline <= utcnow())
-                .order_by(SagaRecord.deadline).limit(limit)
-                .with_for_update(skip_locked=True))).scalars().all()
-            for order_id in due:
+            for order_id in await repository.due_sagas(session, utcnow(), limit):
                 decision = await self._advance(session, order_id, Tick())
                 moved += decision is not None and decision.changed
         return moved

@@ -28,6 +28,7 @@ import httpx
 
 from services.core.auth import TokenService
 from services.order.orchestrator import PAYMENT_EVENTS_REJECTED, ForeignPayment
+from services.order.repository import RefusedPayment, SagaOrder
 from services.order.saga import (
     Charge,
     Command,
@@ -41,7 +42,6 @@ from services.order.saga import (
     StepSucceeded,
     reservation_id,
 )
-from services.order.saga_rows import RefusedPayment, SagaOrder
 
 log = logging.getLogger(__name__)
 

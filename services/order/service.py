@@ -11,12 +11,12 @@ from __future__ import annotations
 import uuid
 from typing import Any, Protocol
 
-from sqlalchemy import select
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.auth import Principal
 from services.core.db import Database
 from services.core.errors import Conflict, NotFound, Unprocessable
+from services.order import repository
 from services.order.cart import Cart, CartStore
 from services.order.models import Order, OrderStatusChange
 from services.order.orchestrator import Orchestrator
@@ -63,14 +63,12 @@ class OrderService:
         total = sum(prices[line.variant_id] * line.quantity for line in body.lines)
         order_id = uuid.uuid4()
         async with self.database.session() as session, session.begin():
-            order = await session.scalar(
-                insert(Order).values(
-                    id=order_id, owner=principal.user_id, idempotency_key=idempotency_key,
-                    status=SagaState.PENDING.value, currency=body.currency, total=total,
-                    lines=lines, payment_method=body.payment_method,
-                    shipping_address=body.shipping_address.model_dump())
-                .on_conflict_do_nothing(constraint="uq_orders_owner_idempotency_key")
-                .returning(Order))
+            order = await repository.insert_order(session, {
+                "id": order_id, "owner": principal.user_id,
+                "idempotency_key": idempotency_key, "status": SagaState.PENDING.value,
+                "currency": body.currency, "total": total, "lines": lines,
+                "payment_method": body.payment_method,
+                "shipping_address": body.shipping_address.model_dump()})
             if order is None:
                 # An earlier request with this key (perhaps a concurrent one, which has
                 # committed by now: the conflict waited for it).
@@ -88,42 +86,38 @@ class OrderService:
                                 code="idempotency_key_reused")
         return order
 
-    async def by_key(self, owner: str, key: str, session: Any = None) -> Order | None:
-        query = select(Order).where(Order.owner == owner, Order.idempotency_key == key)
+    async def by_key(self, owner: str, key: str,
+                     session: AsyncSession | None = None) -> Order | None:
         if session is not None:
-            return (await session.execute(query)).scalar_one_or_none()  # type: ignore[no-any-return]
+            return await repository.order_by_key(session, owner, key)
         async with self.database.session() as own:
-            return (await own.execute(query)).scalar_one_or_none()
+            return await repository.order_by_key(own, owner, key)
 
     async def history(self, principal: Principal, limit: int,
                       before: uuid.UUID | None) -> list[Order]:
-        query = select(Order).where(Order.owner == principal.user_id)
         async with self.database.session() as session:
+            anchor = None
             if before is not None:
-                anchor = await session.get(Order, before)
+                anchor = await repository.order_by_id(session, before)
                 if anchor is None or anchor.owner != principal.user_id:
                     raise NotFound("no such order", code="order_not_found")
-                query = query.where(Order.created_at < anchor.created_at)
-            query = query.order_by(Order.created_at.desc(), Order.id).limit(limit)
-            return list((await session.execute(query)).scalars())
+            return await repository.orders_of(session, principal.user_id, limit,
+                                              older_than=anchor)
 
     async def detail(self, principal: Principal,
                      order_id: uuid.UUID) -> tuple[Order, list[OrderStatusChange]]:
         async with self.database.session() as session:
-            order = await session.get(Order, order_id)
+            order = await repository.order_by_id(session, order_id)
             if order is None or not (order.owner == principal.user_id
                                      or principal.has_role("admin")):
                 raise NotFound("no such order", code="order_not_found")
-            timeline = (await session.execute(
-                select(OrderStatusChange).where(OrderStatusChange.order_id == order_id)
-                .order_by(OrderStatusChange.id))).scalars()
-            return order, list(timeline)
+            return order, await repository.timeline(session, order_id)
 
     async def cancel(self, principal: Principal, order_id: uuid.UUID, reason: str) -> Order:
         await self.detail(principal, order_id)  # 404 unless the caller may see it
         async with self.database.session() as session, session.begin():
             saga = await self.orchestrator.apply(session, order_id, CancelRequested(reason))
-            order = await session.get(Order, order_id)
+            order = await repository.order_by_id(session, order_id)
             assert order is not None and saga is not None
         if saga.state not in (SagaState.CANCELLING, SagaState.CANCELLED):
             raise Conflict(f"a {saga.state.value} order can no longer be cancelled",

@@ -247,9 +247,9 @@ async def test_a_payment_event_that_does_not_fit_is_refused_and_alarmed_never_ap
     async def lock(conn: object, order_id: uuid.UUID) -> None:
         raise AssertionError("a malformed payment event must not reach the saga")
 
-    monkeypatch.setattr(orchestration.saga_rows, "connection_of", connection_of)
-    monkeypatch.setattr(orchestration.saga_rows, "record_refusal", record_refusal)
-    monkeypatch.setattr(orchestration.saga_rows, "lock", lock)
+    monkeypatch.setattr(orchestration.repository, "connection_of", connection_of)
+    monkeypatch.setattr(orchestration.repository, "record_refusal", record_refusal)
+    monkeypatch.setattr(orchestration.repository, "lock_saga", lock)
     event = EventEnvelope.new(PAYMENT_SUCCEEDED, source="payment", key=str(ORDER), payload={
         "payment_id": "p", "order_id": str(ORDER), "intent_id": "pi_1", "status": "succeeded",
         "amount": "16699", "currency": "EUR"})

@@ -35,6 +35,7 @@ from services.core.auth import TokenService
 from services.core.db import Database
 from services.order.app import create_app
 from services.order.participants import shipment_id
+from services.order.repository import SagaOrder
 from services.order.saga import (
     Command,
     Compensation,
@@ -46,7 +47,6 @@ from services.order.saga import (
     StepSucceeded,
     reservation_id,
 )
-from services.order.saga_rows import SagaOrder
 from services.order.settings import OrderSettings
 from services.payment.app import create_app as create_payment_app
 from services.payment.providers import ChargeStatus

@@ -19,6 +19,7 @@ import pytest
 
 from services.core.auth import TokenService
 from services.order.participants import HttpParticipants
+from services.order.repository import SagaOrder
 from services.order.saga import (
     Command,
     Compensation,
@@ -28,7 +29,6 @@ from services.order.saga import (
     reservation_id,
 )
 from services.order.saga import Step as S
-from services.order.saga_rows import SagaOrder
 from services.order.settings import OrderSettings
 from services.payment.app import create_app as create_payment_app
 from services.payment.providers.sandbox import SandboxGateway

@@ -11,6 +11,7 @@ from sqlalchemy import select
 
 from services.core.auth import TokenService
 from services.order.participants import HttpParticipants
+from services.order.repository import SagaOrder
 from services.order.saga import (
     Command,
     Compensation,
@@ -19,7 +20,6 @@ from services.order.saga import (
     Step,
     StepSucceeded,
 )
-from services.order.saga_rows import SagaOrder
 from services.payment.models import Payment
 from tests.services.payment.conftest import Service
 from tests.services.support import unique

@@ -17,7 +17,7 @@ from services.core.db import Database, create_engine
 from services.core.events.envelope import EventEnvelope
 from services.core.events.tables import outbox
 from services.core.migrations import upgrade
-from services.order import saga_rows
+from services.order import repository
 from services.order.models import MIGRATIONS, Order, OrderStatusChange, SagaRecord
 from services.order.saga import SagaPolicy, Step, StepSucceeded, advance, start
 from tests.services.support import unique
@@ -51,7 +51,7 @@ async def placed_order(database: Database) -> uuid.UUID:
             .returning(Order))
         assert order is not None
         saga = start(str(order_id), datetime.now(UTC), SagaPolicy()).saga
-        await saga_rows.start(await saga_rows.connection_of(session), order_id, saga,
+        await repository.start_saga(await repository.connection_of(session), order_id, saga,
                               datetime.now(UTC), status="PENDING", note="order placed",
                               events=[an_event(order_id, "reserve_inventory")])
     return order_id
@@ -90,13 +90,13 @@ async def outbox_actions(database: Database, order_id: uuid.UUID) -> list[str]:
 async def reserve_step(conn: Connection, order_id: uuid.UUID, *, events: list[EventEnvelope],
                        moved: bool = True) -> None:
     """Lock the saga and save it: moved on by a successful reservation, or as it was."""
-    locked = await saga_rows.lock(conn, order_id)
+    locked = await repository.lock_saga(conn, order_id)
     assert locked is not None
     saga, order = locked
     if moved:
         saga = advance(saga, StepSucceeded(Step.RESERVE_INVENTORY, "r-1"), datetime.now(UTC),
                        SagaPolicy()).saga
-    await saga_rows.save(conn, order, saga, datetime.now(UTC), moved=moved, events=events)
+    await repository.save_saga(conn, order, saga, datetime.now(UTC), moved=moved, events=events)
 
 
 async def test_start_writes_the_saga_row_the_first_timeline_row_and_the_first_command(
@@ -113,15 +113,15 @@ async def test_a_moving_step_writes_saga_status_timeline_and_events_together(
         database: Database) -> None:
     order_id = await placed_order(database)
     now = datetime.now(UTC)
-    async with saga_rows.transaction(database.engine) as conn:
-        locked = await saga_rows.lock(conn, order_id)
+    async with repository.transaction(database.engine) as conn:
+        locked = await repository.lock_saga(conn, order_id)
         assert locked is not None
         saga, order = locked
         assert (order.lines, order.shipping_address) == (
             [{"variant_id": "v", "quantity": 1}], {"city": "Lyon"})
         saga = advance(saga, StepSucceeded(Step.RESERVE_INVENTORY, "r-1"), now,
                        SagaPolicy()).saga
-        await saga_rows.save(conn, order, saga, now, moved=True,
+        await repository.save_saga(conn, order, saga, now, moved=True,
                              events=[an_event(order_id, "charge_payment"),
                                      an_event(order_id, "audit")])
         assert order.status == "INVENTORY_RESERVED"
@@ -140,12 +140,12 @@ async def test_a_step_that_does_not_move_the_order_writes_only_the_saga_and_its_
     later = datetime.now(UTC)
     async with database.session() as session, session.begin():
         # Nothing sent on the session yet: the connection is made to begin first.
-        conn = await saga_rows.connection_of(session)
+        conn = await repository.connection_of(session)
         assert conn.is_in_transaction()
-        locked = await saga_rows.lock(conn, order_id)
+        locked = await repository.lock_saga(conn, order_id)
         assert locked is not None
         saga, order = locked
-        await saga_rows.save(conn, order, saga, later, moved=False, events=[])
+        await repository.save_saga(conn, order, saga, later, moved=False, events=[])
     order_row, record = await stored(database, order_id)
     assert order_row.status == "PENDING" and order_row.updated_at != later
     assert record.updated_at == later
@@ -158,7 +158,7 @@ async def test_a_rolled_back_session_takes_the_saga_statements_with_it(
     order_id = await placed_order(database)
     with pytest.raises(RuntimeError):
         async with database.session() as session, session.begin():
-            await reserve_step(await saga_rows.connection_of(session), order_id,
+            await reserve_step(await repository.connection_of(session), order_id,
                                events=[an_event(order_id, "charge_payment")])
             raise RuntimeError("the participant's answer could not be applied")
     order_row, _ = await stored(database, order_id)
@@ -171,10 +171,10 @@ async def test_an_own_transaction_that_raises_rolls_back_and_returns_its_connect
         database: Database) -> None:
     order_id = await placed_order(database)
     with pytest.raises(RuntimeError):
-        async with saga_rows.transaction(database.engine) as conn:
+        async with repository.transaction(database.engine) as conn:
             await reserve_step(conn, order_id, moved=False,
                                events=[an_event(order_id, "charge_payment")])
             raise RuntimeError("the participant could not be reached")
     assert await outbox_actions(database, order_id) == ["reserve_inventory"]
     async with database.engine.connect() as connection:  # from the same pool
-        assert not (await saga_rows.driver_of(connection)).is_in_transaction()
+        assert not (await repository.driver_of(connection)).is_in_transaction()

@@ -1,21 +1,22 @@
-"""The saga's rows: locking a saga with its order, starting one, saving a step, keeping
-a payment event it refused.
+"""SQL for orders, their timeline and their sagas: module functions on the caller's
+session, or on the asyncpg connection under it, which owns the transaction.
 
-Every step of every checkout runs these, so they are hand-written statements sent with
-asyncpg itself, on the connection of the caller's transaction (a session's, see
-:func:`connection_of`, or one the orchestrator opened for an inline step):
+Orders and their timeline are read and written through the ORM (checkout's insert, the
+history and detail pages, a delivery). The saga's rows — locking a saga with its order,
+starting one, saving a step, keeping a payment event it refused — are hand-written
+statements sent with asyncpg itself, on the connection of the caller's transaction (a
+session's, see :func:`connection_of`, or one the orchestrator opened for an inline step),
+because every step of every checkout runs them:
 
 * a step is four round trips — BEGIN, the lock, the save, COMMIT — however much it writes:
   the saga, the order's status, its timeline row and the step's events for the outbox go
   in one statement (data-modifying CTEs and an ``unnest`` of the events);
 * the ORM and SQLAlchemy's execution layer stay out of it, and the order a step reads is a
-  plain :class:`SagaOrder`. A step's database work (a microbenchmark against the test
-  bed's PostgreSQL, participants answering at once) cost 1.17 ms of CPU through the ORM
-  with the outbox row written at commit, 0.80 ms this way. Everywhere else the order
-  service reads and writes through the ORM as before.
+  plain :class:`SagaOrder`: on this path their CPU cost per step outweighed the
+  statements' own.
 
-JSON goes over the wire as text, cast in SQL, so the statements do not depend on the JSON
-codecs SQLAlchemy installs on its connections.
+JSON goes over the wire as text, cast in SQL, so the saga's statements do not depend on
+the JSON codecs SQLAlchemy installs on its connections.
 """
 
 from __future__ import annotations
@@ -24,18 +25,90 @@ import uuid
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
 from asyncpg import Connection
 from sqlalchemy import literal, select
+from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, AsyncSession
 
 from services.core.events import outbox
 from services.core.events.envelope import EventEnvelope
 from services.core.pci import mask_card_numbers
+from services.order.models import Order, OrderStatusChange, SagaRecord
 from services.order.saga import Saga
+
+# -- orders and their timeline (ORM) ---------------------------------------------------------
+
+
+async def insert_order(session: AsyncSession, values: dict[str, Any]) -> Order | None:
+    """Insert the order unless its owner already placed one under the same idempotency
+    key; None then. The unique constraint, not a look-up first, is what makes the same key
+    sent twice at the same instant one order: the second insert waits for the first to
+    commit and then conflicts."""
+    return await session.scalar(
+        insert(Order).values(**values)
+        .on_conflict_do_nothing(constraint="uq_orders_owner_idempotency_key")
+        .returning(Order))
+
+
+async def order_by_key(session: AsyncSession, owner: str, key: str) -> Order | None:
+    query = select(Order).where(Order.owner == owner, Order.idempotency_key == key)
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def order_by_id(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
+    return await session.get(Order, order_id)
+
+
+async def lock_order(session: AsyncSession, order_id: uuid.UUID) -> Order | None:
+    """The order, row-locked until the transaction ends, for a status change made outside
+    the saga (a delivery): of two such events for one order, the second waits and then
+    sees the status the first wrote."""
+    query = select(Order).where(Order.id == order_id).with_for_update()
+    return (await session.execute(query)).scalar_one_or_none()
+
+
+async def orders_of(session: AsyncSession, owner: str, limit: int, *,
+                    older_than: Order | None = None) -> list[Order]:
+    """The owner's orders, newest first; after ``older_than`` when given, so a page is
+    anchored on an order rather than an offset that shifts as new orders arrive."""
+    query = select(Order).where(Order.owner == owner)
+    if older_than is not None:
+        query = query.where(Order.created_at < older_than.created_at)
+    query = query.order_by(Order.created_at.desc(), Order.id).limit(limit)
+    return list((await session.execute(query)).scalars())
+
+
+async def timeline(session: AsyncSession, order_id: uuid.UUID) -> list[OrderStatusChange]:
+    """Every status the order reached, in the order they were written."""
+    query = (select(OrderStatusChange).where(OrderStatusChange.order_id == order_id)
+             .order_by(OrderStatusChange.id))
+    return list((await session.execute(query)).scalars())
+
+
+def move_order(session: AsyncSession, order: Order, status: str, note: str | None) -> None:
+    """Give a locked order a status the saga does not decide (DELIVERED, a tracking status
+    after it) and its timeline row, both written with the caller's transaction."""
+    order.status = status
+    order.updated_at = datetime.now(UTC)
+    session.add(OrderStatusChange(order_id=order.id, status=status, note=note))
+
+
+async def due_sagas(session: AsyncSession, now: datetime, limit: int) -> Sequence[uuid.UUID]:
+    """The orders of unsettled sagas past their deadline at ``now``, earliest first, their
+    saga rows locked; rows another timer pass holds are skipped rather than waited for, so
+    several instances of the service can tick at once."""
+    return (await session.execute(
+        select(SagaRecord.order_id)
+        .where(SagaRecord.settled.is_(False), SagaRecord.deadline <= now)
+        .order_by(SagaRecord.deadline).limit(limit)
+        .with_for_update(skip_locked=True))).scalars().all()
+
+
+# -- the saga's rows (asyncpg) ---------------------------------------------------------------
 
 _LOCK = """
 SELECT s.state::text AS saga_state, o.id, o.owner, o.status, o.reason, o.currency, o.total,
@@ -113,8 +186,8 @@ async def driver_of(connection: AsyncConnection) -> Connection:
 class SagaOrder:
     """What a saga step knows of its order, read with the saga's lock: what the
     participants need to carry out a command and the status events carry. A plain object
-    rather than the mapped :class:`~services.order.models.Order`, whose construction took
-    half as much CPU again as the read itself (py-spy, in the step microbenchmark)."""
+    rather than the mapped :class:`~services.order.models.Order`, whose construction on
+    this path would cost more CPU than the read itself."""
 
     id: uuid.UUID
     owner: str
@@ -127,7 +200,7 @@ class SagaOrder:
     shipping_address: dict[str, Any]
 
 
-async def lock(conn: Connection, order_id: uuid.UUID) -> tuple[Saga, SagaOrder] | None:
+async def lock_saga(conn: Connection, order_id: uuid.UUID) -> tuple[Saga, SagaOrder] | None:
     """The saga and its order in one round trip; only the saga row is locked, and every
     writer of the order takes that lock first."""
     row = await conn.fetchrow(_LOCK, order_id)
@@ -141,7 +214,7 @@ async def lock(conn: Connection, order_id: uuid.UUID) -> tuple[Saga, SagaOrder] 
     return saga, order
 
 
-async def start(conn: Connection, order_id: uuid.UUID, saga: Saga, now: datetime, *,
+async def start_saga(conn: Connection, order_id: uuid.UUID, saga: Saga, now: datetime, *,
                 status: str, note: str, events: Sequence[EventEnvelope]) -> None:
     """The saga row of a freshly inserted order, the order's first timeline row and the
     saga's first events."""
@@ -149,7 +222,7 @@ async def start(conn: Connection, order_id: uuid.UUID, saga: Saga, now: datetime
                        *outbox.event_arrays(events))
 
 
-async def save(conn: Connection, order: SagaOrder, saga: Saga, now: datetime, *, moved: bool,
+async def save_saga(conn: Connection, order: SagaOrder, saga: Saga, now: datetime, *, moved: bool,
                events: Sequence[EventEnvelope]) -> None:
     """Store the saga and the step's events; when ``moved``, also the order's new status
     (the saga's state, with its reason) and a timeline row for it. ``order`` is brought up
