@@ -312,7 +312,7 @@ class InventoryService:
                 rows = await repo.settle_lines(session, part.lines, ship=False, now=utcnow())
                 await self._publish_settled(session, part, INVENTORY_RELEASED, rows,
                                             reason="aborted")
-                await session.delete(part)
+                await repo.delete_reservation(session, part)
             await self.catalog.invalidate({line.product_id for line in part.lines})
         except Exception:  # the sweeper releases it at expiry
             log.exception("could not undo reservation %s on shard %s", reservation_id,

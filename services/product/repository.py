@@ -25,7 +25,7 @@ import asyncio
 import contextlib
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -56,6 +56,7 @@ from services.core.events.outbox import OutboxRelay
 from services.core.shardmap import ShardMap, ShardMapWatcher
 from services.product.models import (
     MIGRATIONS,
+    Category,
     Product,
     Reservation,
     ReservationLine,
@@ -272,6 +273,33 @@ class ShardRouter:
         return found[0][0]
 
 
+# -- categories (the service's own database) -----------------------------------------------
+
+
+async def categories(session: AsyncSession) -> list[Category]:
+    return list(await session.scalars(select(Category).order_by(Category.slug)))
+
+
+async def category(session: AsyncSession, slug: str, *,
+                   for_update: bool = False) -> Category | None:
+    return await session.get(Category, slug, with_for_update=for_update)
+
+
+def add_category(session: AsyncSession, new: Category) -> None:
+    session.add(new)
+
+
+async def a_subcategory(session: AsyncSession, slug: str) -> str | None:
+    """The slug of one category whose parent is ``slug``, if there is any: enough to
+    refuse deleting it, and to name an example in the refusal."""
+    return await session.scalar(
+        select(Category.slug).where(Category.parent_slug == slug).limit(1))
+
+
+async def delete_category(session: AsyncSession, gone: Category) -> None:
+    await session.delete(gone)
+
+
 # -- products --------------------------------------------------------------------------------
 
 
@@ -286,6 +314,29 @@ async def load_product(session: AsyncSession, product_id: uuid.UUID, *,
     query = (select(Product).where(Product.id == product_id)
              .options(selectinload(Product.variants)).with_for_update())
     return (await session.scalars(query)).first()
+
+
+async def listed_products(session: AsyncSession,
+                          query: Select[tuple[Product]]) -> list[Product]:
+    """Run a :func:`listing_query` on one shard; the query is built once per listing and
+    sent to every shard it concerns."""
+    return list(await session.scalars(query))
+
+
+def add_product(session: AsyncSession, new: Product) -> None:
+    """``new`` and its variants are inserted at the next flush, with the transaction."""
+    session.add(new)
+
+
+async def flush(session: AsyncSession) -> None:
+    """Send the session's pending changes now, inside the caller's transaction, so the
+    event published next describes rows as written and a broken constraint fails here."""
+    await session.flush()
+
+
+async def delete_product(session: AsyncSession, gone: Product) -> None:
+    """Delete the product with its variants."""
+    await session.delete(gone)
 
 
 async def product_category(session: AsyncSession, product_id: uuid.UUID) -> str | None:
@@ -429,6 +480,16 @@ async def drop_sku_claims(session: AsyncSession, variant_ids: Iterable[uuid.UUID
         await session.execute(SkuClaim.__table__.delete().where(SkuClaim.variant_id.in_(ids)))
 
 
+async def drop_claims_on(session: AsyncSession, skus: Collection[str]) -> None:
+    """Drop the claims on ``skus`` whoever holds them: stale claims being taken over."""
+    await session.execute(SkuClaim.__table__.delete().where(SkuClaim.sku.in_(skus)))
+
+
+async def variant_owner(session: AsyncSession, variant_id: uuid.UUID) -> uuid.UUID | None:
+    """The id of the product the variant belongs to, on this shard."""
+    return await session.scalar(select(Variant.product_id).where(Variant.id == variant_id))
+
+
 async def variant_exists(session: AsyncSession, variant_id: uuid.UUID) -> bool:
     return bool(await session.scalar(select(exists().where(Variant.id == variant_id))))
 
@@ -535,6 +596,12 @@ async def load_reservation(session: AsyncSession, reservation_id: uuid.UUID, *,
     if for_update:
         query = query.with_for_update()
     return (await session.scalars(query)).first()
+
+
+async def delete_reservation(session: AsyncSession, gone: Reservation) -> None:
+    """Delete the reservation with its lines (rather than mark it released), so the
+    reservation id is free again for the caller's retry."""
+    await session.delete(gone)
 
 
 async def insert_reservation(session: AsyncSession, reservation_id: uuid.UUID, owner: str,

@@ -26,7 +26,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
 import orjson
-from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kommerce.contracts.events.product import (
@@ -46,7 +45,7 @@ from services.core.db import Database
 from services.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
 from services.core.events.publisher import Publisher
 from services.product import repository as repo
-from services.product.models import Category, Product, SkuClaim, Variant
+from services.product.models import Category, Product, Variant
 from services.product.repository import ProductFilter, Shard, ShardRouter
 from services.product.schemas import (
     CategoryIn,
@@ -172,12 +171,12 @@ class CatalogService:
 
     async def list_categories(self) -> list[CategoryOut]:
         async with self.home.session() as session:
-            rows = await session.scalars(select(Category).order_by(Category.slug))
+            rows = await repo.categories(session)
             return [self._category_out(c) for c in rows]
 
     async def get_category(self, slug: str) -> CategoryOut:
         async with self.home.session() as session:
-            category = await session.get(Category, slug)
+            category = await repo.category(session, slug)
         if category is None:
             raise NotFound(f"there is no category {slug!r}")
         return self._category_out(category)
@@ -185,19 +184,19 @@ class CatalogService:
     async def create_category(self, body: CategoryIn) -> CategoryOut:
         now = utcnow()
         async with self.home.session() as session, session.begin():
-            if await session.get(Category, body.slug) is not None:
+            if await repo.category(session, body.slug) is not None:
                 raise Conflict(f"category {body.slug!r} already exists", code="category_exists")
-            if body.parent is not None and await session.get(Category, body.parent) is None:
+            if body.parent is not None and await repo.category(session, body.parent) is None:
                 raise Unprocessable(f"the parent category {body.parent!r} does not exist",
                                     code="unknown_category")
             category = Category(slug=body.slug, name=body.name, description=body.description,
                                 parent_slug=body.parent, created_at=now, updated_at=now)
-            session.add(category)
+            repo.add_category(session, category)
         return self._category_out(category)
 
     async def update_category(self, slug: str, patch: CategoryPatch) -> CategoryOut:
         async with self.home.session() as session, session.begin():
-            category = await session.get(Category, slug, with_for_update=True)
+            category = await repo.category(session, slug, for_update=True)
             if category is None:
                 raise NotFound(f"there is no category {slug!r}")
             if "parent" in patch.model_fields_set:
@@ -219,7 +218,7 @@ class CatalogService:
                 raise Unprocessable(f"making {parent!r} the parent of {slug!r} would create "
                                     "a cycle", code="category_cycle")
             seen.add(current)
-            found = await session.get(Category, current)
+            found = await repo.category(session, current)
             if found is None:
                 raise Unprocessable(f"the parent category {current!r} does not exist",
                                     code="unknown_category")
@@ -231,15 +230,14 @@ class CatalogService:
             raise Conflict(f"category {slug!r} still has products; move or delete them first",
                            code="category_in_use")
         async with self.home.session() as session, session.begin():
-            category = await session.get(Category, slug, with_for_update=True)
+            category = await repo.category(session, slug, for_update=True)
             if category is None:
                 raise NotFound(f"there is no category {slug!r}")
-            children = await session.scalar(
-                select(Category.slug).where(Category.parent_slug == slug).limit(1))
+            children = await repo.a_subcategory(session, slug)
             if children is not None:
                 raise Conflict(f"category {slug!r} has subcategories ({children!r} …); "
                                "delete or move them first", code="category_in_use")
-            await session.delete(category)
+            await repo.delete_category(session, category)
 
     @staticmethod
     async def _category_in_use(shard: Shard, slug: str) -> bool:
@@ -248,7 +246,7 @@ class CatalogService:
 
     async def _require_category(self, slug: str) -> None:
         async with self.home.session() as session:
-            if await session.get(Category, slug) is None:
+            if await repo.category(session, slug) is None:
                 raise Unprocessable(f"there is no category {slug!r}; create it first",
                                     code="unknown_category")
 
@@ -306,7 +304,7 @@ class CatalogService:
 
         async def page(shard: Shard) -> list[Product]:
             async with shard.database.session() as session:
-                return list(await session.scalars(query))
+                return await repo.listed_products(session, query)
 
         results = await self.shards.fan_out(page, shards)
         chosen: dict[uuid.UUID, tuple[Shard, Product]] = {}
@@ -380,8 +378,7 @@ class CatalogService:
         if taken:
             stale = await self._stale_claims(session, taken)
             if stale:
-                await session.execute(SkuClaim.__table__.delete().where(
-                    SkuClaim.sku.in_(stale)))
+                await repo.drop_claims_on(session, stale)
                 taken = (taken - stale) | await repo.claim_skus(
                     session, product_id, [c for c in claims if c[0] in stale])
         if taken:
@@ -456,8 +453,8 @@ class CatalogService:
                           updated_at=now, variants=variants)
 
         async def write(session: AsyncSession) -> ProductOut:
-            session.add(product)
-            await session.flush()
+            repo.add_product(session, product)
+            await repo.flush(session)
             out = product_out(product)
             await self.publisher.publish(session, PRODUCT_CREATED, str(product_id),
                                          ProductChanged.checked(out.model_dump(mode="json")))
@@ -486,7 +483,7 @@ class CatalogService:
     async def _bump(self, session: AsyncSession, product: Product, now: datetime) -> ProductOut:
         product.version += 1
         product.updated_at = now
-        await session.flush()
+        await repo.flush(session)
         out = product_out(product)
         await self.publisher.publish(session, PRODUCT_UPDATED, str(product.id),
                                      ProductChanged.checked(out.model_dump(mode="json")))
@@ -533,9 +530,9 @@ class CatalogService:
                     created_at=v.created_at, updated_at=now) for v in product.variants])
             _apply_patch(copy, patch)
             async with target.database.session() as dst, dst.begin():
-                dst.add(copy)
+                repo.add_product(dst, copy)
                 out = await self._bump(dst, copy, now)
-            await src.delete(product)
+            await repo.delete_product(src, product)
         log.info("moved product %s from shard %s to %s", product_id, source.name, target.name)
         await self.invalidate([product_id])
         return out
@@ -552,7 +549,7 @@ class CatalogService:
                                "first", code="product_has_reservations")
             await self.publisher.publish(session, PRODUCT_DELETED, str(product_id), ProductDeleted(
                 id=product_id, category=product.category, version=product.version + 1).wire())
-            await session.delete(product)
+            await repo.delete_product(session, product)
             if same_database:
                 await repo.drop_sku_claims(session, variant_ids)
         if not same_database:
@@ -635,8 +632,7 @@ class CatalogService:
         below what they hold (409 says how much that is)."""
         shard, _ = await self._holder(product_id)
         async with shard.database.session() as session, session.begin():
-            owner = await session.scalar(select(Variant.product_id).where(
-                Variant.id == variant_id))
+            owner = await repo.variant_owner(session, variant_id)
             if owner != product_id:
                 raise NotFound(f"product {product_id} has no variant {variant_id}")
             row = await repo.set_on_hand(session, variant_id, on_hand=body.on_hand,
