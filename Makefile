@@ -35,13 +35,13 @@ deps:
 	@bash scripts/install-deps.sh
 
 # Style, the import rules between the layers (pyproject.toml's [tool.importlinter]), the
-# types of kommerce/ ([tool.mypy]: the contracts strict, the rest checked; operators/ and
-# services/ not yet), the CRDs against the models they are generated from, and the lock
-# against pyproject.toml.
+# types ([tool.mypy]: the contracts, operators/ and services/core/ strict, the rest of
+# kommerce/ checked; the services not yet), the CRDs against the models they are generated
+# from, and the lock against pyproject.toml.
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache --no-logo
-	$(VENV)/bin/mypy kommerce
+	$(VENV)/bin/mypy kommerce operators services/core
 	$(PYTHON) -m operators.crdgen --check
 	$(PYTHON) scripts/check_lock.py
 
