@@ -14,6 +14,8 @@ from enum import StrEnum
 
 from pydantic import BaseModel, ConfigDict, Field
 
+# Not under ``kommerce.io/``: Kopf keeps its own bookkeeping under that prefix and ignores
+# it when deciding whether an object changed, and these must wake the CommerceService up.
 RELEASED_BY_ANNOTATION = "bluegreen.kommerce.io/rollout"
 ACTIVE_COLOR_ANNOTATION = "bluegreen.kommerce.io/active-color"
 
@@ -27,6 +29,11 @@ class Color(StrEnum):
 
     BLUE = "blue"
     GREEN = "green"
+
+    @property
+    def other(self) -> Color:
+        """The colour that is not this one."""
+        return Color.GREEN if self is Color.BLUE else Color.BLUE
 
 
 class Release(BaseModel):

@@ -30,6 +30,8 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
+from kommerce.contracts.release import Color
+
 #: The ConfigMap the operator writes and the gateway's Pods mount.
 ROUTE_TABLE_CONFIGMAP = "kommerce-gateway-routes"
 #: The file (ConfigMap key) holding the table.
@@ -96,7 +98,7 @@ class Route(BaseModel):
     upstream: str = Field(description="Base URL of the service, e.g. http://product:80.")
     component: str | None = Field(
         None, description="The service's component (product, order, ...); informational.")
-    active_color: str | None = Field(
+    active_color: Color | None = Field(
         None, description="The colour serving it while a blue-green rollout carries its "
         "traffic; a flip changes the table's version, so the gateway's log shows it.")
     timeout_seconds: float | None = Field(
@@ -158,7 +160,8 @@ class Route(BaseModel):
         if self.component is not None:
             entry["component"] = self.component
         if self.active_color:
-            entry["activeColor"] = self.active_color
+            # str(): the writer builds routes unvalidated (model_construct), with the value
+            entry["activeColor"] = str(self.active_color)
         if self.timeout_seconds is not None:
             entry["timeoutSeconds"] = self.timeout_seconds
         return entry

@@ -36,6 +36,7 @@ from typing import Any
 
 import kopf
 
+from kommerce.contracts.release import Release, release_patch
 from operators.bluegreen.checks import PreviewEndpoint, ready_addresses, run_checks
 from operators.bluegreen.conflict import (
     REASON as CONFLICT_REASON,
@@ -46,7 +47,6 @@ from operators.bluegreen.conflict import (
     target_of,
 )
 from operators.bluegreen.decide import CheckReport, Decision, Observed, decide
-from operators.bluegreen.handover import Release, release_annotations, release_of
 from operators.bluegreen.render import (
     KIND,
     RETRY_ANNOTATION,
@@ -256,10 +256,10 @@ def _apply(namespace: str, name: str, uid: str, target: TargetService,
                           color_deployment_name(target.name, color))
             writes.done(f"delete Deployment {color_deployment_name(target.name, color)}")
     if decision.plan.traffic is not None and target_body is not None:
-        release = Release(name, decision.plan.traffic)
-        if release_of(target_body["metadata"].get("annotations")) != release:
+        release = Release(rollout=name, active=decision.plan.traffic)
+        if Release.from_annotations(target_body["metadata"].get("annotations")) != release:
             kube().patch(API_VERSION, SERVICE.kind, namespace, target.name,
-                         {"metadata": {"annotations": release_annotations(release)}})
+                         {"metadata": {"annotations": release_patch(release)}})
             writes.done(f"CommerceService {target.name} annotations")
     return traffic
 
@@ -355,12 +355,12 @@ def hand_traffic_back(body: kopf.Body, name: str, namespace: str | None, spec: k
     target = kube().get(API_VERSION, SERVICE.kind, namespace, service) if service else None
     if target is None or target["metadata"].get("deletionTimestamp"):
         return
-    release = release_of(target["metadata"].get("annotations"))
+    release = Release.from_annotations(target["metadata"].get("annotations"))
     if release is not None and release.rollout != name:
         return  # another rollout carries the traffic (this one lost a conflict)
     if release is not None:
         kube().patch(API_VERSION, SERVICE.kind, namespace, service,
-                     {"metadata": {"annotations": release_annotations(None)}})
+                     {"metadata": {"annotations": release_patch(None)}})
         kopf.event(body, type="Normal", reason="TrafficHandedBack",
                    message=f"CommerceService {service} runs its own Deployment and routes "
                            "again; the colours go once it is Available")
@@ -388,10 +388,10 @@ def release_after_deletion(event: kopf.RawEvent, name: str, namespace: str | Non
         return
     service = str((spec.get("serviceRef") or {}).get("name") or "")
     target = kube().get(API_VERSION, SERVICE.kind, namespace, service) if service else None
-    release = release_of((target or {}).get("metadata", {}).get("annotations"))
+    release = Release.from_annotations((target or {}).get("metadata", {}).get("annotations"))
     if release is not None and release.rollout == name:
         kube().patch(API_VERSION, SERVICE.kind, namespace, service,
-                     {"metadata": {"annotations": release_annotations(None)}})
+                     {"metadata": {"annotations": release_patch(None)}})
     for other in kube().list(API_VERSION, KIND, namespace):
         other_name = other["metadata"]["name"]
         if other_name != name and service and target_of(other) == service:

@@ -11,49 +11,21 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
+from kommerce.contracts.release import Release
 from operators.bluegreen.render import (
-    ACTIVE_COLOR_ANNOTATION,
-    RELEASED_BY_ANNOTATION,
     ROLLOUT_LABEL,
     TRAFFIC_KINDS,
     color_deployment_name,
 )
-from operators.bluegreen.spec import Color
 from operators.conditions import ConditionStatus, ConditionUpdate, set_conditions
 
 RELEASED_CONDITION = "Released"
 HANDED_OVER_KINDS = frozenset(kind for _, kind in TRAFFIC_KINDS)
 """Kinds of CommerceService children the rollout writes while it carries traffic: the
 CommerceService neither applies, prunes nor repairs them then."""
-
-
-@dataclass(frozen=True)
-class Release:
-    """A CommerceService's traffic is carried by ``rollout``'s ``active`` colour."""
-
-    rollout: str
-    active: Color
-
-
-def release_of(annotations: Mapping[str, str] | None) -> Release | None:
-    """The release a CommerceService's annotations declare, if any (and well-formed)."""
-    annotations = annotations or {}
-    rollout = annotations.get(RELEASED_BY_ANNOTATION)
-    color = annotations.get(ACTIVE_COLOR_ANNOTATION)
-    if not rollout or color not in {c.value for c in Color}:
-        return None
-    return Release(rollout, Color(color))
-
-
-def release_annotations(release: Release | None) -> dict[str, str | None]:
-    """The annotation patch that declares ``release`` (None values remove them)."""
-    if release is None:
-        return {RELEASED_BY_ANNOTATION: None, ACTIVE_COLOR_ANNOTATION: None}
-    return {RELEASED_BY_ANNOTATION: release.rollout, ACTIVE_COLOR_ANNOTATION: release.active.value}
 
 
 def hand_over(children: Sequence[dict[str, Any]], rollout: str) -> list[dict[str, Any]]:

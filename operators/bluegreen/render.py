@@ -16,7 +16,7 @@ Who owns what (the CommerceService and its rollout must never fight over a field
   and the VirtualService sends 100/0 between them. Istio allows one VirtualService and one
   DestinationRule per host, so the rollout cannot have objects of its own for them.
 * The hand-over is declared on the CommerceService by two annotations the rollout sets
-  (:data:`RELEASED_BY_ANNOTATION`, :data:`ACTIVE_COLOR_ANNOTATION`), and only after the
+  (the :class:`~kommerce.contracts.release.Release` contract), and only after the
   first colour is Available and carries traffic. While they are set the CommerceService
   renders :func:`hand_over` of its children: its Deployment ``<svc>`` kept at 0 replicas
   (Argo Rollouts' ``workloadRef`` pattern; its HorizontalPodAutoscaler is idle, since the
@@ -42,10 +42,8 @@ from operators.meta import LABEL_VERSION, image_version, owner_reference
 KIND = "BlueGreenRollout"
 COLOR_LABEL = "kommerce.io/color"
 ROLLOUT_LABEL = "kommerce.io/rollout"
-# Not under ``kommerce.io/``: Kopf keeps its own bookkeeping under that prefix and ignores
-# it when deciding whether an object changed, and these must wake the CommerceService up.
-RELEASED_BY_ANNOTATION = "bluegreen.kommerce.io/rollout"
-ACTIVE_COLOR_ANNOTATION = "bluegreen.kommerce.io/active-color"
+# Not under ``kommerce.io/``, like the release annotations: Kopf keeps its own bookkeeping
+# under that prefix and ignores it when deciding whether an object changed.
 RETRY_ANNOTATION = "bluegreen.kommerce.io/retry"
 
 TRAFFIC_KINDS: tuple[tuple[str, str], ...] = (

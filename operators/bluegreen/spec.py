@@ -14,6 +14,7 @@ from typing import Annotated
 
 from pydantic import Field
 
+from kommerce.contracts.release import Color as Color  # re-exported: the spec's colours
 from operators.conditions import ResourceStatus
 from operators.resources import CustomResource, PrinterColumn, status_columns
 from operators.schema import CelRule, DnsLabel, KubeModel
@@ -31,19 +32,6 @@ _URL_DESCRIPTION = (
     "host:port) covers it. Any other URL is refused without a request: the rollout is "
     "Degraded with reason CheckUrlRefused. Only the status code or the error's name is "
     "reported back, never the response body.")
-
-
-class Color(StrEnum):
-    """One of the two Deployments; also the Istio subset name and the ``kommerce.io/color``
-    label value."""
-
-    BLUE = "blue"
-    GREEN = "green"
-
-    @property
-    def other(self) -> Color:
-        """The colour that is not this one."""
-        return Color.GREEN if self is Color.BLUE else Color.BLUE
 
 
 class RolloutPhase(StrEnum):

@@ -14,10 +14,10 @@ from typing import Any
 
 import kopf
 
+from kommerce.contracts.release import Release
 from operators.bluegreen.handover import (
     HANDED_OVER_KINDS,
     hand_over,
-    release_of,
     released_by,
     status_deployment_name,
     with_release_condition,
@@ -66,11 +66,11 @@ def commerce_services(namespace: str | None, name: str, uid: str, spec: kopf.Spe
                       **_: Any) -> dict[str, RoutedService | None]:
     """Parsed specs by namespace: the route table and drift repair read them without a GET."""
     assert namespace is not None  # the kind is namespaced (operators/crdgen.py)
-    release = release_of(annotations)
+    release = Release.from_annotations(annotations)
     try:
         return {namespace: RoutedService(
             name, uid, parse_spec(CommerceServiceSpec, dict(spec)),
-            active_color=release.active.value if release is not None else None,
+            active_color=release.active if release is not None else None,
             created=str(meta.get("creationTimestamp") or ""))}
     except InvalidSpec:
         return {namespace: None}
@@ -141,7 +141,7 @@ def reconcile(body: kopf.Body, name: str, namespace: str | None, uid: str, spec:
         children = render(name, namespace, parsed, uid, breaker=breaker, shard_layout=layout)
         # A BlueGreenRollout carrying this service's traffic writes its Service and routes
         # and runs its Pods (see operators/bluegreen/render.py).
-        release = release_of(meta.get("annotations"))
+        release = Release.from_annotations(meta.get("annotations"))
         if release is not None:
             children = hand_over(children, release.rollout)
         try:
@@ -432,7 +432,8 @@ def _read_view(namespace: str, owner: str) -> ServiceView | None:
         return None
     metadata = current["metadata"]
     return ServiceView(str(metadata.get("uid")), int(metadata.get("generation") or 0),
-                       release_of(metadata.get("annotations")), current.get("status") or {})
+                       Release.from_annotations(metadata.get("annotations")),
+                       current.get("status") or {})
 
 
 def _announce_ready(old: Mapping[str, Any], new: Mapping[str, Any], namespace: str,

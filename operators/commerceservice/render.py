@@ -24,6 +24,7 @@ from typing import Any
 
 from kommerce.contracts.breaker import BREAKERS_CONFIGMAP
 from kommerce.contracts.mounts import BREAKERS_DIR, ROUTE_TABLE_DIR, SECRETS_DIR, SHARD_MAP_DIR
+from kommerce.contracts.release import Color
 from kommerce.contracts.route_table import (
     ROUTE_TABLE_CONFIGMAP,
     ROUTE_TABLE_KEY,
@@ -427,7 +428,7 @@ class RoutedService:
     name: str
     uid: str
     spec: CommerceServiceSpec
-    active_color: str | None = None
+    active_color: Color | None = None
     created: str = ""  # metadata.creationTimestamp: the oldest claimant of a prefix has it
 
     @property

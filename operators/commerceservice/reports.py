@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from operators.bluegreen.handover import Release
+from kommerce.contracts.release import Release
 from operators.workloads import DeploymentProgress, RolloutState, deployment_progress
 
 # A rollout in progress passes through several states in a second or two ("0 of 1 Pods run

@@ -5,13 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+from kommerce.contracts.release import Release
 from operators.bluegreen.handover import (
     HANDED_OVER_KINDS,
     RELEASED_CONDITION,
-    Release,
     hand_over,
-    release_annotations,
-    release_of,
     released_by,
     status_deployment_name,
     with_release_condition,
@@ -140,17 +138,8 @@ def test_a_released_service_keeps_its_deployment_at_zero_and_leaves_traffic_obje
         is None  # the input is left alone
 
 
-def test_release_annotations_round_trip_and_clear() -> None:
-    release = Release("product-service", GREEN)
-    annotations = release_annotations(release)
-    assert release_of({k: v for k, v in annotations.items() if v is not None}) == release
-    assert set(release_annotations(None).values()) == {None}
-    assert release_of({}) is None
-    assert release_of({**annotations, "bluegreen.kommerce.io/active-color": "red"}) is None
-
-
 def test_a_released_service_reports_the_active_colour_and_a_released_condition() -> None:
-    release = Release("product-service", GREEN)
+    release = Release(rollout="product-service", active=GREEN)
     assert status_deployment_name("product-service", release) == "product-service-green"
     assert status_deployment_name("product-service", None) == "product-service"
     now = datetime(2025, 1, 1, tzinfo=UTC)
