@@ -18,12 +18,11 @@ Every service under ``services/`` has the same rooms:
   :mod:`kommerce.contracts.events`, publishing goes through the core's ``Publisher``.
 
 What a service adds beyond that lives in modules named for it: order's ``saga.py``,
-``orchestrator.py``, ``participants.py`` and ``saga_rows.py`` (asyncpg fast paths), product's
-``inventory.py``, shipping's ``carriers.py`` and ``rates.py``, search's engines, review's
-``moderation.py`` and ``purchases.py``, payment's ``gateway.py``. The gateway has no
-database, so no repository, models or migrations. Two leftovers: order has no
-``repository.py`` yet (its queries are in ``service.py``, ``orchestrator.py`` and
-``events.py``), and product's category queries are still in its ``service.py``.
+``orchestrator.py``, ``participants.py`` and ``cart.py``, product's ``inventory.py``,
+shipping's ``carriers.py`` and ``rates.py``, search's engines, review's ``moderation.py`` and
+``purchases.py``, payment's ``providers/`` (one module per provider). The asyncpg fast paths
+(order's saga steps) are named functions in the service's ``repository.py``, next to the ORM
+queries. The gateway has no database, so no repository, models or migrations.
 
 Import from the modules themselves; this package re-exports nothing, so importing one piece
 never drags in the others.

@@ -140,8 +140,8 @@ class AiohttpBackedTransport(AiohttpTransport):
     """httpx's API over aiohttp's connection pool and C parser.
 
     A service's calls to the others are most of what its event loop does during a
-    checkout, and httpx's own transport (httpcore, h11) spent about 1 ms of CPU on each;
-    this one about 0.3 ms (``bench/http_client.py``). The library maps every
+    checkout, and httpx's own transport (httpcore, h11) spent about three times the CPU on
+    each (``bench/http_client.py``; figures in the README). The library maps every
     connection error to ``ConnectTimeout``; a refused or dropped connection is no timeout
     (a breaker and the caller's answer, 503 rather than 504, tell them apart), so those are
     mapped again here, and any other aiohttp error becomes a transport error.
@@ -200,7 +200,7 @@ class ServiceClient:
 
     :meth:`request` (every call but the gateway's) goes straight to aiohttp and hands back
     an ``httpx.Response`` built from the answer: the whole httpx client on top of aiohttp
-    cost about 0.37 ms of CPU per call, this about 0.2 ms (``bench/http_client.py``).
+    cost nearly twice the CPU per call (``bench/http_client.py``; figures in the README).
     :meth:`stream` keeps httpx, whose streamed request and response bodies the gateway
     passes through.
     """

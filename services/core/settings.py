@@ -93,9 +93,9 @@ class ServiceSettings(BaseSettings):
     # Sized for the steady concurrency, not the average: the pool opens connections only as
     # they are needed and keeps up to ``database_pool_size``, but an overflow connection is
     # closed the moment it is returned, so a process that steadily needs more than the pool
-    # opens and closes a PostgreSQL backend per burst. With 10 + 20, the checkout bench at
-    # 45 orders/s offered opened about 19 connections a second and carried 39.9 orders/s;
-    # with pools that kept what they opened, 0.4 a second and 44.9 orders/s.
+    # opens and closes a PostgreSQL backend per burst: with 10 + 20 the checkout bench
+    # opened connections all the time and carried fewer orders than with pools that kept
+    # what they opened (the README's design measurements).
     database_pool_size: int = Field(
         30, ge=1, description="Connections kept open per process once opened (they are "
         "opened as concurrency needs them).")

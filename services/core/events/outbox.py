@@ -155,8 +155,8 @@ class OutboxRelay:
         self.poll_interval = poll_interval
         #: Like Kafka's ``linger.ms``: a commit's events wait this long for company, so a
         #: busy service publishes batches rather than a pass (three statements and a
-        #: produce request) per commit. At 25 checkouts a second, 5 ms -> 100 ms took the
-        #: machine's CPU per order from 71 to 58 ms (bench/checkout.py).
+        #: produce request) per commit; a longer linger cost less CPU per order in
+        #: ``bench/checkout.py`` (the README's design measurements).
         self.linger_seconds = linger_seconds
         self.retention = retention
         self.purge_every_seconds = purge_every_seconds
