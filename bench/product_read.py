@@ -39,7 +39,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,7 +57,8 @@ _BARE_HEADERS = [(b"content-type", b"application/json"),
                  (b"content-length", str(len(_BARE_BODY)).encode())]
 
 
-async def bare_app(scope: dict, receive: Callable, send: Callable) -> None:  # type: ignore[type-arg]
+async def bare_app(scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
+                   send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
     """The least an ASGI server can be asked to do: answer with fixed bytes."""
     if scope["type"] == "lifespan":
         while True:

@@ -159,4 +159,4 @@ async def rederive_verified(session: AsyncSession, user_id: str,
                Review.verified_purchase.is_distinct_from(verified))
         .values(verified_purchase=verified)
         .execution_options(synchronize_session=False))
-    return int(result.rowcount or 0)  # type: ignore[attr-defined]
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]  # an UPDATE's result has it; Result[Any] does not say so
