@@ -11,7 +11,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.core.app import ServiceRuntime, create_service_app, lazy_app
-from services.core.events.publisher import Publisher
 from services.payment import api
 from services.payment.models import MIGRATIONS
 from services.payment.providers import PaymentGateway, gateway_from_settings
@@ -31,8 +30,7 @@ def create_app(settings: PaymentSettings | None = None,
 
     @asynccontextmanager
     async def lifespan(app: FastAPI, runtime: ServiceRuntime) -> AsyncIterator[None]:
-        api.PAYMENTS.put(app, PaymentService(runtime.require_database(), chosen,
-                                             Publisher(settings.service_name), settings))
+        api.PAYMENTS.put(app, PaymentService(runtime.require_database(), chosen, settings))
         try:
             yield
         finally:

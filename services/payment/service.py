@@ -21,13 +21,12 @@ from typing import Any
 import stripe
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kommerce.contracts.events.payment import EVENT_FOR_STATUS, PaymentEvent
 from services.core.auth import Principal
 from services.core.db import Database
 from services.core.errors import Conflict, Forbidden, InvalidRequest, NotFound, Unprocessable
-from services.core.events.publisher import Publisher
+from services.core.events.outbox import add_event
 from services.core.metrics import counter
-from services.payment import repository
+from services.payment import events, repository
 from services.payment.models import AuditEntry, Payment, Refund, SavedPaymentMethod
 from services.payment.providers import ChargeResult, ChargeStatus, PaymentGateway
 from services.payment.schemas import ChargeIn, RefundIn
@@ -51,11 +50,10 @@ def is_privileged(principal: Principal) -> bool:
 
 
 class PaymentService:
-    def __init__(self, database: Database, gateway: PaymentGateway, publisher: Publisher,
+    def __init__(self, database: Database, gateway: PaymentGateway,
                  settings: PaymentSettings) -> None:
         self.database = database
         self.gateway = gateway
-        self.publisher = publisher
         self.settings = settings
 
     # -- charges -----------------------------------------------------------------------------
@@ -211,16 +209,9 @@ class PaymentService:
         return _RISK_ORDER.get(risk_level, 0) >= threshold
 
     async def _announce(self, session: AsyncSession, payment: Payment) -> None:
-        event_type = EVENT_FOR_STATUS.get(payment.status)
-        if event_type is None:
-            return
-        await self.publisher.publish(session, event_type, payment.order_id, PaymentEvent(
-            payment_id=str(payment.id), order_id=payment.order_id,
-            intent_id=payment.intent_id, owner=payment.owner, status=payment.status,
-            amount=payment.amount, currency=payment.currency,
-            refunded_amount=payment.refunded_amount, decline_code=payment.decline_code,
-            failure_message=payment.failure_message, needs_review=payment.needs_review,
-            card_brand=payment.card_brand, card_last4=payment.card_last4).wire())
+        event = events.status_event(payment, source=self.settings.service_name)
+        if event is not None:
+            await add_event(session, event)
 
     async def get(self, principal: Principal, payment_id: uuid.UUID) -> Payment:
         async with self.database.session() as session:
