@@ -15,7 +15,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.core.app import ServiceRuntime, create_service_app, lazy_app
-from services.core.events.publisher import Publisher
 from services.shipping import api
 from services.shipping.carriers import (
     CarrierCredentials,
@@ -55,8 +54,7 @@ def create_app(settings: ShippingSettings | None = None,
     @asynccontextmanager
     async def lifespan(app: FastAPI, runtime: ServiceRuntime) -> AsyncIterator[None]:
         everyone = [*configured_carriers(settings, runtime), *chosen]
-        api.SHIPPING.put(app, ShippingService(runtime.require_database(), everyone,
-                                              Publisher(settings.service_name), settings))
+        api.SHIPPING.put(app, ShippingService(runtime.require_database(), everyone, settings))
         yield
 
     return create_service_app(

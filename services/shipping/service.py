@@ -15,18 +15,11 @@ from datetime import UTC, datetime
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kommerce.contracts.events.shipping import (
-    SHIPMENT_CANCELLED,
-    SHIPMENT_CREATED,
-    SHIPMENT_DELIVERED,
-    SHIPMENT_STATUS_CHANGED,
-    ShipmentEvent,
-)
 from services.core.auth import Principal
 from services.core.db import Database
 from services.core.errors import Conflict, Forbidden, NotFound, Unprocessable
-from services.core.events.publisher import Publisher
-from services.shipping import repository
+from services.core.events.outbox import add_event
+from services.shipping import events, repository
 from services.shipping.models import Shipment, TrackingEvent
 from services.shipping.rates import (
     Carrier,
@@ -53,16 +46,20 @@ def _privileged(principal: Principal) -> None:
         raise Forbidden("the 'admin' or 'service' role is required", code="missing_role")
 
 
+def _touch(shipment: Shipment) -> None:
+    """Stamp a change to ``shipment``, just before the event that announces it."""
+    shipment.updated_at = datetime.now(UTC)
+
+
 def _parcels(parcels: Sequence[ParcelIn]) -> tuple[Parcel, ...]:
     return tuple(Parcel(p.weight_grams, p.length_mm, p.width_mm, p.height_mm) for p in parcels)
 
 
 class ShippingService:
-    def __init__(self, database: Database, carriers: Sequence[Carrier], publisher: Publisher,
+    def __init__(self, database: Database, carriers: Sequence[Carrier],
                  settings: ShippingSettings) -> None:
         self.database = database
         self.carriers = carriers
-        self.publisher = publisher
         self.settings = settings
 
     async def rates(self, destination: str, parcels: Sequence[ParcelIn], currency: str,
@@ -107,7 +104,8 @@ class ShippingService:
                 existing = await repository.shipment(session, body.id)
                 assert existing is not None
                 return self._repeat(existing, body), False
-            await self._publish(session, SHIPMENT_CREATED, shipment)
+            await add_event(session, events.shipment_created(
+                shipment, source=self.settings.service_name))
         return shipment, True
 
     @staticmethod
@@ -127,7 +125,9 @@ class ShippingService:
                 raise Conflict(f"a {shipment.status} shipment can no longer be cancelled",
                                code="shipment_not_cancellable")
             shipment.status = "cancelled"
-            await self._announce(session, SHIPMENT_CANCELLED, shipment)
+            _touch(shipment)
+            await add_event(session, events.shipment_cancelled(
+                shipment, source=self.settings.service_name))
         return shipment
 
     async def track(self, principal: Principal, shipment_id: uuid.UUID,
@@ -145,13 +145,13 @@ class ShippingService:
                 return shipment
             if PROGRESS[body.status.value] >= PROGRESS.get(shipment.status, 0):
                 shipment.status = body.status.value
-                await self._announce(session, SHIPMENT_STATUS_CHANGED, shipment,
-                                     description=body.description)
+                _touch(shipment)
+                await add_event(session, events.shipment_status_changed(
+                    shipment, body.description, source=self.settings.service_name))
                 if shipment.status == "delivered":
-                    # The delivery notification carries the carrier's note too: it is what
-                    # the order's timeline and the shopper's notice show.
-                    await self._announce(session, SHIPMENT_DELIVERED, shipment,
-                                         description=body.description)
+                    _touch(shipment)
+                    await add_event(session, events.shipment_delivered(
+                        shipment, body.description, source=self.settings.service_name))
         return shipment
 
     async def detail(self, principal: Principal,
@@ -168,16 +168,3 @@ class ShippingService:
         if shipment is None:
             raise NotFound("no such shipment", code="shipment_not_found")
         return shipment
-
-    async def _announce(self, session: AsyncSession, event_type: str, shipment: Shipment,
-                        description: str | None = None) -> None:
-        """A change to ``shipment``: stamped, and published."""
-        shipment.updated_at = datetime.now(UTC)
-        await self._publish(session, event_type, shipment, description)
-
-    async def _publish(self, session: AsyncSession, event_type: str, shipment: Shipment,
-                       description: str | None = None) -> None:
-        await self.publisher.publish(session, event_type, shipment.order_id, ShipmentEvent(
-            shipment_id=shipment.id, order_id=shipment.order_id, owner=shipment.owner,
-            status=shipment.status, carrier=shipment.carrier,
-            tracking_number=shipment.tracking_number, description=description).wire())
