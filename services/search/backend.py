@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Literal, Protocol
@@ -63,7 +63,7 @@ class SearchQuery:
     text: str = ""
     categories: Sequence[str] = ()
     brands: Sequence[str] = ()
-    attributes: dict[str, Sequence[str]] = field(default_factory=dict)
+    attributes: Mapping[str, Sequence[str]] = field(default_factory=dict)
     price_min: int | None = None
     price_max: int | None = None
     in_stock: bool | None = None

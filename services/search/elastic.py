@@ -182,6 +182,7 @@ class ElasticsearchBackend:
                     "_source": source_of(d)} for d in documents]
         _, errors = await async_bulk(self.client, actions, raise_on_error=False,
                                      raise_on_exception=True)
+        assert isinstance(errors, list)  # without stats_only: the errors, not their count
         failed = [e for e in errors if _status(e) != 409]  # 409: a newer version is there
         if failed:
             raise RuntimeError(f"{len(failed)} document(s) were not indexed: {failed[:3]}")
@@ -270,7 +271,7 @@ class ElasticsearchBackend:
             filter_path=["hits.total", "hits.hits._source", "aggregations"],
             source_includes=["id", "name", "category", "brand", "price_min", "price_max",
                              "currency", "in_stock", "image", "rating", "rating_count"])
-        return response.body  # type: ignore[no-any-return]
+        return response.body
 
     async def autocomplete(self, prefix: str, limit: int) -> list[Suggestion]:
         terms = terms_of(prefix)

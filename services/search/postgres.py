@@ -36,6 +36,7 @@ from typing import Any, Literal
 from sqlalchemy import (
     CTE,
     ColumnElement,
+    CompoundSelect,
     Select,
     Text,
     and_,
@@ -271,7 +272,8 @@ def _candidates(conditions: list[ColumnElement[bool]], match: ColumnElement[bool
     return select(tiers).limit(window).cte("candidates")
 
 
-def _summary_query(matched: CTE, page: SearchQuery | None) -> Select[Any]:
+def _summary_query(matched: CTE, page: SearchQuery | None
+                   ) -> CompoundSelect[str, str, str, int]:
     """Every facet's counts, the candidates' count and (with ``page``) the page's ids by
     rank, in one round trip: (kind, name, value, count) rows."""
     bucket = case(*[(and_(*([matched.c.price_min >= r.low] if r.low is not None else []),
@@ -279,7 +281,7 @@ def _summary_query(matched: CTE, page: SearchQuery | None) -> Select[Any]:
                      r.key) for r in PRICE_RANGES])
     pairs = select(func.unnest(matched.c.attribute_pairs).label("pair")).subquery()
     empty = literal("")
-    parts: list[Select[Any]] = [
+    parts: list[Select[str, str, str, int]] = [
         select(literal("total"), empty, empty, func.count()).select_from(matched),
         select(literal("category"), matched.c.category, empty, func.count())
         .group_by(matched.c.category),
@@ -297,7 +299,7 @@ def _summary_query(matched: CTE, page: SearchQuery | None) -> Select[Any]:
         parts.append(select(literal("hit"), cast(ranked.c.id, Text), empty,
                             func.row_number().over(order_by=(ranked.c.rank.desc(),
                                                               ranked.c.id))))
-    return union_all(*parts)  # type: ignore[return-value]
+    return union_all(*parts)
 
 
 def _top(counts: dict[str, int], size: int) -> list[FacetValue]:

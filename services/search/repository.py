@@ -12,23 +12,30 @@ from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import and_, func, select, true, update
+from sqlalchemy import ColumnElement, Table, and_, func, select, true, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from services.core.db import Database
 from services.search.documents import ProductDocument
 from services.search.models import (
+    Base,
     SearchClickRow,
     SearchDocumentRow,
     SearchQueryRow,
     SearchRatingRow,
 )
 
-documents = SearchDocumentRow.__table__
-queries = SearchQueryRow.__table__
-clicks = SearchClickRow.__table__
-ratings = SearchRatingRow.__table__
+
+def _table(model: type[Base]) -> Table:
+    """The model's table, as the ``Table`` it is (``__table__`` is typed ``FromClause``)."""
+    return Base.metadata.tables[model.__tablename__]
+
+
+documents = _table(SearchDocumentRow)
+queries = _table(SearchQueryRow)
+clicks = _table(SearchClickRow)
+ratings = _table(SearchRatingRow)
 
 
 def row_values(document: ProductDocument) -> dict[str, Any]:
@@ -66,12 +73,12 @@ async def save(session: AsyncSession, document: ProductDocument,
     statement = insert(documents).values(**values)
     guard = (documents.c.version <= statement.excluded.version if same_version
              else documents.c.version < statement.excluded.version)
-    statement = statement.on_conflict_do_update(
+    upsert = statement.on_conflict_do_update(
         index_elements=[documents.c.id],
         set_={k: statement.excluded[k] for k in values if k != "id"},
         where=guard,
     ).returning(documents.c.id)
-    return (await session.execute(statement)).first() is not None
+    return (await session.execute(upsert)).first() is not None
 
 
 async def tombstone(session: AsyncSession, product_id: uuid.UUID, version: int,
@@ -81,12 +88,12 @@ async def tombstone(session: AsyncSession, product_id: uuid.UUID, version: int,
     statement = insert(documents).values(
         id=product_id, version=version, deleted=True, name="", category=category,
         created_at=now, updated_at=now, changed_at=now)
-    statement = statement.on_conflict_do_update(
+    upsert = statement.on_conflict_do_update(
         index_elements=[documents.c.id],
         set_={"version": statement.excluded.version, "deleted": True, "changed_at": now},
         where=documents.c.version <= statement.excluded.version,
     ).returning(documents.c.id)
-    return (await session.execute(statement)).first() is not None
+    return (await session.execute(upsert)).first() is not None
 
 
 async def live_document(session: AsyncSession, product_id: uuid.UUID,
@@ -115,14 +122,14 @@ async def save_rating(session: AsyncSession, product_id: uuid.UUID, rating: floa
     redelivered or overtaken event)."""
     statement = insert(ratings).values(product_id=product_id, rating=rating,
                                        rating_count=count, rated_at=rated_at)
-    statement = statement.on_conflict_do_update(
+    upsert = statement.on_conflict_do_update(
         index_elements=[ratings.c.product_id],
         set_={"rating": statement.excluded.rating,
               "rating_count": statement.excluded.rating_count,
               "rated_at": statement.excluded.rated_at},
         where=ratings.c.rated_at <= statement.excluded.rated_at,
     ).returning(ratings.c.product_id)
-    return (await session.execute(statement)).first() is not None
+    return (await session.execute(upsert)).first() is not None
 
 
 async def rate_document(session: AsyncSession, product_id: uuid.UUID, rating: float | None,
@@ -148,7 +155,7 @@ async def live_batches(database: Database, *, batch_size: int = 500,
     so a large catalog is never held in memory or in one long transaction."""
     after: uuid.UUID | None = None
     while True:
-        condition = documents.c.deleted.is_(False)
+        condition: ColumnElement[bool] = documents.c.deleted.is_(False)
         if changed_since is not None:
             condition = and_(condition, documents.c.changed_at >= changed_since)
         if after is not None:

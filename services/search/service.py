@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import functools
 import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
@@ -177,7 +178,7 @@ class SearchIndexer:
                     document = await repo.with_rating(session, document)
                     if await repo.save(session, document, same_version=False):
                         documents.append(document)
-                await engine_call(lambda docs=documents: self.backend.index(docs))
+                await engine_call(functools.partial(self.backend.index, documents))
             written += len(documents)
         await self.backend.refresh()
         return written

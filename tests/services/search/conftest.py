@@ -62,7 +62,7 @@ class Service:
 
     @property
     def indexer(self) -> SearchIndexer:
-        return self.app.state.indexer  # type: ignore[no-any-return]
+        return self.app.state.indexer
 
     def token(self, user: str, *roles: str) -> dict[str, str]:
         issued = TokenService(self.app.state.settings).issue_access(user, list(roles))
@@ -79,7 +79,7 @@ class Service:
     async def search(self, **params: Any) -> dict[str, Any]:
         response = await self.client.get("/search", params=params)
         assert response.status_code == 200, response.text
-        return response.json()  # type: ignore[no-any-return]
+        return response.json()
 
 
 @asynccontextmanager

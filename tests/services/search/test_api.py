@@ -73,7 +73,7 @@ async def test_a_click_on_an_unknown_search_is_404(service: Service) -> None:
     {"q": "x" * 201},
 ])
 async def test_bad_search_parameters_are_client_errors(service: Service,
-                                                       params: dict[str, object]) -> None:
+                                                       params: dict[str, str | int]) -> None:
     response = await service.client.get("/search", params=params)
     assert response.status_code in (400, 422), response.text
 

@@ -37,7 +37,7 @@ async def publish(service: Service, event_type: str, key: str,
 
 
 async def hits_for(service: Service, q: str) -> list[dict[str, Any]]:
-    return (await service.search(q=q))["items"]  # type: ignore[no-any-return]
+    return (await service.search(q=q))["items"]
 
 
 async def test_product_events_reach_search_within_a_bounded_time(service: Service) -> None:
