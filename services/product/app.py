@@ -14,7 +14,6 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from services.core.app import ServiceRuntime, create_service_app, lazy_app
-from services.core.events.publisher import Publisher
 from services.core.health import ReadinessCheck
 from services.core.middleware import CachedRoute
 from services.core.state import AppState
@@ -57,9 +56,8 @@ class ProductComponents:
         # Near: every change to a product document goes through CatalogService.invalidate.
         cache = runtime.require_cache().scoped("product", settings.product_cache_ttl_seconds,
                                                near=True)
-        publisher = Publisher(settings.service_name)
-        catalog = CatalogService(shards, cache, publisher, settings)
-        inventory = InventoryService(shards, catalog, publisher, settings)
+        catalog = CatalogService(shards, cache, settings)
+        inventory = InventoryService(shards, catalog, settings)
         SHARDS.put(app, shards)
         api.CATALOG.put(app, catalog)
         api.INVENTORY.put(app, inventory)

@@ -42,23 +42,17 @@ from typing import Any, Literal
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kommerce.contracts.events.product import (
-    INVENTORY_COMMITTED,
-    INVENTORY_RELEASED,
-    INVENTORY_RESERVED,
-    STOCK_CHANGED,
-    HeldLine,
-    InventoryHold,
-)
 from services.core.auth import Principal
 from services.core.errors import Conflict, NotFound, Unprocessable
-from services.core.events.publisher import Publisher
+from services.core.events.envelope import EventEnvelope
+from services.core.events.outbox import add_event
 from services.core.transient import is_transient
+from services.product import events
 from services.product import repository as repo
-from services.product.models import Reservation, ReservationLine
+from services.product.models import Reservation
 from services.product.repository import LOCAL_SHARD, Shard, ShardRouter
 from services.product.schemas import ReservationIn, ReservationLineOut, ReservationOut
-from services.product.service import CatalogService, stock_payload, utcnow
+from services.product.service import CatalogService, utcnow
 from services.product.settings import ProductSettings
 
 log = logging.getLogger(__name__)
@@ -76,14 +70,9 @@ class _Line:
     quantity: int
 
 
-def _reserved_payload(reservation_id: uuid.UUID, lines: Sequence[_Line | ReservationLine],
-                      *, owner: str | None, expires_at: str,
-                      reason: str | None = None) -> dict[str, Any]:
-    return InventoryHold(
-        reservation_id=reservation_id,
-        lines=[HeldLine(variant_id=line.variant_id, product_id=line.product_id, sku=line.sku,
-                        quantity=line.quantity) for line in lines],
-        owner=owner, expires_at=expires_at, reason=reason).wire()
+#: ``inventory.*``'s payload, by the name the contract tests read it (built in
+#: :mod:`.events`).
+_reserved_payload = events.hold_payload
 
 
 def reservation_out(parts: Sequence[Reservation]) -> ReservationOut:
@@ -105,11 +94,11 @@ def reservation_out(parts: Sequence[Reservation]) -> ReservationOut:
 
 
 class InventoryService:
-    def __init__(self, shards: ShardRouter, catalog: CatalogService, publisher: Publisher,
+    def __init__(self, shards: ShardRouter, catalog: CatalogService,
                  settings: ProductSettings) -> None:
+        """``settings.service_name`` is the source of the events reservations publish."""
         self.shards = shards
         self.catalog = catalog
-        self.publisher = publisher
         self.settings = settings
 
     # -- reading -----------------------------------------------------------------------------
@@ -264,10 +253,9 @@ class InventoryService:
                 {"reservation_id": reservation_id, "variant_id": line.variant_id,
                  "product_id": line.product_id, "sku": line.sku, "quantity": line.quantity}
                 for line in lines])
-            await self.publisher.publish(
-                session, INVENTORY_RESERVED, str(reservation_id),
-                _reserved_payload(reservation_id, lines, owner=owner,
-                                  expires_at=expires_at.isoformat()))
+            await add_event(session, events.inventory_reserved(
+                reservation_id, lines, owner=owner, expires_at=expires_at,
+                source=self.settings.service_name))
             taken: list[Any] = []
             short: list[_Line] = []
             for line in lines:
@@ -279,8 +267,8 @@ class InventoryService:
             if short:
                 await self._refuse(session, short)
             for row in taken:
-                await self.publisher.publish(session, STOCK_CHANGED,
-                                             str(row.product_id), stock_payload(row))
+                await add_event(session, events.stock_changed(
+                    row, source=self.settings.service_name))
         return lines
 
     async def _abort_all(self, shards: Sequence[Shard], reservation_id: uuid.UUID) -> None:
@@ -310,8 +298,8 @@ class InventoryService:
                 if part is None or part.status != "active":
                     return
                 rows = await repo.settle_lines(session, part.lines, ship=False, now=utcnow())
-                await self._publish_settled(session, part, INVENTORY_RELEASED, rows,
-                                            reason="aborted")
+                await self._publish_settled(session, events.inventory_released(
+                    part, reason="aborted", source=self.settings.service_name), rows)
                 await repo.delete_reservation(session, part)
             await self.catalog.invalidate({line.product_id for line in part.lines})
         except Exception:  # the sweeper releases it at expiry
@@ -354,10 +342,12 @@ class InventoryService:
                 part.status = "committed" if action == "commit" else "released"
                 part.updated_at = now
                 if action == "commit":
-                    await self._publish_settled(session, part, INVENTORY_COMMITTED, rows)
+                    settled = events.inventory_committed(part,
+                                                         source=self.settings.service_name)
                 else:
-                    await self._publish_settled(session, part, INVENTORY_RELEASED, rows,
-                                                reason="released")
+                    settled = events.inventory_released(part, reason="released",
+                                                        source=self.settings.service_name)
+                await self._publish_settled(session, settled, rows)
                 touched |= {line.product_id for line in part.lines}
             out = reservation_out([part for _, part in locked])
         await self.catalog.invalidate(touched)
@@ -377,14 +367,14 @@ class InventoryService:
             raise Conflict(f"reservation {reservation_id} is committed (sold); it can no "
                            "longer be released — restock instead", code="reservation_committed")
 
-    async def _publish_settled(self, session: AsyncSession, part: Reservation, event_type: str,
-                               rows: Sequence[Any], *, reason: str | None = None) -> None:
-        await self.publisher.publish(session, event_type, str(part.id), _reserved_payload(
-            part.id, part.lines, owner=part.owner, expires_at=part.expires_at.isoformat(),
-            reason=reason))
+    async def _publish_settled(self, session: AsyncSession, settled: EventEnvelope,
+                               rows: Sequence[Any]) -> None:
+        """A part's ``inventory.committed`` or ``inventory.released``, then the new counts
+        of its variants (``rows``)."""
+        await add_event(session, settled)
         for row in rows:
-            await self.publisher.publish(session, STOCK_CHANGED, str(row.product_id),
-                                         stock_payload(row))
+            await add_event(session, events.stock_changed(row,
+                                                          source=self.settings.service_name))
 
     # -- expiry ------------------------------------------------------------------------------
 
@@ -409,8 +399,8 @@ class InventoryService:
                 rows = await repo.settle_lines(session, part.lines, ship=False, now=now)
                 part.status = "expired"
                 part.updated_at = now
-                await self._publish_settled(session, part, INVENTORY_RELEASED, rows,
-                                            reason="expired")
+                await self._publish_settled(session, events.inventory_released(
+                    part, reason="expired", source=self.settings.service_name), rows)
                 touched |= {line.product_id for line in part.lines}
         if expired:
             log.info("released %d expired reservation(s) on shard %s", len(expired),

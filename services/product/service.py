@@ -28,22 +28,11 @@ from typing import Any, TypeVar
 import orjson
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kommerce.contracts.events.product import (
-    PRICE_CHANGED,
-    PRODUCT_CREATED,
-    PRODUCT_DELETED,
-    PRODUCT_UPDATED,
-    STOCK_CHANGED,
-    PriceChanged,
-    ProductChanged,
-    ProductDeleted,
-    StockChanged,
-)
-from kommerce.contracts.events.product import Money as EventMoney
 from services.core.cache import Cache
 from services.core.db import Database
 from services.core.errors import Conflict, InvalidRequest, NotFound, Unprocessable
-from services.core.events.publisher import Publisher
+from services.core.events.outbox import add_event
+from services.product import events
 from services.product import repository as repo
 from services.product.models import Category, Product, Variant
 from services.product.repository import ProductFilter, Shard, ShardRouter
@@ -98,12 +87,9 @@ def product_out(product: Product) -> ProductOut:
     )
 
 
-def stock_payload(row: Any) -> dict[str, Any]:
-    """``stock.changed``: absolute counts, so a consumer that misses one is right again at
-    the next."""
-    return StockChanged(variant_id=row.id, product_id=row.product_id, sku=row.sku,
-                        on_hand=row.on_hand, reserved=row.reserved,
-                        available=row.on_hand - row.reserved).wire()
+#: ``stock.changed``'s payload, by the name the contract tests read it (built in
+#: :mod:`.events`).
+stock_payload = events.stock_payload
 
 
 # -- listing cursors -------------------------------------------------------------------------
@@ -143,11 +129,10 @@ def decode_cursor(cursor: str, sort: ProductSort) -> tuple[Any, uuid.UUID]:
 
 
 class CatalogService:
-    def __init__(self, shards: ShardRouter, cache: Cache, publisher: Publisher,
-                 settings: ProductSettings) -> None:
+    def __init__(self, shards: ShardRouter, cache: Cache, settings: ProductSettings) -> None:
+        """``settings.service_name`` is the source of the events the catalog publishes."""
         self.shards = shards
         self.cache = cache
-        self.publisher = publisher
         self.settings = settings
 
     @property
@@ -456,8 +441,8 @@ class CatalogService:
             repo.add_product(session, product)
             await repo.flush(session)
             out = product_out(product)
-            await self.publisher.publish(session, PRODUCT_CREATED, str(product_id),
-                                         ProductChanged.checked(out.model_dump(mode="json")))
+            await add_event(session, events.product_created(
+                out, source=self.settings.service_name))
             return out
 
         out = await self._write_with_claims(shard, product_id,
@@ -485,8 +470,8 @@ class CatalogService:
         product.updated_at = now
         await repo.flush(session)
         out = product_out(product)
-        await self.publisher.publish(session, PRODUCT_UPDATED, str(product.id),
-                                     ProductChanged.checked(out.model_dump(mode="json")))
+        await add_event(session, events.product_updated(out,
+                                                        source=self.settings.service_name))
         return out
 
     async def update_product(self, product_id: uuid.UUID, patch: ProductPatch) -> ProductOut:
@@ -547,8 +532,8 @@ class CatalogService:
             if await repo.has_active_reservations(session, variant_ids):
                 raise Conflict("the product has active reservations; commit or release them "
                                "first", code="product_has_reservations")
-            await self.publisher.publish(session, PRODUCT_DELETED, str(product_id), ProductDeleted(
-                id=product_id, category=product.category, version=product.version + 1).wire())
+            await add_event(session, events.product_deleted(
+                product, source=self.settings.service_name))
             await repo.delete_product(session, product)
             if same_database:
                 await repo.drop_sku_claims(session, variant_ids)
@@ -619,10 +604,9 @@ class CatalogService:
                 return
             variant.price_amount, variant.currency = price.amount, price.currency
             variant.updated_at = now
-            await self.publisher.publish(session, PRICE_CHANGED, str(product_id), PriceChanged(
-                product_id=product_id, variant_id=variant_id, sku=variant.sku,
-                old=EventMoney.model_validate(old), new=EventMoney.model_validate(new),
-                changed_at=now.isoformat()).wire())
+            await add_event(session, events.price_changed(
+                product_id, variant_id, variant.sku, old, new, changed_at=now,
+                source=self.settings.service_name))
 
         return await self._change(product_id, change)
 
@@ -643,11 +627,8 @@ class CatalogService:
                     f"on hand cannot go below the {current.reserved} unit(s) reserved "
                     f"(now {current.on_hand} on hand)", code="stock_below_reserved",
                     details={"on_hand": current.on_hand, "reserved": current.reserved})
-            payload = stock_payload(row)
-            if body.reason:
-                payload["reason"] = body.reason
-            await self.publisher.publish(session, STOCK_CHANGED, str(product_id),
-                                         payload)
+            await add_event(session, events.stock_changed(
+                row, reason=body.reason, source=self.settings.service_name))
         await self.invalidate([product_id])
         return await self.get_product(product_id)
 
