@@ -1,7 +1,9 @@
-"""What the order service publishes and consumes; the names and payloads are the contracts
-in :mod:`kommerce.contracts.events`.
+"""What the order service publishes (the builders below) and consumes (the handlers after
+them); the names and payloads are the contracts in :mod:`kommerce.contracts.events`.
 
-Published (topic ``order.events``, keyed by order id; :mod:`kommerce.contracts.events.order`):
+Published (topic ``order.events``, keyed by order id; :mod:`kommerce.contracts.events.order`),
+built here and written to the outbox by :mod:`.orchestrator` (the saga's steps, in the
+statement that saves the step) and by the shipping handler below:
 
 * ``order.saga_command`` — the next step of a checkout saga; consumed by this service
   itself, so a command survives a crash between deciding and doing;
@@ -26,19 +28,68 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from kommerce.contracts.events.order import SAGA_COMMAND
+from kommerce.contracts.events.order import (
+    ORDER_STATUS_CHANGED,
+    SAGA_COMMAND,
+    OrderLine,
+    OrderStatusChanged,
+    SagaCommand,
+)
 from kommerce.contracts.events.payment import PAYMENT_FAILED, PAYMENT_SUCCEEDED
 from kommerce.contracts.events.shipping import SHIPMENT_DELIVERED, ShipmentEvent
 from services.core.events.consumer import EventHandlers
 from services.core.events.envelope import EventEnvelope
+from services.core.events.outbox import add_event
 from services.order import repository
-from services.order.orchestrator import ORDERS_TOTAL, Orchestrator, publish_status_change
-from services.order.saga import SagaState
+from services.order.metrics import ORDERS_TOTAL
+from services.order.models import Order
+from services.order.repository import SagaOrder
+from services.order.saga import Command, SagaState
+
+if TYPE_CHECKING:  # the orchestrator publishes with the builders below
+    from services.order.orchestrator import Orchestrator
 
 DELIVERED = "DELIVERED"
+
+
+# -- published --------------------------------------------------------------------------------
+
+
+def saga_command(order_id: uuid.UUID, command: Command, *, source: str) -> EventEnvelope:
+    """``order.saga_command``: the saga's next step for the order (``attempt`` counts the
+    resends)."""
+    return EventEnvelope.new(SAGA_COMMAND, source=source, key=str(order_id),
+                             payload=SagaCommand(order_id=order_id,
+                                                 action=command.action.value,
+                                                 attempt=command.attempt).wire())
+
+
+def status_event_lines(order: Order | SagaOrder) -> list[OrderLine]:
+    """What was bought, as ``order.status_changed`` carries it: consumers such as the review
+    service (verified purchases) need the products, and reading them back from this
+    service would couple them to its API. Named fields rather than the stored JSON as is,
+    so the event's schema (:mod:`kommerce.contracts.events.order`) does not drift with the
+    table (prices stay out: the event has no currency to read them in)."""
+    return [OrderLine(variant_id=uuid.UUID(str(line["variant_id"])),
+                      quantity=int(line["quantity"]))
+            for line in order.lines]
+
+
+def order_status_changed(order: Order | SagaOrder, *, source: str, status: str,
+                         previous: str, reason: str | None) -> EventEnvelope:
+    """``order.status_changed``: every status an order reaches, the saga's and DELIVERED
+    alike, with why and what the order holds."""
+    return EventEnvelope.new(
+        ORDER_STATUS_CHANGED, source=source, key=str(order.id), payload=OrderStatusChanged(
+            order_id=order.id, owner=order.owner, status=status, previous=previous,
+            reason=reason, lines=status_event_lines(order)).wire())
+
+
+# -- consumed ---------------------------------------------------------------------------------
 
 
 def _order_id(shipment: ShipmentEvent) -> uuid.UUID | None:
@@ -96,7 +147,7 @@ def shipping_handlers(source: str) -> EventHandlers:
         previous = order.status
         repository.move_order(session, order, DELIVERED, shipment.description)
         ORDERS_TOTAL.labels(status=DELIVERED).inc()
-        await publish_status_change(session, order, source=source, status=DELIVERED,
-                                    previous=previous, reason=None)
+        await add_event(session, order_status_changed(order, source=source, status=DELIVERED,
+                                                      previous=previous, reason=None))
 
     return handlers

@@ -47,20 +47,14 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from sqlalchemy.orm import Session
 
 from kommerce.contracts.events.base import InvalidPayload
-from kommerce.contracts.events.order import (
-    ORDER_STATUS_CHANGED,
-    SAGA_COMMAND,
-    OrderLine,
-    OrderStatusChanged,
-    SagaCommand,
-)
+from kommerce.contracts.events.order import SAGA_COMMAND, SagaCommand
 from kommerce.contracts.events.payment import PAYMENT_SUCCEEDED, PaymentEvent
 from services.core.db import Database
 from services.core.events import outbox
 from services.core.events.envelope import EventEnvelope
-from services.core.events.outbox import add_event
 from services.core.metrics import counter
-from services.order import repository
+from services.order import events, repository
+from services.order.metrics import ORDERS_TOTAL
 from services.order.models import Order
 from services.order.repository import RefusedPayment, SagaOrder
 from services.order.saga import (
@@ -87,7 +81,6 @@ log = logging.getLogger(__name__)
 K = TypeVar("K")
 V = TypeVar("V")
 
-ORDERS_TOTAL = counter("orders_total", "Orders reaching each status", ["status"])
 #: The alarm: every payment event or answer refused because it was not the order's own
 #: charge (a forged or mistaken event, a second payment, another amount or currency).
 PAYMENT_EVENTS_REJECTED = counter(
@@ -99,20 +92,9 @@ PAYMENT_EVENTS_REJECTED = counter(
 _INLINE = "order.inline_saga_commands"
 
 
-async def publish_status_change(session: AsyncSession, order: Order, *, source: str,
-                                status: str, previous: str, reason: str | None) -> None:
-    """``order.status_changed`` through the outbox, in the transaction that changed the
-    status: every status an order reaches, the saga's and DELIVERED alike, is announced."""
-    await add_event(session, status_change(order, source=source, status=status,
-                                           previous=previous, reason=reason))
-
-
-def status_change(order: Order | SagaOrder, *, source: str, status: str, previous: str,
-                  reason: str | None) -> EventEnvelope:
-    return EventEnvelope.new(
-        ORDER_STATUS_CHANGED, source=source, key=str(order.id), payload=OrderStatusChanged(
-            order_id=order.id, owner=order.owner, status=status, previous=previous,
-            reason=reason, lines=status_event_lines(order)).wire())
+#: ``order.status_changed``, by the name the contract tests build it (built in
+#: :mod:`.events`).
+status_change = events.order_status_changed
 
 
 class ForeignPayment(RuntimeError):
@@ -162,17 +144,6 @@ class Participants(Protocol):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
-
-
-def status_event_lines(order: Order | SagaOrder) -> list[OrderLine]:
-    """What was bought, as ``order.status_changed`` carries it: consumers such as the review
-    service (verified purchases) need the products, and reading them back from this
-    service would couple them to its API. Named fields rather than the stored JSON as is,
-    so the event's schema (:mod:`kommerce.contracts.events.order`) does not drift with the
-    table (prices stay out: the event has no currency to read them in)."""
-    return [OrderLine(variant_id=uuid.UUID(str(line["variant_id"])),
-                      quantity=int(line["quantity"]))
-            for line in order.lines]
 
 
 class Orchestrator:
@@ -273,21 +244,19 @@ class Orchestrator:
         saga = decision.saga
         moved = saga.state is not previous
         commands = self._commands(order, decision)
-        events = commands
+        written = commands
         if moved:
-            events = [status_change(order, source=self.source, status=saga.state.value,
-                                    previous=previous.value, reason=saga.reason), *commands]
-        await repository.save_saga(conn, order, saga, utcnow(), moved=moved, events=events)
+            written = [events.order_status_changed(
+                order, source=self.source, status=saga.state.value, previous=previous.value,
+                reason=saga.reason), *commands]
+        await repository.save_saga(conn, order, saga, utcnow(), moved=moved, events=written)
         if moved:
             ORDERS_TOTAL.labels(status=saga.state.value).inc()
         return commands
 
     def _commands(self, order: Order | SagaOrder, decision: Decision) -> list[EventEnvelope]:
         """The decision's commands as ``order.saga_command`` events."""
-        return [EventEnvelope.new(SAGA_COMMAND, source=self.source, key=str(order.id),
-                                  payload=SagaCommand(order_id=order.id,
-                                                      action=command.action.value,
-                                                      attempt=command.attempt).wire())
+        return [events.saga_command(order.id, command, source=self.source)
                 for command in decision.commands]
 
     def _after_session_commit(self, session: AsyncSession,
