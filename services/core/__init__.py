@@ -15,7 +15,8 @@ Every service under ``services/`` has the same rooms:
 * ``models.py`` (tables), ``schemas.py`` (request and response models), ``settings.py``
   (a ``ServiceSettings`` subclass), ``migrations/`` (Alembic revisions);
 * ``events.py`` — what it publishes and consumes: the names and payloads are the contracts in
-  :mod:`kommerce.contracts.events`, publishing goes through the core's ``Publisher``.
+  :mod:`kommerce.contracts.events`; functions named for the event build each envelope, and
+  the service writes it with ``add_event`` in the transaction of the change it describes.
 
 What a service adds beyond that lives in modules named for it: order's ``saga.py``,
 ``orchestrator.py``, ``participants.py`` and ``cart.py``, product's ``inventory.py``,
@@ -45,9 +46,8 @@ module                    what a service author uses
                           ``invalidate_prefix``; ``scoped(name, near=True)`` keeps
                           in-process copies (``NearCache``)
 ``events.envelope``       ``EventEnvelope.new(type, source=, key=, payload=)``
-``events.publisher``      ``Publisher(source).publish(session, type, key, payload)``: into
-                          the outbox, in the caller's transaction
-``events.outbox``         ``add_event(session, envelope)``, what ``Publisher`` calls
+``events.outbox``         ``add_event(session, envelope)``: into the outbox, in the
+                          caller's transaction
 ``events.consumer``       ``EventHandlers`` (``@handlers.on("type")``), ``PoisonEvent``
 ``transient``             ``RetryLater``, ``is_transient``
 ``auth``                  ``TokenService``, ``hash_password``/``verify_password``,

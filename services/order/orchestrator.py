@@ -92,10 +92,6 @@ PAYMENT_EVENTS_REJECTED = counter(
 _INLINE = "order.inline_saga_commands"
 
 
-#: ``order.status_changed``, by the name the contract tests build it (built in
-#: :mod:`.events`).
-status_change = events.order_status_changed
-
 
 class ForeignPayment(RuntimeError):
     """A participant's answer about money is not what the saga asked for (another

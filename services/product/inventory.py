@@ -70,11 +70,6 @@ class _Line:
     quantity: int
 
 
-#: ``inventory.*``'s payload, by the name the contract tests read it (built in
-#: :mod:`.events`).
-_reserved_payload = events.hold_payload
-
-
 def reservation_out(parts: Sequence[Reservation]) -> ReservationOut:
     """One reservation from its parts on every shard. The parts move together; should they
     ever disagree (a crash between shards), an active part makes the whole active, so the

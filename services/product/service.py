@@ -87,11 +87,6 @@ def product_out(product: Product) -> ProductOut:
     )
 
 
-#: ``stock.changed``'s payload, by the name the contract tests read it (built in
-#: :mod:`.events`).
-stock_payload = events.stock_payload
-
-
 # -- listing cursors -------------------------------------------------------------------------
 
 

@@ -33,9 +33,8 @@ from kommerce.contracts.events.review import RatingChanged, ReviewEvent
 from kommerce.contracts.events.shipping import ShipmentEvent
 from kommerce.contracts.events.user import UserRegistered
 from services.core.events.consumer import is_poison
-from services.order.orchestrator import status_change
-from services.product.inventory import _reserved_payload
-from services.product.service import stock_payload
+from services.order.events import order_status_changed as status_change
+from services.product.events import hold_payload, stock_payload
 from services.review.purchases import order_update
 from services.search.documents import ProductDocument
 
@@ -90,13 +89,13 @@ def test_stock_and_holds_are_written_as_they_always_were() -> None:
         "reserved": 2, "available": 5})
     line = SimpleNamespace(variant_id=VARIANT, product_id=PRODUCT, sku="S-1", quantity=2)
     hold = uuid.uuid4()
-    reserved = _reserved_payload(hold, [line], owner="u", expires_at="2026-01-01T00:00:00+00:00")
+    reserved = hold_payload(hold, [line], owner="u", expires_at="2026-01-01T00:00:00+00:00")
     old_lines = [{"variant_id": str(VARIANT), "product_id": str(PRODUCT), "sku": "S-1",
                   "quantity": 2}]
     assert ordered(reserved) == ordered({"reservation_id": str(hold), "lines": old_lines,
                                          "owner": "u",
                                          "expires_at": "2026-01-01T00:00:00+00:00"})
-    released = _reserved_payload(hold, [line], owner="u", expires_at="x", reason="expired")
+    released = hold_payload(hold, [line], owner="u", expires_at="x", reason="expired")
     assert list(released) == ["reservation_id", "lines", "owner", "expires_at", "reason"]
 
 

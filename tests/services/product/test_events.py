@@ -1,5 +1,5 @@
 """The product service's events, built in :mod:`services.product.events`, are the rows the
-core's Publisher wrote before: same type, source, key, topic and payload, key order
+core's Publisher wrote (before it went): same type, source, key, topic and payload, key order
 included."""
 
 from __future__ import annotations
@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
+from collections.abc import Coroutine
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -15,7 +16,6 @@ import pytest
 
 from services.core.events.envelope import EventEnvelope
 from services.core.events.outbox import add_event
-from services.core.events.publisher import Publisher
 from services.product import events
 from services.product.models import Product, Reservation, ReservationLine, Variant
 from services.product.service import product_out
@@ -28,6 +28,14 @@ def session() -> Any:
     """Just enough of an AsyncSession for add_event: the rows it queues for the commit."""
     return SimpleNamespace(sync_session=SimpleNamespace(info={}))
 
+
+
+def publish_as_the_core_did(session: Any, source: str, event_type: str, key: str,
+                            payload: dict[str, Any]) -> Coroutine[Any, Any, None]:
+    """What the core's Publisher did before each service built its own events (it is gone
+    now): an envelope stamped with the source, into the outbox with the default topic."""
+    return add_event(session, EventEnvelope.new(event_type, source=source, key=key,
+                                                payload=payload))
 
 def rows(fake: Any) -> list[dict[str, Any]]:
     [queued] = fake.sync_session.info.values()
@@ -46,7 +54,7 @@ def built(event: EventEnvelope) -> list[dict[str, Any]]:
 
 def published_before(event_type: str, key: str, payload: dict[str, Any]) -> list[dict[str, Any]]:
     fake = session()
-    asyncio.run(Publisher(SOURCE).publish(fake, event_type, key, payload))
+    asyncio.run(publish_as_the_core_did(fake, SOURCE, event_type, key, payload))
     return rows(fake)
 
 

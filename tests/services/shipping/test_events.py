@@ -1,5 +1,5 @@
 """The shipping service's events, built in :mod:`services.shipping.events`, are the rows
-the core's Publisher wrote before: same type, source, key, topic and payload, key order
+the core's Publisher wrote (before it went): same type, source, key, topic and payload, key order
 included."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from types import SimpleNamespace
 from typing import Any
 
@@ -15,7 +15,6 @@ import pytest
 
 from services.core.events.envelope import EventEnvelope
 from services.core.events.outbox import add_event
-from services.core.events.publisher import Publisher
 from services.shipping import events
 from services.shipping.models import Shipment
 
@@ -24,6 +23,14 @@ def session() -> Any:
     """Just enough of an AsyncSession for add_event: the rows it queues for the commit."""
     return SimpleNamespace(sync_session=SimpleNamespace(info={}))
 
+
+
+def publish_as_the_core_did(session: Any, source: str, event_type: str, key: str,
+                            payload: dict[str, Any]) -> Coroutine[Any, Any, None]:
+    """What the core's Publisher did before each service built its own events (it is gone
+    now): an envelope stamped with the source, into the outbox with the default topic."""
+    return add_event(session, EventEnvelope.new(event_type, source=source, key=key,
+                                                payload=payload))
 
 def rows(fake: Any) -> list[dict[str, Any]]:
     [queued] = fake.sync_session.info.values()
@@ -42,7 +49,7 @@ def shipment(status: str) -> Shipment:
 def published_before(s: Shipment, event_type: str,
                      description: str | None) -> list[dict[str, Any]]:
     fake = session()
-    asyncio.run(Publisher("shipping").publish(fake, event_type, s.order_id, {
+    asyncio.run(publish_as_the_core_did(fake, "shipping", event_type, s.order_id, {
         "shipment_id": str(s.id), "order_id": s.order_id, "owner": s.owner,
         "status": s.status, "carrier": s.carrier, "tracking_number": s.tracking_number,
         "description": description}))
