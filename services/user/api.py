@@ -22,7 +22,6 @@ from services.core.auth import (
     revocation_list_of,
     token_service_of,
 )
-from services.core.db import SessionDep
 from services.core.errors import Unauthorized
 from services.core.signing import public_jwk
 from services.core.state import AppState
@@ -61,23 +60,23 @@ def _settings(runtime: Runtime) -> UserSettings:
     return settings
 
 
-def get_accounts(request: Request, session: SessionDep, runtime: Runtime) -> Accounts:
+def get_accounts(request: Request, runtime: Runtime) -> Accounts:
     throttle = LOGIN_THROTTLE.of(request)
-    return Accounts(session, runtime.tokens, _settings(runtime), throttle,
+    return Accounts(runtime.require_database(), runtime.tokens, _settings(runtime), throttle,
                     revocation_list_of(request))
 
 
-def get_profiles(session: SessionDep, runtime: Runtime) -> Profiles:
-    return Profiles(session, _settings(runtime))
+def get_profiles(runtime: Runtime) -> Profiles:
+    return Profiles(runtime.require_database(), _settings(runtime))
 
 
-def get_address_book(session: SessionDep, runtime: Runtime) -> AddressBook:
-    return AddressBook(session, _settings(runtime))
+def get_address_book(runtime: Runtime) -> AddressBook:
+    return AddressBook(runtime.require_database(), _settings(runtime))
 
 
-def get_administration(request: Request, session: SessionDep,
-                       runtime: Runtime) -> Administration:
-    return Administration(session, _settings(runtime), revocation_list_of(request))
+def get_administration(request: Request, runtime: Runtime) -> Administration:
+    return Administration(runtime.require_database(), _settings(runtime),
+                          revocation_list_of(request))
 
 
 AccountsDep = Annotated[Accounts, Depends(get_accounts)]

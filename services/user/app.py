@@ -36,10 +36,10 @@ async def user_lifespan(app: FastAPI, runtime: ServiceRuntime) -> AsyncIterator[
         max_per_address=settings.login_max_failures_per_ip,
         window_seconds=settings.login_failure_window_seconds))
     if settings.bootstrap_admin_email and settings.bootstrap_admin_password:
-        async with runtime.require_database().session() as session:
-            admin = await ensure_admin(
-                session, settings, normalise_email(settings.bootstrap_admin_email),
-                settings.bootstrap_admin_password.get_secret_value())
+        admin = await ensure_admin(
+            runtime.require_database(), settings,
+            normalise_email(settings.bootstrap_admin_email),
+            settings.bootstrap_admin_password.get_secret_value())
         if admin is not None:
             log.info("bootstrap admin %s is ready", admin.email)
     yield

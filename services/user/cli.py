@@ -29,13 +29,12 @@ async def _grant(email: str, role: Role) -> bool:
     settings = UserSettings()
     database = Database.from_settings(settings)
     try:
-        async with database.session() as session:
-            async with session.begin():
-                user = await repository.user_by_email(session, email)
-            if user is None:
-                return False
-            await Administration(session, settings).grant(user.id, role)
-            return True
+        async with database.session() as session, session.begin():
+            user = await repository.user_by_email(session, email)
+        if user is None:
+            return False
+        await Administration(database, settings).grant(user.id, role)
+        return True
     finally:
         await database.dispose()
 

@@ -1,10 +1,12 @@
 """The user service's rules: accounts and sessions, profile, address book, roles.
 
-No FastAPI here; failures are the core's domain errors. Each public method owns its
-transaction(s): password hashing (deliberately slow) happens outside them so a login never
-holds a database connection while argon2 runs, and a detected refresh-token reuse commits
-the revocation *before* the error is raised, so the rollback that an exception causes
-cannot undo it.
+No FastAPI here; failures are the core's domain errors. The service objects take the
+:class:`~services.core.db.Database`, as the other services' do, and each public method owns
+its transaction(s), each in a session of its own (the repository's functions work on the
+session they are given): password hashing (deliberately slow) happens outside them so a
+login never holds a database connection while argon2 runs, and a detected refresh-token
+reuse commits the revocation *before* the error is raised, so the rollback that an
+exception causes cannot undo it.
 
 Every session that ends (logout, logout everywhere, password change, a role taken away, a
 reused refresh token) is also put on the revocation list once its database change has
@@ -31,6 +33,7 @@ from services.core.auth import (
     password_needs_rehash,
     verify_password,
 )
+from services.core.db import Database
 from services.core.errors import (
     Conflict,
     InvalidRequest,
@@ -109,7 +112,7 @@ async def end_sessions(revocations: RevocationList | None, settings: UserSetting
 class Accounts:
     """Registration, login, refresh-token rotation, logout and password changes."""
 
-    session: AsyncSession
+    database: Database
     tokens: TokenService
     settings: UserSettings
     throttle: LoginThrottle
@@ -121,8 +124,8 @@ class Accounts:
         by an earlier request with the key (a retry after the client gave up)."""
         user_id = await replay.claim()
         if user_id is not None:
-            async with self.session.begin():
-                user = await repository.user(self.session, user_id)
+            async with self.database.session() as session, session.begin():
+                user = await repository.user(session, user_id)
             if user is None:
                 raise _account_gone()
             return user, True
@@ -138,13 +141,13 @@ class Accounts:
         """A new customer account; ``user.registered`` commits with it or not at all."""
         password_hash = await hash_password(password)
         try:
-            async with self.session.begin():
-                if await repository.user_by_email(self.session, email) is not None:
+            async with self.database.session() as session, session.begin():
+                if await repository.user_by_email(session, email) is not None:
                     raise _email_taken()
-                user = await repository.add_user(self.session, User(
+                user = await repository.add_user(session, User(
                     email=email, password_hash=password_hash, full_name=full_name,
                     roles=["customer"], preferences=Preferences().model_dump()))
-                await add_event(self.session, events.user_registered(
+                await add_event(session, events.user_registered(
                     user, source=self.settings.service_name))
         except IntegrityError as exc:  # a concurrent registration won the race
             raise _email_taken() from exc
@@ -159,14 +162,14 @@ class Accounts:
         # plain password, which is the only time we have it.
         rehashed = (await hash_password(password)
                     if password_needs_rehash(user.password_hash) else None)
-        async with self.session.begin():
-            locked = await repository.user(self.session, user.id, for_update=True)
+        async with self.database.session() as session, session.begin():
+            locked = await repository.user(session, user.id, for_update=True)
             if locked is None:
                 raise _account_gone()
             if rehashed is not None:
                 locked.password_hash = rehashed
-            await repository.purge_dead_families(self.session, locked.id, _now())
-            return await self._new_session(locked)
+            await repository.purge_dead_families(session, locked.id, _now())
+            return await self._new_session(session, locked)
 
     async def refresh(self, refresh_token: str) -> TokenPair:
         """Rotate: the presented token is spent and a new one of the same family returned.
@@ -180,8 +183,8 @@ class Accounts:
         if not claims.fam:
             raise Unauthorized("the refresh token has no session", code="token_invalid")
         reused = False
-        async with self.session.begin():
-            family = await repository.family(self.session, claims.fam, user_id,
+        async with self.database.session() as session, session.begin():
+            family = await repository.family(session, claims.fam, user_id,
                                              for_update=True)
             if family is None:
                 REFRESHES.labels("unknown").inc()
@@ -200,7 +203,7 @@ class Accounts:
                     REFRESHES.labels("session_expired").inc()
                     raise Unauthorized("this session is too old; log in again",
                                        code="session_expired")
-                user = await repository.user(self.session, user_id)
+                user = await repository.user(session, user_id)
                 if user is None:
                     raise _account_gone()
                 pair, refresh = self._issue(user, family.id)
@@ -225,8 +228,8 @@ class Accounts:
         claims = self.tokens.verify(refresh_token, "refresh")
         if not claims.fam:
             raise Unauthorized("the refresh token has no session", code="token_invalid")
-        async with self.session.begin():
-            await repository.revoke_families(self.session, _subject(claims.sub), "logout",
+        async with self.database.session() as session, session.begin():
+            await repository.revoke_families(session, _subject(claims.sub), "logout",
                                              claims.fam)
         # Listed even when the session had already ended: a retried logout whose first
         # attempt failed to reach Redis repairs the list.
@@ -240,8 +243,8 @@ class Accounts:
 
     async def logout_everywhere(self, user_id: uuid.UUID) -> int:
         """End every session of the user; returns how many were live."""
-        async with self.session.begin():
-            ended = await repository.revoke_families(self.session, user_id, "logout_all")
+        async with self.database.session() as session, session.begin():
+            ended = await repository.revoke_families(session, user_id, "logout_all")
         await end_sessions(self.revocations, self.settings, ended)
         return len(ended)
 
@@ -252,8 +255,8 @@ class Accounts:
         The current password is checked under the same brute-force limits as a login, or a
         stolen access token would be an unlimited password oracle.
         """
-        async with self.session.begin():
-            user = await repository.user(self.session, user_id)
+        async with self.database.session() as session, session.begin():
+            user = await repository.user(session, user_id)
         if user is None:
             raise _account_gone()
         problems = password_problems(new, user.email)
@@ -266,21 +269,21 @@ class Accounts:
             raise InvalidRequest("the current password is wrong",
                                  code="wrong_current_password") from exc
         new_hash = await hash_password(new)
-        async with self.session.begin():
-            user = await repository.user(self.session, user_id, for_update=True)
+        async with self.database.session() as session, session.begin():
+            user = await repository.user(session, user_id, for_update=True)
             if user is None:
                 raise _account_gone()
             user.password_hash = new_hash
             user.updated_at = _now()
-            ended = await repository.revoke_families(self.session, user_id, "password_changed")
-            pair = await self._new_session(user)
+            ended = await repository.revoke_families(session, user_id, "password_changed")
+            pair = await self._new_session(session, user)
         await end_sessions(self.revocations, self.settings, ended)
         return pair
 
     async def _check_password(self, email: str, password: str, client_address: str) -> User:
         await self.throttle.attempt(email, client_address)
-        async with self.session.begin():
-            user = await repository.user_by_email(self.session, email)
+        async with self.database.session() as session, session.begin():
+            user = await repository.user_by_email(session, email)
         if user is None:
             await verify_password(await _dummy_password_hash(), password)
             LOGINS.labels("failure").inc()
@@ -291,10 +294,10 @@ class Accounts:
         await self.throttle.succeeded(email, client_address)
         return user
 
-    async def _new_session(self, user: User) -> TokenPair:
+    async def _new_session(self, session: AsyncSession, user: User) -> TokenPair:
         pair, refresh = self._issue(user, family=None)
         assert refresh.claims.fam is not None
-        await repository.add_family(self.session, RefreshFamily(
+        await repository.add_family(session, RefreshFamily(
             id=refresh.claims.fam, user_id=user.id, current_jti=refresh.claims.jti,
             expires_at=_expiry(refresh)))
         return pair
@@ -327,12 +330,12 @@ def _account_gone() -> Unauthorized:
 class Profiles:
     """The signed-in user's own profile and preferences."""
 
-    session: AsyncSession
+    database: Database
     settings: UserSettings
 
     async def get(self, user_id: uuid.UUID) -> User:
-        async with self.session.begin():
-            user = await repository.user(self.session, user_id)
+        async with self.database.session() as session, session.begin():
+            user = await repository.user(session, user_id)
         if user is None:
             raise _account_gone()
         return user
@@ -343,28 +346,28 @@ class Profiles:
 
     async def update_preferences(self, user_id: uuid.UUID,
                                  update: PreferencesUpdate) -> User:
-        async with self.session.begin():
-            user = await self._locked(user_id)
+        async with self.database.session() as session, session.begin():
+            user = await self._locked(session, user_id)
             current = Preferences.from_stored(user.preferences)
             merged = current.model_copy(update=update.model_dump(exclude_unset=True))
             if merged != current:
                 user.preferences = merged.model_dump()
-                await _publish_update(self.session, self.settings, user, ["preferences"])
+                await _publish_update(session, self.settings, user, ["preferences"])
         return user
 
     async def _change(self, user_id: uuid.UUID, changes: dict[str, object]) -> User:
-        async with self.session.begin():
-            user = await self._locked(user_id)
+        async with self.database.session() as session, session.begin():
+            user = await self._locked(session, user_id)
             changed = [name for name, value in changes.items()
                        if getattr(user, name) != value]
             for name in changed:
                 setattr(user, name, changes[name])
             if changed:
-                await _publish_update(self.session, self.settings, user, changed)
+                await _publish_update(session, self.settings, user, changed)
         return user
 
-    async def _locked(self, user_id: uuid.UUID) -> User:
-        user = await repository.user(self.session, user_id, for_update=True)
+    async def _locked(self, session: AsyncSession, user_id: uuid.UUID) -> User:
+        user = await repository.user(session, user_id, for_update=True)
         if user is None:
             raise _account_gone()
         return user
@@ -386,37 +389,37 @@ class AddressBook:
     recently changed remaining one). Every write locks the user's row first, so concurrent
     writes to one book take turns and the one-default rule cannot race."""
 
-    session: AsyncSession
+    database: Database
     settings: UserSettings
 
     async def list(self, user_id: uuid.UUID) -> Sequence[Address]:
-        async with self.session.begin():
-            return await repository.addresses(self.session, user_id)
+        async with self.database.session() as session, session.begin():
+            return await repository.addresses(session, user_id)
 
     async def get(self, user_id: uuid.UUID, address_id: uuid.UUID) -> Address:
-        async with self.session.begin():
-            return await self._address(user_id, address_id)
+        async with self.database.session() as session, session.begin():
+            return await self._address(session, user_id, address_id)
 
     async def create(self, user_id: uuid.UUID, new: AddressCreate) -> Address:
-        async with self.session.begin():
-            await self._lock_book(user_id)
-            count = await repository.count_addresses(self.session, user_id)
+        async with self.database.session() as session, session.begin():
+            await self._lock_book(session, user_id)
+            count = await repository.count_addresses(session, user_id)
             limit = self.settings.max_addresses_per_user
             if count >= limit:
                 raise Conflict(f"an address book holds at most {limit} addresses; delete one "
                                "first", code="address_book_full", details={"limit": limit})
             make_default = new.is_default or count == 0
             if make_default:
-                await repository.clear_default_address(self.session, user_id)
-            return await repository.add_address(self.session, Address(
+                await repository.clear_default_address(session, user_id)
+            return await repository.add_address(session, Address(
                 user_id=user_id, is_default=make_default,
                 **new.model_dump(exclude={"is_default"})))
 
     async def update(self, user_id: uuid.UUID, address_id: uuid.UUID,
                      update: AddressUpdate) -> Address:
-        async with self.session.begin():
-            await self._lock_book(user_id)
-            address = await self._address(user_id, address_id)
+        async with self.database.session() as session, session.begin():
+            await self._lock_book(session, user_id)
+            address = await self._address(session, user_id, address_id)
             changes = update.model_dump(exclude_unset=True)
             make_default = changes.pop("is_default", None)
             if make_default is False and address.is_default:
@@ -425,29 +428,30 @@ class AddressBook:
             for name, value in changes.items():
                 setattr(address, name, value)
             if make_default and not address.is_default:
-                await repository.clear_default_address(self.session, user_id)
+                await repository.clear_default_address(session, user_id)
                 address.is_default = True
             address.updated_at = _now()
             return address
 
     async def delete(self, user_id: uuid.UUID, address_id: uuid.UUID) -> None:
-        async with self.session.begin():
-            await self._lock_book(user_id)
-            address = await self._address(user_id, address_id)
+        async with self.database.session() as session, session.begin():
+            await self._lock_book(session, user_id)
+            address = await self._address(session, user_id, address_id)
             was_default = address.is_default
-            await repository.delete_address(self.session, address)
+            await repository.delete_address(session, address)
             if was_default:
-                successor = await repository.most_recent_address(self.session, user_id)
+                successor = await repository.most_recent_address(session, user_id)
                 if successor is not None:
                     successor.is_default = True
                     successor.updated_at = _now()
 
-    async def _lock_book(self, user_id: uuid.UUID) -> None:
-        if await repository.user(self.session, user_id, for_update=True) is None:
+    async def _lock_book(self, session: AsyncSession, user_id: uuid.UUID) -> None:
+        if await repository.user(session, user_id, for_update=True) is None:
             raise _account_gone()
 
-    async def _address(self, user_id: uuid.UUID, address_id: uuid.UUID) -> Address:
-        address = await repository.address(self.session, user_id, address_id)
+    async def _address(self, session: AsyncSession, user_id: uuid.UUID,
+                       address_id: uuid.UUID) -> Address:
+        address = await repository.address(session, user_id, address_id)
         if address is None:
             raise NotFound("no such address in your address book", code="address_not_found")
         return address
@@ -457,26 +461,26 @@ class AddressBook:
 class Administration:
     """What admins do to other accounts: look them up, grant and revoke roles."""
 
-    session: AsyncSession
+    database: Database
     settings: UserSettings
     revocations: RevocationList | None = None
 
     async def page(self, *, limit: int, offset: int,
                    email_contains: str | None) -> tuple[Sequence[User], int]:
-        async with self.session.begin():
-            return await repository.users_page(self.session, limit=limit, offset=offset,
+        async with self.database.session() as session, session.begin():
+            return await repository.users_page(session, limit=limit, offset=offset,
                                                email_contains=email_contains)
 
     async def get(self, user_id: uuid.UUID) -> User:
-        async with self.session.begin():
-            return await self._user(user_id)
+        async with self.database.session() as session, session.begin():
+            return await self._user(session, user_id)
 
     async def grant(self, user_id: uuid.UUID, role: Role) -> User:
-        async with self.session.begin():
-            user = await self._user(user_id, for_update=True)
+        async with self.database.session() as session, session.begin():
+            user = await self._user(session, user_id, for_update=True)
             if role not in user.roles:
                 user.roles = sorted({*user.roles, role})
-                await _publish_update(self.session, self.settings, user, ["roles"])
+                await _publish_update(session, self.settings, user, ["roles"])
         log.info("granted role %s to user %s", role, user_id)
         return user
 
@@ -490,35 +494,36 @@ class Administration:
             raise Conflict("you cannot take a role from yourself; ask another admin",
                            code="cannot_demote_self")
         ended: list[str] = []
-        async with self.session.begin():
-            user = await self._user(user_id, for_update=True)
+        async with self.database.session() as session, session.begin():
+            user = await self._user(session, user_id, for_update=True)
             if role in user.roles:
                 user.roles = sorted(set(user.roles) - {role})
-                ended = await repository.revoke_families(self.session, user_id, "role_revoked")
-                await _publish_update(self.session, self.settings, user, ["roles"])
+                ended = await repository.revoke_families(session, user_id, "role_revoked")
+                await _publish_update(session, self.settings, user, ["roles"])
         await end_sessions(self.revocations, self.settings, ended)
         log.info("revoked role %s from user %s", role, user_id)
         return user
 
-    async def _user(self, user_id: uuid.UUID, *, for_update: bool = False) -> User:
-        user = await repository.user(self.session, user_id, for_update=for_update)
+    async def _user(self, session: AsyncSession, user_id: uuid.UUID, *,
+                    for_update: bool = False) -> User:
+        user = await repository.user(session, user_id, for_update=for_update)
         if user is None:
             raise NotFound("no such user", code="user_not_found")
         return user
 
 
-async def ensure_admin(session: AsyncSession, settings: UserSettings, email: str,
+async def ensure_admin(database: Database, settings: UserSettings, email: str,
                        password: str) -> User | None:
     """Seed the first admin: create ``email`` as an admin, or promote the existing account
     if ``password`` is its password. An existing account with another password is left
     alone (returns None): whoever registered the address first must not become admin just
     because an operator later configured it."""
-    async with session.begin():
+    async with database.session() as session, session.begin():
         user = await repository.user_by_email(session, email)
     if user is None:
         password_hash = await hash_password(password)
         try:
-            async with session.begin():
+            async with database.session() as session, session.begin():
                 user = await repository.add_user(session, User(
                     email=email, password_hash=password_hash,
                     full_name=None, roles=["admin", "customer"],
@@ -527,11 +532,11 @@ async def ensure_admin(session: AsyncSession, settings: UserSettings, email: str
                     user, source=settings.service_name))
             return user
         except IntegrityError:  # another replica seeded it first
-            async with session.begin():
+            async with database.session() as session, session.begin():
                 user = await repository.user_by_email(session, email)
             if user is None:
                 raise
     if not await verify_password(user.password_hash, password):
         log.warning("bootstrap admin %s exists with another password; not promoted", email)
         return None
-    return await Administration(session, settings).grant(user.id, "admin")
+    return await Administration(database, settings).grant(user.id, "admin")
