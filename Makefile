@@ -36,12 +36,12 @@ deps:
 
 # Style, the import rules between the layers (pyproject.toml's [tool.importlinter]), the
 # types ([tool.mypy]: the contracts, operators/ and services/core/ strict, the rest of
-# kommerce/ checked; the services not yet), the CRDs against the models they are generated
+# kommerce/ and the services checked), the CRDs against the models they are generated
 # from, and the lock against pyproject.toml.
 lint: deps
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/lint-imports --no-cache --no-logo
-	$(VENV)/bin/mypy kommerce operators services/core
+	$(VENV)/bin/mypy kommerce operators services
 	$(PYTHON) -m operators.crdgen --check
 	$(PYTHON) scripts/check_lock.py
 

@@ -141,7 +141,7 @@ class CartStore:
     async def merge(self, guest: str, owner: str) -> Cart:
         """Move a guest's cart into ``owner``'s, adding quantities; atomic."""
         keys = [*self._keys(guest), *self._keys(owner)]
-        merged = await self.redis.eval(  # type: ignore[misc]
+        merged = await self.redis.eval(
             _MERGE, len(keys), *keys, self.ttl, MAX_QUANTITY)
         if int(merged) < 0:
             raise Conflict("the guest cart is in another currency", code="currency_mismatch")

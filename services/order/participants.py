@@ -77,7 +77,8 @@ def _message(response: httpx.Response) -> str:
 
 def _code(response: httpx.Response) -> str | None:
     try:
-        return response.json().get("code")  # type: ignore[no-any-return]
+        code = response.json().get("code")
+        return code if isinstance(code, str) else None
     except (ValueError, AttributeError):
         return None
 

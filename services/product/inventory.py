@@ -77,7 +77,7 @@ def reservation_out(parts: Sequence[Reservation]) -> ReservationOut:
     statuses = {part.status for part in parts}
     status = next(s for s in ("active", "committed", "released", "expired") if s in statuses)
     return ReservationOut(
-        id=parts[0].id, status=status, owner=parts[0].owner,  # type: ignore[arg-type]
+        id=parts[0].id, status=status, owner=parts[0].owner,
         expires_at=min(p.expires_at for p in parts),
         created_at=min(p.created_at for p in parts),
         updated_at=max(p.updated_at for p in parts),

@@ -29,11 +29,12 @@ from collections.abc import Awaitable, Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 from sqlalchemy import (
     ColumnElement,
     Select,
+    Table,
     and_,
     bindparam,
     exists,
@@ -56,6 +57,7 @@ from services.core.events.outbox import OutboxRelay
 from services.core.shardmap import ShardMap, ShardMapWatcher
 from services.product.models import (
     MIGRATIONS,
+    Base,
     Category,
     Product,
     Reservation,
@@ -65,6 +67,14 @@ from services.product.models import (
 )
 from services.product.schemas import ProductSort
 from services.product.settings import ProductSettings
+
+#: A row of the columns a statement names (SQLAlchemy types a row by its width).
+AnyRow: TypeAlias = "Row[*tuple[Any, ...]]"
+
+
+def _table(model: type[Base]) -> Table:
+    """The model's table, as the ``Table`` it is (``__table__`` is typed ``FromClause``)."""
+    return Base.metadata.tables[model.__tablename__]
 
 log = logging.getLogger(__name__)
 
@@ -317,7 +327,7 @@ async def load_product(session: AsyncSession, product_id: uuid.UUID, *,
 
 
 async def listed_products(session: AsyncSession,
-                          query: Select[tuple[Product]]) -> list[Product]:
+                          query: Select[Product]) -> list[Product]:
     """Run a :func:`listing_query` on one shard; the query is built once per listing and
     sent to every shard it concerns."""
     return list(await session.scalars(query))
@@ -416,7 +426,7 @@ def _variant_matches(*conditions: ColumnElement[bool]) -> ColumnElement[bool]:
 
 
 def listing_query(filters: ProductFilter, sort: ProductSort,
-                  after: tuple[Any, uuid.UUID] | None, limit: int) -> Select[tuple[Product]]:
+                  after: tuple[Any, uuid.UUID] | None, limit: int) -> Select[Product]:
     """One shard's page: ``limit`` products after the keyset ``after``, variants loaded."""
     expression, descending = sort_expression(sort)
     query = select(Product).options(selectinload(Product.variants))
@@ -477,12 +487,12 @@ async def sku_claims(session: AsyncSession, skus: Iterable[str]) -> list[SkuClai
 async def drop_sku_claims(session: AsyncSession, variant_ids: Iterable[uuid.UUID]) -> None:
     ids = list(variant_ids)
     if ids:
-        await session.execute(SkuClaim.__table__.delete().where(SkuClaim.variant_id.in_(ids)))
+        await session.execute(_table(SkuClaim).delete().where(SkuClaim.variant_id.in_(ids)))
 
 
 async def drop_claims_on(session: AsyncSession, skus: Collection[str]) -> None:
     """Drop the claims on ``skus`` whoever holds them: stale claims being taken over."""
-    await session.execute(SkuClaim.__table__.delete().where(SkuClaim.sku.in_(skus)))
+    await session.execute(_table(SkuClaim).delete().where(SkuClaim.sku.in_(skus)))
 
 
 async def variant_owner(session: AsyncSession, variant_id: uuid.UUID) -> uuid.UUID | None:
@@ -494,7 +504,7 @@ async def variant_exists(session: AsyncSession, variant_id: uuid.UUID) -> bool:
     return bool(await session.scalar(select(exists().where(Variant.id == variant_id))))
 
 
-async def load_variant(session: AsyncSession, variant_id: uuid.UUID) -> Row[Any] | None:
+async def load_variant(session: AsyncSession, variant_id: uuid.UUID) -> AnyRow | None:
     """One variant's columns with its product's id, name and category: a primary-key read
     and its join, for pricing a line known only by variant id."""
     return (await session.execute(_LOAD_VARIANT, {"variant_id": variant_id})).first()
@@ -506,8 +516,8 @@ async def load_variant(session: AsyncSession, variant_id: uuid.UUID) -> Row[Any]
 # mapped classes: they run on every checkout, and building a statement (and, for ORM-enabled
 # DML, reconciling the session with it) costs more CPU than PostgreSQL spends running it.
 
-_variants = Variant.__table__
-_reservations = Reservation.__table__
+_variants = _table(Variant)
+_reservations = _table(Reservation)
 _STOCK_COLUMNS = (_variants.c.id, _variants.c.product_id, _variants.c.sku,
                   _variants.c.on_hand, _variants.c.reserved)
 
@@ -533,39 +543,39 @@ _INSERT_RESERVATION = (
             updated_at=bindparam("now"))
     .on_conflict_do_nothing()
     .returning(_reservations.c.id))
-_INSERT_LINES = insert(ReservationLine.__table__)
+_INSERT_LINES = insert(_table(ReservationLine))
 _LOAD_VARIANT = (
     select(_variants.c.id, _variants.c.sku, _variants.c.name, _variants.c.attributes,
            _variants.c.price_amount, _variants.c.currency, _variants.c.on_hand,
            _variants.c.reserved, _variants.c.product_id,
-           Product.__table__.c.name.label("product_name"), Product.__table__.c.category)
-    .join(Product.__table__, Product.__table__.c.id == _variants.c.product_id)
+           _table(Product).c.name.label("product_name"), _table(Product).c.category)
+    .join(_table(Product), _table(Product).c.id == _variants.c.product_id)
     .where(_variants.c.id == bindparam("variant_id")))
 _LOCATE_VARIANTS = (
     select(_variants.c.id, _variants.c.product_id, _variants.c.sku, Product.category)
-    .join(Product.__table__, Product.__table__.c.id == _variants.c.product_id)
+    .join(_table(Product), _table(Product).c.id == _variants.c.product_id)
     .where(_variants.c.id.in_(bindparam("ids", expanding=True))))
 
 
 async def take_stock(session: AsyncSession, variant_id: uuid.UUID,
-                     quantity: int, now: datetime) -> Row[Any] | None:
+                     quantity: int, now: datetime) -> AnyRow | None:
     """Reserve ``quantity`` if that many are available; None when not (or no variant)."""
     result = await session.execute(_TAKE_STOCK, {"variant_id": variant_id,
                                                  "quantity": quantity, "now": now})
     return result.first()
 
 
-async def stock_of(session: AsyncSession, variant_ids: Iterable[uuid.UUID]) -> list[Row[Any]]:
+async def stock_of(session: AsyncSession, variant_ids: Iterable[uuid.UUID]) -> list[AnyRow]:
     return list((await session.execute(
         select(*_STOCK_COLUMNS).where(_variants.c.id.in_(list(variant_ids))))).all())
 
 
 async def settle_lines(session: AsyncSession, lines: Sequence[ReservationLine], *,
-                       ship: bool, now: datetime) -> list[Row[Any]]:
+                       ship: bool, now: datetime) -> list[AnyRow]:
     """Give back the reserved units of ``lines``; with ``ship`` they also leave on-hand (a
     committed sale). Variants are locked in id order before they are changed."""
     await lock_variants(session, (line.variant_id for line in lines))
-    changed: list[Row[Any]] = []
+    changed: list[AnyRow] = []
     for line in sorted(lines, key=lambda line: line.variant_id):
         row = (await session.execute(_SHIP if ship else _GIVE_BACK, {
             "variant_id": line.variant_id, "quantity": line.quantity, "now": now})).first()
@@ -575,7 +585,7 @@ async def settle_lines(session: AsyncSession, lines: Sequence[ReservationLine], 
 
 
 async def set_on_hand(session: AsyncSession, variant_id: uuid.UUID, *,
-                      on_hand: int | None, delta: int | None, now: datetime) -> Row[Any] | None:
+                      on_hand: int | None, delta: int | None, now: datetime) -> AnyRow | None:
     """Set or adjust on-hand, never below what is reserved; None when that would happen."""
     new_value: Any = on_hand if on_hand is not None else _variants.c.on_hand + (delta or 0)
     result = await session.execute(
@@ -631,6 +641,6 @@ async def expired_reservations(session: AsyncSession, now: datetime,
 
 
 async def locate_variants(session: AsyncSession,
-                          variant_ids: Iterable[uuid.UUID]) -> list[Row[Any]]:
+                          variant_ids: Iterable[uuid.UUID]) -> list[AnyRow]:
     """``(id, product_id, sku, category)`` of the variants present on a shard."""
     return list((await session.execute(_LOCATE_VARIANTS, {"ids": list(variant_ids)})).all())

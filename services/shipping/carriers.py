@@ -54,7 +54,7 @@ class CarrierUnavailable(RuntimeError):
 _TRANSPORT_ERRORS = (httpx.HTTPError, OSError, DomainError)
 
 
-def to_minor_units(amount: str | float | int, currency: str) -> int:
+def to_minor_units(amount: str | float | int | Decimal, currency: str) -> int:
     """A carrier's decimal amount ("12.34" or 12.34) in the currency's minor unit, rounded
     half up as the carriers bill (never through binary floats)."""
     exponent = 0 if currency.lower() in ZERO_DECIMAL_CURRENCIES else 2

@@ -129,7 +129,10 @@ class Carrier(Protocol):
     """A carrier adapter (FedEx, UPS, USPS or a table) answering with its offers; an empty
     list means "cannot take this shipment", an exception means "could not ask"."""
 
-    name: str
+    @property
+    def name(self) -> str:
+        """The carrier's name on its quotes (read-only: a frozen dataclass satisfies it)."""
+        ...
 
     async def rates(self, request: RateRequest) -> list[Quote]: ...
 
