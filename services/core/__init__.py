@@ -38,8 +38,9 @@ module                    what a service author uses
                           in the lifespan, a dependency (or ``of(request)``) in routes;
                           ``SETTINGS`` (the core's own slots: ``db.DATABASE``,
                           ``health.READINESS_CHECKS``, ``app.RUNTIME``, ``auth.TOKENS``)
-``db``                    ``new_metadata`` (per-service ``Base``), ``Database``,
-                          ``create_engine``, ``SessionDep``
+``db``                    ``new_metadata`` (per-service ``Base``), ``Database``
+                          (``database.session()``: the service layer opens one per
+                          operation), ``create_engine``
 ``migrations``            ``Migrations(branch, versions_dir, metadata)``, ``upgrade``;
                           ``python -m services.core.migrations upgrade|revision|current``
 ``cache``                 ``Cache.get_or_load`` / ``get_or_load_json`` / ``invalidate`` /

@@ -9,10 +9,8 @@ database of its own in production. ``public`` stays on the path for extensions (
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, Request
 from sqlalchemy import MetaData, event, exc, text
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -134,20 +132,3 @@ class Database:
 
 #: The service's database, put by the lifespan when the app uses one.
 DATABASE = AppState[Database]("database")
-
-
-def database_of(request: Request) -> Database:
-    database = DATABASE.get(request, None)
-    if database is None:
-        raise RuntimeError("this app was created without a database")
-    return database
-
-
-async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
-    """One session per request, rolled back if the handler did not commit, always closed."""
-    async with database_of(request).session() as session:
-        yield session
-
-
-#: ``async def create(session: SessionDep) -> ...`` in a route.
-SessionDep = Annotated[AsyncSession, Depends(get_session)]

@@ -11,7 +11,6 @@ from sqlalchemy import select
 
 from kommerce.testbed.redis import RedisServer
 from services.core.app import CacheDep, Consume, Runtime, create_service_app
-from services.core.db import SessionDep
 from services.core.errors import NotFound
 from services.core.events.envelope import EventEnvelope
 from services.core.events.outbox import add_event
@@ -38,8 +37,8 @@ def widget_router() -> APIRouter:
     router = APIRouter(prefix="/widgets")
 
     @router.post("", status_code=201)
-    async def create_widget(body: WidgetIn, session: SessionDep) -> WidgetOut:
-        async with session.begin():
+    async def create_widget(body: WidgetIn, runtime: Runtime) -> WidgetOut:
+        async with runtime.require_database().session() as session, session.begin():
             session.add(Widget(name=body.name, count=0))
             await add_event(session, EventEnvelope.new(
                 "widget.created", source="widgets", key=body.name,
@@ -47,9 +46,10 @@ def widget_router() -> APIRouter:
         return WidgetOut(name=body.name, count=0)
 
     @router.get("/{name}")
-    async def read_widget(name: str, session: SessionDep, cache: CacheDep) -> WidgetOut:
+    async def read_widget(name: str, runtime: Runtime, cache: CacheDep) -> WidgetOut:
         async def load() -> dict[str, object] | None:
-            widget = await session.scalar(select(Widget).where(Widget.name == name))
+            async with runtime.require_database().session() as session:
+                widget = await session.scalar(select(Widget).where(Widget.name == name))
             return None if widget is None else {"name": widget.name, "count": widget.count}
 
         found = await cache.get_or_load(f"widget:{name}", load)
