@@ -100,7 +100,7 @@ def caller_id(principal: Principal) -> uuid.UUID:
 
 def user_out(user: User) -> UserOut:
     return UserOut(id=user.id, email=user.email, full_name=user.full_name, phone=user.phone,
-                   roles=sorted(user.roles),  # type: ignore[arg-type]
+                   roles=sorted(user.roles),  # type: ignore[arg-type]  # a CHECK keeps the column to Role
                    preferences=Preferences.from_stored(user.preferences),
                    created_at=user.created_at, updated_at=user.updated_at)
 

@@ -48,7 +48,7 @@ def grant_role(email: str, role: str = typer.Argument("admin")) -> None:
         address = normalise_email(email)
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
-    if not asyncio.run(_grant(address, role)):  # type: ignore[arg-type]
+    if not asyncio.run(_grant(address, role)):  # type: ignore[arg-type]  # checked above
         typer.echo(f"no account with email {address}", err=True)
         raise typer.Exit(1)
     typer.echo(f"{address} has the {role} role")
