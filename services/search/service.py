@@ -22,24 +22,13 @@ from elasticsearch import ApiError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from kommerce.contracts.events.base import InvalidPayload
-from kommerce.contracts.events.product import (
-    PRICE_CHANGED,
-    PRODUCT_CREATED,
-    PRODUCT_DELETED,
-    PRODUCT_UPDATED,
-    STOCK_CHANGED,
-    PriceChanged,
-    ProductChanged,
-    ProductDeleted,
-    StockChanged,
-)
-from kommerce.contracts.events.review import RATING_CHANGED, RatingChanged
+from kommerce.contracts.events.product import ProductChanged, ProductDeleted
+from kommerce.contracts.events.review import RatingChanged
 from services.core.db import Database
 from services.core.errors import InvalidRequest, NotFound, ServiceUnavailable
-from services.core.events.consumer import EventHandlers
-from services.core.events.envelope import EventEnvelope
 from services.core.metrics import counter, histogram
 from services.core.transient import RetryLater
+from services.search import events
 from services.search import repository as repo
 from services.search.backend import SearchBackend, SearchQuery, SearchResults, Suggestion, terms_of
 from services.search.documents import ProductDocument
@@ -51,9 +40,6 @@ SEARCHES = counter("search_queries_total", "Searches answered, by engine and out
                    "(results, zero_results)", ["engine", "outcome"])
 SEARCH_LATENCY = histogram("search_engine_seconds", "Time the engine took per search",
                            ["engine", "operation"])
-
-INDEXED = counter("search_documents_applied_total", "Product events applied to the index",
-                  ["event"])
 
 #: How long a rebuild waits before its last catch-up pass, so consumer transactions that
 #: wrote to the old index just before the switch have committed their store rows.
@@ -79,7 +65,7 @@ class SearchIndexer:
     def __init__(self, database: Database, backend: SearchBackend) -> None:
         self.database = database
         self.backend = backend
-        self.event_handlers = self.handlers()
+        self.event_handlers = events.handlers(self)
 
     async def product_changed(self, session: AsyncSession, payload: Mapping[str, Any], *,
                               schema_version: int = 1) -> None:
@@ -119,46 +105,6 @@ class SearchIndexer:
         updated = change(current, variant_id)
         if updated != current and await repo.save(session, updated):
             await engine_call(lambda: self.backend.index([updated]))
-
-    def handlers(self) -> EventHandlers:
-        handlers = EventHandlers()
-
-        async def on_changed(session: AsyncSession, event: EventEnvelope) -> None:
-            await self.product_changed(session, event.payload,
-                                       schema_version=event.schema_version)
-            INDEXED.labels(event.type).inc()
-
-        async def on_deleted(session: AsyncSession, event: EventEnvelope) -> None:
-            await self.product_deleted(session, event.payload,
-                                       schema_version=event.schema_version)
-            INDEXED.labels(event.type).inc()
-
-        async def on_price(session: AsyncSession, event: EventEnvelope) -> None:
-            price = PriceChanged.parse(event.payload, schema_version=event.schema_version)
-            amount = price.new.amount
-            await self.variant_changed(session, price.product_id, price.variant_id,
-                                       lambda doc, vid: doc.with_price(vid, amount))
-            INDEXED.labels(event.type).inc()
-
-        async def on_stock(session: AsyncSession, event: EventEnvelope) -> None:
-            stock = StockChanged.parse(event.payload, schema_version=event.schema_version)
-            available = stock.available
-            await self.variant_changed(session, stock.product_id, stock.variant_id,
-                                       lambda doc, vid: doc.with_available(vid, available))
-            INDEXED.labels(event.type).inc()
-
-        async def on_rating(session: AsyncSession, event: EventEnvelope) -> None:
-            await self.rating_changed(session, event.payload, event.occurred_at,
-                                      schema_version=event.schema_version)
-            INDEXED.labels(event.type).inc()
-
-        handlers.on(RATING_CHANGED)(on_rating)
-        handlers.on(PRODUCT_CREATED)(on_changed)
-        handlers.on(PRODUCT_UPDATED)(on_changed)
-        handlers.on(PRODUCT_DELETED)(on_deleted)
-        handlers.on(PRICE_CHANGED)(on_price)
-        handlers.on(STOCK_CHANGED)(on_stock)
-        return handlers
 
     async def load_catalog(self, pages: AsyncIterator[list[dict[str, Any]]]) -> int:
         """Apply whole-catalog pages (``GET /products`` JSON) as ``product.created`` events
