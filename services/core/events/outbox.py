@@ -66,13 +66,19 @@ async def add_event(session: AsyncSession, envelope: EventEnvelope,
     transaction's other events in one statement (a saga step or a reservation publishes
     two or three), rather than one round trip each.
     """
-    session.sync_session.info.setdefault(_PENDING_ROWS, []).append({
+    session.sync_session.info.setdefault(_PENDING_ROWS, []).append(outbox_row(envelope, topic))
+
+
+def outbox_row(envelope: EventEnvelope, topic: str | None = None) -> dict[str, Any]:
+    """The outbox row :func:`add_event` queues for ``envelope``: its topic (the type's
+    default unless named), key and type, as the relay will send them."""
+    return {
         "event_id": envelope.id,
         "topic": topic or default_topic(envelope),
         "event_key": envelope.key,
         "event_type": envelope.type,
         "envelope": envelope.to_json(),
-    })
+    }
 
 
 #: Built once: every commit that publishes runs it.

@@ -5,7 +5,6 @@ batched arrays (:func:`~services.core.events.outbox.event_arrays`) alike."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import uuid
 from types import SimpleNamespace
@@ -28,11 +27,7 @@ def order() -> Any:
 
 
 def row(event: EventEnvelope) -> dict[str, Any]:
-    fake: Any = SimpleNamespace(sync_session=SimpleNamespace(info={}))
-    asyncio.run(outbox.add_event(fake, event))
-    [queued] = fake.sync_session.info.values()
-    [written] = queued
-    return dict(written)
+    return outbox.outbox_row(event)
 
 
 def test_a_saga_command_is_what_the_orchestrator_wrote() -> None:
