@@ -112,6 +112,15 @@ class SandboxGateway:
     def _card(self, payment_method: str) -> TestCard | None:
         return self._saved.get(payment_method) or TEST_CARDS.get(payment_method)
 
+    def _known_card(self, payment_method: str) -> TestCard:
+        """The card a charge or an attach names, refused as Stripe refuses an unknown one."""
+        check_payment_method(payment_method)
+        card = self._card(payment_method)
+        if card is None:
+            raise Unprocessable("unknown payment method; the sandbox knows Stripe's test "
+                                "methods such as pm_card_visa", code="resource_missing")
+        return card
+
     @staticmethod
     def _next_id(prefix: str) -> str:
         """A new Stripe-shaped id, random rather than counted: a sandbox without a state
@@ -183,11 +192,7 @@ class SandboxGateway:
                      idempotency_key: str, customer: str | None = None,
                      metadata: dict[str, str] | None = None) -> ChargeResult:
         check_amount(amount, currency)
-        check_payment_method(payment_method)
-        card = self._card(payment_method)
-        if card is None:
-            raise Unprocessable("unknown payment method; the sandbox knows Stripe's test "
-                                "methods such as pm_card_visa", code="resource_missing")
+        card = self._known_card(payment_method)
 
         def answer() -> ChargeResult:
             intent_id = self._next_id("pi")
@@ -256,11 +261,7 @@ class SandboxGateway:
 
     async def attach(self, *, customer: str, payment_method: str,
                      idempotency_key: str) -> SavedCard:
-        check_payment_method(payment_method)
-        card = self._card(payment_method)
-        if card is None:
-            raise Unprocessable("unknown payment method; the sandbox knows Stripe's test "
-                                "methods such as pm_card_visa", code="resource_missing")
+        card = self._known_card(payment_method)
 
         def answer() -> SavedCard:
             # Like Stripe attaching a test method: a new id, usable for later charges.

@@ -15,21 +15,7 @@ from services.core.events.envelope import EventEnvelope
 from services.core.events.outbox import outbox_row
 from services.shipping import events
 from services.shipping.models import Shipment
-
-
-def published_as_the_core_did(source: str, event_type: str, key: str,
-                              payload: dict[str, Any]) -> dict[str, Any]:
-    """The row the core's Publisher wrote before each service built its own events (it is
-    gone now): an envelope stamped with the source, into the outbox with the default topic."""
-    return outbox_row(EventEnvelope.new(event_type, source=source, key=key, payload=payload))
-
-def comparable(*queued: dict[str, Any]) -> list[dict[str, Any]]:
-    """Outbox rows without what differs per event (its id and time)."""
-    out = []
-    for row in queued:
-        envelope = {k: v for k, v in row["envelope"].items() if k not in ("id", "occurred_at")}
-        out.append({**{k: v for k, v in row.items() if k != "event_id"}, "envelope": envelope})
-    return out
+from tests.services.support import comparable, published_as_the_core_did
 
 
 def shipment(status: str) -> Shipment:
